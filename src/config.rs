@@ -1,0 +1,459 @@
+//! Settings: every key of `shared/spec/config.md`, loaded from a TOML file and
+//! `ROOMCAST_<SECTION>__<KEY>` environment overrides through the `config`
+//! crate, then validated. Every error names the key it is about, so `serve`
+//! and `check-config` can print one line and exit 2.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Where `serve` and `check-config` look when no `--config` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "config/roomcast.toml";
+
+/// Prefix of environment overrides: `ROOMCAST_SERVER__PORT=9000`.
+const ENV_PREFIX: &str = "ROOMCAST";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub origin: OriginSettings,
+    pub heartbeat: HeartbeatSettings,
+    pub limits: LimitSettings,
+    pub rooms: RoomSettings,
+    pub api: ApiSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    pub workers: usize,
+    pub max_connections: usize,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    pub tls: TlsSettings,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    pub cert: String,
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OriginPolicy {
+    /// The Origin's host and port must equal the request's `Host` header.
+    SameHost,
+    /// The Origin must be one of `origin.allow`.
+    AllowList,
+    /// Every Origin is accepted.
+    Any,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OriginSettings {
+    pub policy: OriginPolicy,
+    pub allow: Vec<String>,
+    pub allow_missing: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeartbeatSettings {
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    pub max_message_bytes: usize,
+    pub max_rooms_per_session: usize,
+    pub max_members_per_room: usize,
+    pub messages_per_second: u32,
+    pub burst: u32,
+    pub outbound_queue: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoomSettings {
+    pub history: usize,
+    #[serde(with = "humantime_serde")]
+    pub empty_ttl: Duration,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSettings {
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    pub level: String,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            workers: 0,
+            max_connections: 100_000,
+            shutdown_timeout: Duration::from_secs(10),
+            tls: TlsSettings::default(),
+        }
+    }
+}
+
+impl Default for OriginSettings {
+    fn default() -> Self {
+        Self { policy: OriginPolicy::SameHost, allow: Vec::new(), allow_missing: true }
+    }
+}
+
+impl Default for HeartbeatSettings {
+    fn default() -> Self {
+        Self { interval: Duration::from_secs(5), timeout: Duration::from_secs(10) }
+    }
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 65_536,
+            max_rooms_per_session: 64,
+            max_members_per_room: 10_000,
+            messages_per_second: 50,
+            burst: 100,
+            outbound_queue: 1024,
+        }
+    }
+}
+
+impl Default for RoomSettings {
+    fn default() -> Self {
+        Self { history: 50, empty_ttl: Duration::from_secs(300) }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self { level: "info".into() }
+    }
+}
+
+/// A configuration problem, as one line that names the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    fn new(message: impl fmt::Display) -> Self {
+        // Parser errors (TOML) span several lines with a caret drawing; the
+        // contract wants one line.
+        let text = message.to_string();
+        let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        Self(line)
+    }
+
+    fn key(key: &str, problem: impl fmt::Display) -> Self {
+        Self::new(format!("{key}: {problem}"))
+    }
+}
+
+impl Settings {
+    /// Loads `path` (or `config/roomcast.toml` when present, or nothing),
+    /// applies environment overrides from the process, and validates.
+    pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
+        let file = match path {
+            Some(path) if !path.is_file() => {
+                return Err(ConfigError::new(format!("configuration file {} does not exist", path.display())));
+            }
+            Some(path) => Some(path),
+            None => Some(Path::new(DEFAULT_CONFIG_PATH)).filter(|p| p.is_file()),
+        };
+        Self::load_from(file, None)
+    }
+
+    /// Loads exactly `file` (if any) and the environment `env` (`None`: the
+    /// process environment), then validates.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: Option<std::collections::HashMap<String, String>>,
+    ) -> Result<Settings, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(file) = file {
+            builder = builder.add_source(config_file(file));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("_")
+                .separator("__")
+                .list_separator(",")
+                .with_list_parse_key("origin.allow")
+                .try_parsing(true)
+                .source(env),
+        );
+        let merged = builder.build().map_err(ConfigError::new)?;
+        reject_unknown_keys(&merged)?;
+        let mut settings: Settings = merged.try_deserialize().map_err(ConfigError::new)?;
+        // `ROOMCAST_ORIGIN__ALLOW=` means "no entries", not one empty entry.
+        settings.origin.allow.retain(|entry| !entry.trim().is_empty());
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks the combinations no type can express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("server.max_connections", self.server.max_connections),
+            ("limits.max_message_bytes", self.limits.max_message_bytes),
+            ("limits.max_rooms_per_session", self.limits.max_rooms_per_session),
+            ("limits.max_members_per_room", self.limits.max_members_per_room),
+            ("limits.messages_per_second", self.limits.messages_per_second as usize),
+            ("limits.burst", self.limits.burst as usize),
+            ("limits.outbound_queue", self.limits.outbound_queue),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::key(key, "must be at least 1"));
+            }
+        }
+        if self.server.host.trim().is_empty() {
+            return Err(ConfigError::key("server.host", "must not be empty"));
+        }
+        if self.heartbeat.interval.is_zero() {
+            return Err(ConfigError::key("heartbeat.interval", "must be longer than 0s"));
+        }
+        if self.heartbeat.timeout <= self.heartbeat.interval {
+            return Err(ConfigError::key(
+                "heartbeat.timeout",
+                format!(
+                    "{} must be longer than heartbeat.interval ({})",
+                    humantime::format_duration(self.heartbeat.timeout),
+                    humantime::format_duration(self.heartbeat.interval)
+                ),
+            ));
+        }
+        for entry in &self.origin.allow {
+            if let Err(problem) = crate::http::origin::Origin::parse(entry) {
+                return Err(ConfigError::key("origin.allow", format!("{entry:?}: {problem}")));
+            }
+        }
+        if self.origin.policy == OriginPolicy::AllowList && self.origin.allow.is_empty() {
+            return Err(ConfigError::key("origin.allow", "policy \"allow-list\" needs at least one origin"));
+        }
+        let tls = &self.server.tls;
+        match (tls.cert.is_empty(), tls.key.is_empty()) {
+            (true, true) => {}
+            (false, true) => {
+                return Err(ConfigError::key("server.tls.key", "is needed with server.tls.cert"));
+            }
+            (true, false) => {
+                return Err(ConfigError::key("server.tls.cert", "is needed with server.tls.key"));
+            }
+            (false, false) => {
+                return Err(ConfigError::key(
+                    "server.tls",
+                    "TLS is not available in this version yet; terminate TLS in a reverse proxy",
+                ));
+            }
+        }
+        validate_log_filter(&self.log.level).map_err(|problem| ConfigError::key("log.level", problem))
+    }
+
+    /// The effective settings as TOML, as `check-config` prints them.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render settings: {e}\n"))
+    }
+}
+
+fn config_file(path: &Path) -> config::File<config::FileSourceFile, config::FileFormat> {
+    config::File::from(path).format(config::FileFormat::Toml).required(true)
+}
+
+/// Every dotted key `Settings` knows, e.g. `server.tls.cert`.
+fn known_keys() -> BTreeSet<String> {
+    let value = toml::Value::try_from(Settings::default()).unwrap_or(toml::Value::Table(Default::default()));
+    let mut keys = BTreeSet::new();
+    collect_keys("", &value, &mut keys);
+    keys
+}
+
+fn collect_keys(prefix: &str, value: &toml::Value, keys: &mut BTreeSet<String>) {
+    if let toml::Value::Table(table) = value {
+        for (name, child) in table {
+            let key = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
+            keys.insert(key.clone());
+            collect_keys(&key, child, keys);
+        }
+    }
+}
+
+/// serde's `deny_unknown_fields` says "unknown field `x`" without the
+/// section; this walks the merged sources so the error names `server.x` and
+/// where it came from.
+fn reject_unknown_keys(merged: &config::Config) -> Result<(), ConfigError> {
+    let known = known_keys();
+    let root = config::Source::collect(merged).map_err(ConfigError::new)?;
+    let mut stack: Vec<(String, config::Value)> = root.into_iter().collect();
+    while let Some((key, value)) = stack.pop() {
+        if !known.contains(&key) {
+            let origin = value.origin().map(|o| format!(" (from {o})")).unwrap_or_default();
+            return Err(ConfigError::key(&key, format!("unknown key{origin}")));
+        }
+        // Only the sections are tables; a table where a value belongs is a
+        // type error that deserialization reports with its key.
+        if let config::ValueKind::Table(table) = value.kind {
+            let is_section = known.iter().any(|k| k.starts_with(&format!("{key}.")));
+            if is_section {
+                stack.extend(table.into_iter().map(|(name, child)| (format!("{key}.{name}"), child)));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `log.level` is a level, or `target=level` items separated by commas
+/// (an env_logger filter). A bare word must be a level, so a typo cannot
+/// pass as a target name.
+fn validate_log_filter(filter: &str) -> Result<(), String> {
+    if filter.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    for item in filter.split(',') {
+        let level = match item.split_once('=') {
+            Some((target, level)) if !target.trim().is_empty() => level,
+            Some(_) => return Err(format!("{filter:?}: {item:?} has no target before '='")),
+            None => item,
+        };
+        if level.trim().parse::<log::LevelFilter>().is_err() {
+            return Err(format!("{filter:?}: {:?} is not one of off, error, warn, info, debug, trace", level.trim()));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from_env(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let env: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Settings::load_from(None, Some(env))
+    }
+
+    #[test]
+    fn defaults_validate() {
+        Settings::default().validate().expect("defaults are valid");
+    }
+
+    #[test]
+    fn every_documented_key_is_known() {
+        let keys = known_keys();
+        for key in [
+            "server.host",
+            "server.port",
+            "server.workers",
+            "server.max_connections",
+            "server.shutdown_timeout",
+            "server.tls.cert",
+            "server.tls.key",
+            "origin.policy",
+            "origin.allow",
+            "origin.allow_missing",
+            "heartbeat.interval",
+            "heartbeat.timeout",
+            "limits.max_message_bytes",
+            "limits.max_rooms_per_session",
+            "limits.max_members_per_room",
+            "limits.messages_per_second",
+            "limits.burst",
+            "limits.outbound_queue",
+            "rooms.history",
+            "rooms.empty_ttl",
+            "api.key",
+            "log.level",
+        ] {
+            assert!(keys.contains(key), "{key} missing from Settings");
+        }
+    }
+
+    #[test]
+    fn environment_overrides_and_lists() {
+        let s = from_env(&[
+            ("ROOMCAST_SERVER__PORT", "9000"),
+            ("ROOMCAST_HEARTBEAT__INTERVAL", "1s 500ms"),
+            ("ROOMCAST_HEARTBEAT__TIMEOUT", "4s"),
+            ("ROOMCAST_ORIGIN__POLICY", "allow-list"),
+            ("ROOMCAST_ORIGIN__ALLOW", "https://a.example,http://b.example:8080"),
+            ("ROOMCAST_API__KEY", "12345"),
+        ])
+        .expect("valid");
+        assert_eq!(s.server.port, 9000);
+        assert_eq!(s.heartbeat.interval, Duration::from_millis(1500));
+        assert_eq!(s.origin.allow, vec!["https://a.example", "http://b.example:8080"]);
+        assert_eq!(s.api.key, "12345");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("ROOMCAST_SERVER__PORT", "eighty")], "server.port"),
+            (&[("ROOMCAST_SERVER__BOGUS", "1")], "server.bogus"),
+            (&[("ROOMCAST_HEARTBEAT__TIMEOUT", "2s")], "heartbeat.timeout"),
+            (&[("ROOMCAST_HEARTBEAT__INTERVAL", "5")], "heartbeat.interval"),
+            (&[("ROOMCAST_ORIGIN__POLICY", "allow-list")], "origin.allow"),
+            (&[("ROOMCAST_ORIGIN__POLICY", "everyone")], "origin.policy"),
+            (&[("ROOMCAST_ORIGIN__ALLOW", "not a url")], "origin.allow"),
+            (&[("ROOMCAST_LIMITS__BURST", "0")], "limits.burst"),
+            (&[("ROOMCAST_LOG__LEVEL", "loud")], "log.level"),
+            (&[("ROOMCAST_SERVER__TLS__CERT", "/x.pem")], "server.tls.key"),
+        ];
+        for (env, key) in cases {
+            let err = from_env(env).expect_err("must fail").to_string();
+            assert!(err.contains(key), "{env:?}: {err:?} does not name {key}");
+            assert!(!err.contains('\n'), "{err:?} spans lines");
+        }
+    }
+
+    #[test]
+    fn toml_round_trip() {
+        let text = Settings::default().to_toml();
+        assert!(text.contains("interval = \"5s\""), "{text}");
+        let back: Settings = toml::from_str(&text).expect("parses back");
+        assert_eq!(back.heartbeat.timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn log_filters() {
+        for ok in ["info", "debug", "roomcast=debug,actix_web=warn", "off", "warn,roomcast=trace"] {
+            assert!(validate_log_filter(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "loud", "roomcast=loud", "roomcast", "=info"] {
+            assert!(validate_log_filter(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! `/api`: server-side publish and the room list, behind a bearer key.
+//!
+//! Checks run in this order: the API is off (404) when `api.key` is empty;
+//! a missing or wrong key is 401; then a bad room name or body is 400 and a
+//! body over `max_message_bytes` 413. The body is read only after the key
+//! was checked, so nobody without the key can make the server buffer it.
+
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, web};
+use futures_util::StreamExt;
+use serde_json::value::RawValue;
+
+use super::{AppState, Refusal};
+use crate::protocol::{self, RoomName};
+use crate::registry::messages::{ApiPublish, ListRooms};
+
+fn json(body: String) -> HttpResponse {
+    HttpResponse::Ok().content_type("application/json").body(body)
+}
+
+fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), Refusal> {
+    let key = &state.settings.api.key;
+    if key.is_empty() {
+        return Err(Refusal::new(StatusCode::NOT_FOUND, "not found"));
+    }
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        Some(given) if constant_time_eq::constant_time_eq(given.as_bytes(), key.as_bytes()) => Ok(()),
+        _ => {
+            log::info!("refused {} from {:?}: bad or missing API key", req.path(), req.peer_addr());
+            Err(Refusal::new(StatusCode::UNAUTHORIZED, "a valid Authorization: Bearer key is required"))
+        }
+    }
+}
+
+fn too_big(limit: usize) -> Refusal {
+    Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is limited to {limit} bytes"))
+}
+
+/// Reads the whole body, or answers 413 once it passes `limit`.
+async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, Refusal> {
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, format!("cannot read the body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_big(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// `POST /api/rooms/{room}/publish`
+pub async fn publish(
+    req: HttpRequest,
+    room: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    if let Err(refusal) = authorize(&req, &state) {
+        return refusal.response();
+    }
+    let room = match RoomName::parse(&room) {
+        Ok(room) => room,
+        Err(why) => return Refusal::new(StatusCode::BAD_REQUEST, why).response(),
+    };
+    let limit = state.settings.limits.max_message_bytes;
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return too_big(limit).response();
+    }
+    let body = match read_body(payload, limit).await {
+        Ok(body) => body,
+        Err(refusal) => return refusal.response(),
+    };
+    let body: Box<RawValue> = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(e) => {
+            return Refusal::new(StatusCode::BAD_REQUEST, format!("the body must be one JSON value: {e}")).response();
+        }
+    };
+    match state.registry.send(ApiPublish { room, body }).await {
+        Ok(seq) => json(format!("{{\"seq\":{seq}}}")),
+        Err(e) => {
+            log::warn!("room registry unavailable: {e}");
+            Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "room registry unavailable").response()
+        }
+    }
+}
+
+/// `GET /api/rooms`
+pub async fn rooms(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    if let Err(refusal) = authorize(&req, &state) {
+        return refusal.response();
+    }
+    match state.registry.send(ListRooms).await {
+        Ok(rooms) => json(protocol::rooms(None, rooms.iter().map(|(name, count)| (name, *count)), None)),
+        Err(e) => {
+            log::warn!("room registry unavailable: {e}");
+            Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "room registry unavailable").response()
+        }
+    }
+}
+
+/// Anything else under `/api`: 404 while the API is off, else 401 without
+/// the key, else 404.
+pub async fn other(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    authorize(&req, &state).err().unwrap_or_else(|| Refusal::new(StatusCode::NOT_FOUND, "not found")).response()
+}

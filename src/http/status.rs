@@ -1,0 +1,24 @@
+//! `/healthz`, `/metrics` and the page on `/`.
+
+use std::sync::atomic::Ordering;
+
+use actix_web::{HttpResponse, web};
+
+use super::AppState;
+
+/// 200 `ok` while connections are accepted, 503 while draining.
+pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    if state.draining.load(Ordering::Acquire) {
+        HttpResponse::ServiceUnavailable().content_type("text/plain").body("draining")
+    } else {
+        HttpResponse::Ok().content_type("text/plain").body("ok")
+    }
+}
+
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(state.metrics.render())
+}
+
+pub async fn page() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(include_str!("page.html"))
+}

@@ -1,0 +1,26 @@
+//! roomcast: a realtime WebSocket room server.
+//!
+//! How the modules fit together (see `docs/architecture.md` for the flow of
+//! a message):
+//!
+//! - [`config`]: every setting, from TOML and `ROOMCAST_*` variables, validated.
+//! - [`protocol`]: the wire only: request parsing, server frames, room names,
+//!   session ids, close codes.
+//! - [`server`]: binds, announces `listening on ...`, drains on signals.
+//! - [`http`]: routes, the origin policy, `/healthz`, `/metrics`, `/api`,
+//!   and the WebSocket upgrade gate.
+//! - [`session`]: one actor per WebSocket connection (`/ws`, `/ws/{room}`,
+//!   `/echo`), its bounded outbound queue and the heartbeat watchdog.
+//! - [`registry`]: the actor that owns rooms and the session directory and
+//!   relays messages.
+//! - [`metrics`]: counters and gauges in the Prometheus text format.
+
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod protocol;
+pub mod registry;
+pub mod server;
+pub mod session;
+
+pub use config::Settings;

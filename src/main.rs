@@ -1,0 +1,75 @@
+//! The `roomcast` command: parses the command line, then calls the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use roomcast::Settings;
+
+/// A realtime WebSocket room server.
+#[derive(Parser)]
+#[command(name = "roomcast", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ConfigArgs),
+    /// Validate the configuration and print the effective settings as TOML.
+    CheckConfig(ConfigArgs),
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    /// Configuration file [default: config/roomcast.toml when it exists].
+    #[arg(long, short, value_name = "PATH")]
+    config: Option<PathBuf>,
+}
+
+/// Exit status for a bad configuration.
+const CONFIG_ERROR: u8 = 2;
+
+fn load(args: &ConfigArgs) -> Result<Settings, ExitCode> {
+    Settings::load(args.config.as_deref()).map_err(|error| {
+        eprintln!("roomcast: configuration error: {error}");
+        ExitCode::from(CONFIG_ERROR)
+    })
+}
+
+fn init_logging(level: &str) {
+    let mut builder = env_logger::Builder::new();
+    match std::env::var("RUST_LOG") {
+        Ok(filters) if !filters.is_empty() => builder.parse_filters(&filters),
+        _ => builder.parse_filters(level),
+    };
+    builder.init();
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Serve(args) => {
+            let settings = match load(&args) {
+                Ok(settings) => settings,
+                Err(code) => return code,
+            };
+            init_logging(&settings.log.level);
+            match roomcast::server::run(settings) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("roomcast: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::CheckConfig(args) => match load(&args) {
+            Ok(settings) => {
+                print!("{}", settings.to_toml());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+    }
+}

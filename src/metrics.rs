@@ -1,0 +1,157 @@
+//! Counters and gauges, rendered at `/metrics` in the Prometheus text
+//! exposition format (version 0.0.4).
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::Notify;
+
+#[derive(Default)]
+pub struct Metrics {
+    connections: AtomicU64,
+    /// Notified whenever `connections` drops to zero (the drain waits on it).
+    no_connections: Notify,
+    pub rooms: AtomicU64,
+    pub connections_total: AtomicU64,
+    pub connections_refused: AtomicU64,
+    pub messages_in: AtomicU64,
+    pub messages_out: AtomicU64,
+    pub heartbeat_timeouts: AtomicU64,
+    pub slow_consumer_closes: AtomicU64,
+    pub origin_rejections: AtomicU64,
+    pub rate_limited: AtomicU64,
+    pub protocol_errors: AtomicU64,
+}
+
+/// One open WebSocket connection, counted in `roomcast_connections` until
+/// dropped.
+pub struct ConnectionSlot(std::sync::Arc<Metrics>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        if self.0.connections.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.no_connections.notify_waiters();
+        }
+    }
+}
+
+impl Metrics {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn inc(counter: &AtomicU64) {
+        Self::add(counter, 1);
+    }
+
+    /// Takes a connection slot unless `max` are open.
+    pub fn open_connection(self: &std::sync::Arc<Self>, max: usize) -> Option<ConnectionSlot> {
+        let before = self.connections.fetch_add(1, Ordering::AcqRel);
+        let slot = ConnectionSlot(self.clone());
+        if before >= max as u64 {
+            drop(slot);
+            Self::inc(&self.connections_refused);
+            return None;
+        }
+        Self::inc(&self.connections_total);
+        Some(slot)
+    }
+
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Acquire)
+    }
+
+    /// Resolves once no WebSocket connection is open.
+    pub async fn all_connections_closed(&self) {
+        loop {
+            let notified = self.no_connections.notified();
+            if self.connections() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let rows: [(&str, &str, &str, u64); 12] = [
+            ("roomcast_connections", "gauge", "Open WebSocket connections.", self.connections()),
+            ("roomcast_rooms", "gauge", "Rooms with at least one member.", get(&self.rooms)),
+            ("roomcast_connections_total", "counter", "WebSocket connections accepted.", get(&self.connections_total)),
+            (
+                "roomcast_connections_refused_total",
+                "counter",
+                "WebSocket handshakes refused because max_connections were open.",
+                get(&self.connections_refused),
+            ),
+            ("roomcast_messages_in_total", "counter", "Data messages received from clients.", get(&self.messages_in)),
+            ("roomcast_messages_out_total", "counter", "Data messages sent to clients.", get(&self.messages_out)),
+            (
+                "roomcast_heartbeat_timeouts_total",
+                "counter",
+                "Connections closed because nothing arrived for heartbeat.timeout.",
+                get(&self.heartbeat_timeouts),
+            ),
+            (
+                "roomcast_slow_consumer_closes_total",
+                "counter",
+                "Connections closed because limits.outbound_queue messages waited for them.",
+                get(&self.slow_consumer_closes),
+            ),
+            (
+                "roomcast_origin_rejections_total",
+                "counter",
+                "WebSocket handshakes refused by the origin policy.",
+                get(&self.origin_rejections),
+            ),
+            ("roomcast_rate_limited_total", "counter", "Messages refused by the rate limit.", get(&self.rate_limited)),
+            (
+                "roomcast_protocol_errors_total",
+                "counter",
+                "Connections closed for a WebSocket protocol violation (1002, 1007, 1009).",
+                get(&self.protocol_errors),
+            ),
+            ("roomcast_up", "gauge", "1 while the server runs.", 1),
+        ];
+        let mut out = String::with_capacity(2048);
+        for (name, kind, help, value) in rows {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn slots_are_bounded_and_released() {
+        let m = Arc::new(Metrics::default());
+        let a = m.open_connection(2).expect("first");
+        let _b = m.open_connection(2).expect("second");
+        assert!(m.open_connection(2).is_none());
+        assert_eq!(m.connections(), 2);
+        drop(a);
+        assert!(m.open_connection(2).is_some());
+        assert_eq!(m.connections_refused.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn renders_the_contract_names() {
+        let text = Metrics::default().render();
+        for name in [
+            "roomcast_connections ",
+            "roomcast_rooms ",
+            "roomcast_messages_in_total ",
+            "roomcast_messages_out_total ",
+            "roomcast_heartbeat_timeouts_total ",
+            "roomcast_slow_consumer_closes_total ",
+            "roomcast_origin_rejections_total ",
+            "roomcast_rate_limited_total ",
+        ] {
+            assert!(text.contains(&format!("\n{name}0\n")), "{name} missing:\n{text}");
+        }
+    }
+}

@@ -1,0 +1,441 @@
+//! The room registry: one actor that owns every room (members, `seq`,
+//! history, `empty_ttl`) and the session directory (id, nick, handle), and
+//! relays messages.
+//!
+//! Sessions reach it only through the messages in [`messages`]; it reaches
+//! sessions only by queueing frames on their [`SessionHandle`]s, which never
+//! waits. A broadcast is serialized once and every recipient's queue gets a
+//! clone of the same bytes. A member whose queue is full is closed (1013)
+//! and removed at once, so the others are never slowed down by it.
+
+pub mod messages;
+pub mod room;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix::{Actor, AsyncContext, Context, Handler, MessageResult};
+use bytestring::ByteString;
+use serde_json::value::RawValue;
+
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::protocol::{self, ErrorCode, PresenceEvent, RequestKind, RoomName, SessionId, close};
+use crate::session::handle::{CloseRequest, OutFrame, Push, SessionHandle};
+use messages::{ApiPublish, Command, Connect, ConnectRaw, Disconnect, ListRooms, RawFrame, RoomFull};
+use room::{Member, MemberKind, Room};
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub history: usize,
+    pub empty_ttl: Duration,
+    pub max_rooms_per_session: usize,
+    pub max_members_per_room: usize,
+}
+
+impl Limits {
+    pub fn new(settings: &Settings) -> Self {
+        Limits {
+            history: settings.rooms.history,
+            empty_ttl: settings.rooms.empty_ttl,
+            max_rooms_per_session: settings.limits.max_rooms_per_session,
+            max_members_per_room: settings.limits.max_members_per_room,
+        }
+    }
+}
+
+/// A session in the directory.
+struct Entry {
+    handle: SessionHandle,
+    kind: MemberKind,
+    nick: Option<String>,
+    /// `"from":..,"nick":..` as spliced into its messages.
+    sender: String,
+    rooms: Vec<RoomName>,
+}
+
+pub struct Registry {
+    limits: Limits,
+    metrics: Arc<Metrics>,
+    sessions: HashMap<SessionId, Entry>,
+    rooms: HashMap<RoomName, Room>,
+    /// Sessions whose queue overflowed while handling a message; closed and
+    /// removed before the next message.
+    slow: Vec<SessionId>,
+    /// Rooms that became empty while handling a message; each gets a timer.
+    emptied: Vec<RoomName>,
+}
+
+impl Actor for Registry {
+    type Context = Context<Self>;
+}
+
+/// Queues a frame for one session, noting it in `slow` if its queue is full.
+fn deliver(handle: &SessionHandle, frame: OutFrame, slow: &mut Vec<SessionId>) {
+    if handle.push(frame) == Push::Full {
+        slow.push(handle.id());
+    }
+}
+
+fn text(frame: String) -> OutFrame {
+    OutFrame::Text(ByteString::from(frame))
+}
+
+fn now_epoch_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Registry {
+    pub fn new(limits: Limits, metrics: Arc<Metrics>) -> Self {
+        Registry {
+            limits,
+            metrics,
+            sessions: HashMap::new(),
+            rooms: HashMap::new(),
+            slow: Vec::new(),
+            emptied: Vec::new(),
+        }
+    }
+
+    fn reply(&mut self, id: SessionId, frame: String) {
+        if let Some(entry) = self.sessions.get(&id) {
+            deliver(&entry.handle, text(frame), &mut self.slow);
+        }
+    }
+
+    fn error(&mut self, id: SessionId, code: ErrorCode, message: &str, reference: Option<&RawValue>) {
+        self.reply(id, protocol::error(code, message, reference));
+    }
+
+    /// Adds a session to a room and tells the other members.
+    fn add_member(&mut self, id: SessionId, name: &RoomName) {
+        let Some(entry) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        entry.rooms.push(name.clone());
+        let member = Member { handle: entry.handle.clone(), kind: entry.kind };
+        let presence = text(protocol::presence(name, PresenceEvent::Join, id, entry.nick.as_deref()));
+        let room = room_entry(&mut self.rooms, name, self.limits.history);
+        room.add(id, member);
+        if room.len() == 1 {
+            Metrics::inc(&self.metrics.rooms);
+        }
+        room.fan_out(Some(id), Some(&presence), None, &mut self.slow);
+    }
+
+    /// Removes a session from a room and tells the remaining members.
+    fn remove_member(&mut self, id: SessionId, name: &RoomName, nick: Option<&str>) {
+        let Some(room) = self.rooms.get_mut(name) else {
+            return;
+        };
+        if !room.remove(id) {
+            return;
+        }
+        if room.is_empty() {
+            self.metrics.rooms.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            self.emptied.push(name.clone());
+            return;
+        }
+        let presence = text(protocol::presence(name, PresenceEvent::Leave, id, nick));
+        room.fan_out(None, Some(&presence), None, &mut self.slow);
+    }
+
+    fn remove_session(&mut self, id: SessionId) {
+        let Some(entry) = self.sessions.remove(&id) else {
+            return;
+        };
+        for name in &entry.rooms {
+            self.remove_member(id, name, entry.nick.as_deref());
+        }
+    }
+
+    /// Runs after every message: closes and removes slow consumers (which
+    /// can make more: presence events), then starts `empty_ttl` timers.
+    fn settle(&mut self, ctx: &mut Context<Self>) {
+        while let Some(id) = self.slow.pop() {
+            if let Some(entry) = self.sessions.get(&id) {
+                let request = CloseRequest { code: close::TRY_AGAIN_LATER, cut_after_grace: true };
+                if entry.handle.request_close(request) {
+                    Metrics::inc(&self.metrics.slow_consumer_closes);
+                    log::info!("session {id}: outbound queue full, closing 1013");
+                }
+            }
+            self.remove_session(id);
+        }
+        for name in std::mem::take(&mut self.emptied) {
+            let Some(room) = self.rooms.get(&name) else {
+                continue;
+            };
+            if !room.is_empty() {
+                continue;
+            }
+            if self.limits.empty_ttl.is_zero() {
+                self.rooms.remove(&name);
+                continue;
+            }
+            let epoch = room.empty_epoch();
+            ctx.run_later(self.limits.empty_ttl, move |registry, _| {
+                let forget = registry.rooms.get(&name).is_some_and(|r| r.is_empty() && r.empty_epoch() == epoch);
+                if forget {
+                    registry.rooms.remove(&name);
+                    log::debug!("room {name} forgotten after empty_ttl");
+                }
+            });
+        }
+    }
+
+    fn join(
+        &mut self,
+        id: SessionId,
+        name: RoomName,
+        history: Option<u64>,
+        since: Option<u64>,
+        reference: Option<&RawValue>,
+    ) {
+        let Some(entry) = self.sessions.get(&id) else {
+            return;
+        };
+        let is_member = self.rooms.get(&name).is_some_and(|room| room.contains(id));
+        if !is_member {
+            if entry.rooms.len() >= self.limits.max_rooms_per_session {
+                let message = format!("a session may join at most {} rooms", self.limits.max_rooms_per_session);
+                return self.error(id, ErrorCode::TooManyRooms, &message, reference);
+            }
+            let members = self.rooms.get(&name).map_or(0, Room::len);
+            if members >= self.limits.max_members_per_room {
+                let message = format!("room {name} has {members} members, the most allowed");
+                return self.error(id, ErrorCode::RoomFull, &message, reference);
+            }
+            self.add_member(id, &name);
+        }
+        let Some(room) = self.rooms.get(&name) else {
+            return;
+        };
+        let frame = match since {
+            Some(since) => {
+                let (kept, recovered) = room.after(since);
+                protocol::joined(&name, room.len(), kept.into_iter(), Some(recovered), reference)
+            }
+            None => {
+                let count = history.unwrap_or(0).min(self.limits.history as u64) as usize;
+                protocol::joined(&name, room.len(), room.recent(count), None, reference)
+            }
+        };
+        self.reply(id, frame);
+    }
+
+    fn leave(&mut self, id: SessionId, name: RoomName, reference: Option<&RawValue>) {
+        let Some(entry) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let Some(position) = entry.rooms.iter().position(|r| *r == name) else {
+            return self.error(id, ErrorCode::NotMember, &format!("not a member of {name}"), reference);
+        };
+        entry.rooms.swap_remove(position);
+        let nick = entry.nick.clone();
+        self.remove_member(id, &name, nick.as_deref());
+        self.reply(id, protocol::left(&name, reference));
+    }
+
+    fn publish(&mut self, id: SessionId, name: RoomName, body: &RawValue, reference: Option<&RawValue>) {
+        let Some(entry) = self.sessions.get(&id) else {
+            return;
+        };
+        let Some(room) = self.rooms.get_mut(&name).filter(|room| room.contains(id)) else {
+            return self.error(id, ErrorCode::NotMember, &format!("join {name} before publishing to it"), reference);
+        };
+        let seq = publish_to(room, &name, &entry.sender, body, &mut self.slow);
+        if let Some(reference) = reference {
+            self.reply(id, protocol::ok(Some(seq), Some(reference)));
+        }
+    }
+
+    fn direct(&mut self, id: SessionId, to: &str, body: &RawValue, reference: Option<&RawValue>) {
+        let Some(sender) = self.sessions.get(&id).map(|entry| entry.sender.clone()) else {
+            return;
+        };
+        let Some(target) = SessionId::from_wire(to).and_then(|to| self.sessions.get(&to)) else {
+            return self.error(id, ErrorCode::NotFound, &format!("no session {to:?}"), reference);
+        };
+        let frame = match target.kind {
+            MemberKind::Json => protocol::direct(&sender, body.get()),
+            MemberKind::Raw => protocol::body_as_raw_text(body),
+        };
+        deliver(&target.handle, text(frame), &mut self.slow);
+        if reference.is_some() {
+            self.reply(id, protocol::ok(None, reference));
+        }
+    }
+
+    fn nick(&mut self, id: SessionId, name: String, reference: Option<&RawValue>) {
+        let Some(entry) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        entry.sender = protocol::sender_fields(id, Some(&name));
+        entry.nick = Some(name);
+        self.reply(id, protocol::ok(None, reference));
+    }
+
+    fn occupied_rooms(&self) -> Vec<(RoomName, usize)> {
+        let mut rooms: Vec<_> = self
+            .rooms
+            .iter()
+            .filter(|(_, room)| !room.is_empty())
+            .map(|(name, room)| (name.clone(), room.len()))
+            .collect();
+        rooms.sort();
+        rooms
+    }
+
+    fn members(&mut self, id: SessionId, name: RoomName, reference: Option<&RawValue>) {
+        let Some(room) = self.rooms.get(&name).filter(|room| room.contains(id)) else {
+            return self.error(id, ErrorCode::NotMember, &format!("not a member of {name}"), reference);
+        };
+        let sessions = &self.sessions;
+        let list = room.member_ids().map(|member| (member, sessions.get(&member).and_then(|e| e.nick.as_deref())));
+        let frame = protocol::members(&name, list, reference);
+        self.reply(id, frame);
+    }
+}
+
+/// The room called `name`, made empty if it does not exist.
+fn room_entry<'a>(rooms: &'a mut HashMap<RoomName, Room>, name: &RoomName, history: usize) -> &'a mut Room {
+    rooms.entry(name.clone()).or_insert_with(|| Room::new(history))
+}
+
+/// Appends a message to `room` and fans it out: the JSON `message` frame to
+/// JSON members, the bare body to raw members. Returns its `seq`.
+fn publish_to(room: &mut Room, name: &RoomName, sender: &str, body: &RawValue, slow: &mut Vec<SessionId>) -> u64 {
+    let ts = now_epoch_ms();
+    let (seq, frame) = room.append(|seq| protocol::message(name, seq, sender, ts, body.get()));
+    let raw = room.has_raw_members().then(|| text(protocol::body_as_raw_text(body)));
+    room.fan_out(None, Some(&OutFrame::Text(frame)), raw.as_ref(), slow);
+    seq
+}
+
+impl Handler<Connect> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Connect, _ctx: &mut Context<Self>) {
+        let id = msg.handle.id();
+        let entry = Entry {
+            handle: msg.handle,
+            kind: MemberKind::Json,
+            nick: None,
+            sender: protocol::sender_fields(id, None),
+            rooms: Vec::new(),
+        };
+        self.sessions.insert(id, entry);
+    }
+}
+
+impl Handler<ConnectRaw> for Registry {
+    type Result = Result<(), RoomFull>;
+
+    fn handle(&mut self, msg: ConnectRaw, ctx: &mut Context<Self>) -> Self::Result {
+        let members = room_entry(&mut self.rooms, &msg.room, self.limits.history).len();
+        if members >= self.limits.max_members_per_room {
+            return Err(RoomFull);
+        }
+        let id = msg.handle.id();
+        let entry = Entry {
+            handle: msg.handle,
+            kind: MemberKind::Raw,
+            nick: None,
+            sender: protocol::sender_fields(id, None),
+            rooms: Vec::new(),
+        };
+        self.sessions.insert(id, entry);
+        self.add_member(id, &msg.room);
+        self.settle(ctx);
+        Ok(())
+    }
+}
+
+impl Handler<Disconnect> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Disconnect, ctx: &mut Context<Self>) {
+        self.remove_session(msg.id);
+        self.settle(ctx);
+    }
+}
+
+impl Handler<Command> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Command, ctx: &mut Context<Self>) {
+        let id = msg.id;
+        let reference = msg.request.reference.as_deref();
+        match msg.request.kind {
+            RequestKind::Join { room, history, since } => self.join(id, room, history, since, reference),
+            RequestKind::Leave { room } => self.leave(id, room, reference),
+            RequestKind::Publish { room, body } => self.publish(id, room, &body, reference),
+            RequestKind::Direct { to, body } => self.direct(id, &to, &body, reference),
+            RequestKind::Nick { name } => self.nick(id, name, reference),
+            RequestKind::Rooms => {
+                let rooms = self.occupied_rooms();
+                let frame = protocol::rooms(Some("rooms"), rooms.iter().map(|(n, c)| (n, *c)), reference);
+                self.reply(id, frame);
+            }
+            RequestKind::Members { room } => self.members(id, room, reference),
+            // Answered by the session itself.
+            RequestKind::Ping => self.reply(id, protocol::pong(reference)),
+        }
+        self.settle(ctx);
+    }
+}
+
+impl Handler<RawFrame> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: RawFrame, ctx: &mut Context<Self>) {
+        let Some(entry) = self.sessions.get(&msg.id) else {
+            return;
+        };
+        let Some(name) = entry.rooms.first() else {
+            return;
+        };
+        let Some(room) = self.rooms.get_mut(name) else {
+            return;
+        };
+        match msg.frame {
+            OutFrame::Text(body) => {
+                // JSON members get a `message` (with a seq, kept in history)
+                // whose body is the text; raw members get the same bytes.
+                let ts = now_epoch_ms();
+                let (_, frame) =
+                    room.append(|seq| protocol::message(name, seq, &entry.sender, ts, &protocol::json_str(&body)));
+                let json = OutFrame::Text(frame);
+                room.fan_out(Some(msg.id), Some(&json), Some(&OutFrame::Text(body)), &mut self.slow);
+            }
+            binary @ OutFrame::Binary(_) => room.fan_out(Some(msg.id), None, Some(&binary), &mut self.slow),
+        }
+        self.settle(ctx);
+    }
+}
+
+impl Handler<ApiPublish> for Registry {
+    type Result = u64;
+
+    fn handle(&mut self, msg: ApiPublish, ctx: &mut Context<Self>) -> u64 {
+        if !self.rooms.contains_key(&msg.room) {
+            // Created empty by this publish: forgotten after empty_ttl like
+            // any room nobody is in.
+            self.emptied.push(msg.room.clone());
+        }
+        let room = room_entry(&mut self.rooms, &msg.room, self.limits.history);
+        let seq = publish_to(room, &msg.room, &protocol::api_sender_fields(), &msg.body, &mut self.slow);
+        self.settle(ctx);
+        seq
+    }
+}
+
+impl Handler<ListRooms> for Registry {
+    type Result = MessageResult<ListRooms>;
+
+    fn handle(&mut self, _msg: ListRooms, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.occupied_rooms())
+    }
+}

@@ -1,0 +1,174 @@
+//! The heartbeat watchdog: closes sessions whose clients went silent, and
+//! cuts the TCP connection of sessions that cannot close themselves.
+//!
+//! Each session actor pings its client every `heartbeat.interval`; the
+//! watchdog decides, from outside the actors, who is dead. It has to be
+//! outside: a client that stops reading freezes its actor (see
+//! `http::conn`), and a frozen actor's own timer would never fire.
+//!
+//! Timing: the sweep runs every `tick` (a quarter of the interval, at most
+//! 250 ms), so a silent client is noticed within `timeout + tick`. Its actor
+//! then sends close 1011 if it can; whatever happens, the socket is cut
+//! `grace` later (half the interval, at most 1 s). Both together stay within
+//! `timeout + interval`.
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use crate::config::HeartbeatSettings;
+use crate::metrics::Metrics;
+use crate::protocol::close;
+use crate::session::handle::{CloseRequest, SessionHandle, monotonic_ms};
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub timeout: Duration,
+    pub tick: Duration,
+    pub grace: Duration,
+}
+
+impl Timing {
+    pub fn new(settings: &HeartbeatSettings) -> Self {
+        let tick = (settings.interval / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
+        let grace = (settings.interval / 2).min(Duration::from_secs(1));
+        Timing { timeout: settings.timeout, tick, grace }
+    }
+}
+
+struct Inner {
+    sessions: Mutex<Vec<SessionHandle>>,
+    timing: Timing,
+    metrics: Arc<Metrics>,
+}
+
+/// Shared by every endpoint; the sweep thread ends when the last clone is
+/// dropped.
+#[derive(Clone)]
+pub struct Watchdog(Arc<Inner>);
+
+impl Watchdog {
+    pub fn start(settings: &HeartbeatSettings, metrics: Arc<Metrics>) -> Watchdog {
+        let inner = Arc::new(Inner { sessions: Mutex::new(Vec::new()), timing: Timing::new(settings), metrics });
+        let weak = Arc::downgrade(&inner);
+        let spawned =
+            std::thread::Builder::new().name("roomcast-watchdog".into()).spawn(move || sweep_until_dropped(weak));
+        if let Err(e) = spawned {
+            log::warn!("cannot start the heartbeat watchdog thread: {e}");
+        }
+        Watchdog(inner)
+    }
+
+    /// Starts watching a session until it has ended.
+    pub fn watch(&self, handle: SessionHandle) {
+        self.sessions().push(handle);
+    }
+
+    /// Asks every session to close with `code`, for the drain on shutdown.
+    pub fn close_all(&self, code: u16) {
+        for handle in self.sessions().iter() {
+            handle.request_close(CloseRequest { code, cut_after_grace: false });
+        }
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, Vec<SessionHandle>> {
+        self.0.sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn sweep_until_dropped(inner: Weak<Inner>) {
+    loop {
+        let Some(inner) = inner.upgrade() else { return };
+        let tick = inner.timing.tick;
+        sweep(&inner, monotonic_ms());
+        drop(inner);
+        std::thread::sleep(tick);
+    }
+}
+
+fn sweep(inner: &Inner, now_ms: u64) {
+    let timeout_ms = inner.timing.timeout.as_millis() as u64;
+    let grace_ms = inner.timing.grace.as_millis() as u64;
+    let mut sessions = inner.sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    sessions.retain(|handle| match handle.close_request() {
+        None if handle.is_ended() => false,
+        None => {
+            if now_ms.saturating_sub(handle.last_heard_ms()) > timeout_ms {
+                let request = CloseRequest { code: close::HEARTBEAT_TIMEOUT, cut_after_grace: true };
+                if handle.request_close(request) {
+                    Metrics::inc(&inner.metrics.heartbeat_timeouts);
+                    log::info!("session {}: heartbeat timeout, closing", handle.id());
+                }
+            }
+            true
+        }
+        Some(request) if request.cut_after_grace => {
+            if now_ms.saturating_sub(handle.close_requested_ms()) < grace_ms {
+                return true;
+            }
+            if handle.cut() && !handle.is_ended() {
+                log::info!("session {}: cut the connection ({} not delivered)", handle.id(), request.code);
+            }
+            false
+        }
+        Some(_) => !handle.is_ended(),
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::SessionId;
+
+    fn inner(timeout_ms: u64) -> Inner {
+        Inner {
+            sessions: Mutex::new(Vec::new()),
+            timing: Timing {
+                timeout: Duration::from_millis(timeout_ms),
+                tick: Duration::from_millis(10),
+                grace: Duration::from_millis(100),
+            },
+            metrics: Arc::new(Metrics::default()),
+        }
+    }
+
+    #[test]
+    fn silent_sessions_are_closed_then_forgotten_after_grace() {
+        let inner = inner(1000);
+        let h = SessionHandle::new(SessionId(1), 4, None);
+        inner.sessions.lock().unwrap().push(h.clone());
+        let heard = h.last_heard_ms();
+        sweep(&inner, heard + 1000);
+        assert!(h.close_request().is_none(), "exactly the timeout is still alive");
+        sweep(&inner, heard + 1001);
+        assert_eq!(h.close_request().map(|r| r.code), Some(close::HEARTBEAT_TIMEOUT));
+        let closed = h.close_requested_ms();
+        sweep(&inner, closed + 99);
+        assert_eq!(inner.sessions.lock().unwrap().len(), 1, "kept during the grace");
+        sweep(&inner, closed + 100);
+        assert!(inner.sessions.lock().unwrap().is_empty());
+        assert_eq!(inner.metrics.heartbeat_timeouts.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn ended_sessions_are_dropped() {
+        let inner = inner(1000);
+        let h = SessionHandle::new(SessionId(2), 4, None);
+        inner.sessions.lock().unwrap().push(h.clone());
+        h.set_ended();
+        sweep(&inner, h.last_heard_ms());
+        assert!(inner.sessions.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn timing_fits_in_timeout_plus_interval() {
+        for (interval, timeout) in [(5000, 10000), (300, 900), (40, 100), (20_000, 60_000)] {
+            let settings = HeartbeatSettings {
+                interval: Duration::from_millis(interval),
+                timeout: Duration::from_millis(timeout),
+            };
+            let t = Timing::new(&settings);
+            assert!(t.tick * 2 + t.grace <= settings.interval, "{interval}: {t:?}");
+            assert!(t.grace <= Duration::from_secs(1));
+        }
+    }
+}

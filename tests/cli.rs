@@ -1,0 +1,228 @@
+//! The command line and configuration contract of config.md, through the
+//! real binary: `serve`, `check-config`, `--help`, `--version`, the file,
+//! environment overrides, errors (exit 2, one line naming the key), and
+//! logging levels.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Output;
+
+use common::{Client, Server, command};
+use serde_json::json;
+
+/// Runs the binary with no harness defaults: only `env` is set.
+fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = command(args, &[]);
+    cmd.env_remove("ROOMCAST_SERVER__PORT").env_remove("ROOMCAST_SERVER__WORKERS");
+    cmd.envs(env.iter().copied()).output().expect("run")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).to_string()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).to_string()
+}
+
+/// A configuration file in a fresh temporary directory.
+fn config_file(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("roomcast-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("roomcast.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn shipped_config() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/roomcast.toml")
+}
+
+#[test]
+fn help_and_version() {
+    let version = run(&["--version"], &[]);
+    assert!(version.status.success());
+    assert_eq!(stdout(&version).trim(), format!("roomcast {}", env!("CARGO_PKG_VERSION")));
+    let help = run(&["--help"], &[]);
+    assert!(help.status.success());
+    for word in ["serve", "check-config", "--help", "--version"] {
+        assert!(stdout(&help).contains(word), "{word} missing from --help");
+    }
+    let serve_help = run(&["serve", "--help"], &[]);
+    assert!(stdout(&serve_help).contains("--config"));
+    assert_eq!(run(&["frobnicate"], &[]).status.code(), Some(2));
+}
+
+#[test]
+fn check_config_prints_every_key_with_its_default() {
+    let output = run(&["check-config"], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let settings: toml::Table = toml::from_str(&stdout(&output)).expect("TOML");
+    let expected: toml::Table = toml::from_str(
+        r#"
+        [server]
+        host = "127.0.0.1"
+        port = 8080
+        workers = 0
+        max_connections = 100000
+        shutdown_timeout = "10s"
+        [server.tls]
+        cert = ""
+        key = ""
+        [origin]
+        policy = "same-host"
+        allow = []
+        allow_missing = true
+        [heartbeat]
+        interval = "5s"
+        timeout = "10s"
+        [limits]
+        max_message_bytes = 65536
+        max_rooms_per_session = 64
+        max_members_per_room = 10000
+        messages_per_second = 50
+        burst = 100
+        outbound_queue = 1024
+        [rooms]
+        history = 50
+        empty_ttl = "5m"
+        [api]
+        key = ""
+        [log]
+        level = "info"
+        "#,
+    )
+    .unwrap();
+    assert_eq!(settings, expected);
+}
+
+#[test]
+fn the_shipped_file_holds_every_key_at_its_default() {
+    let path = shipped_config();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let defaults = stdout(&run(&["check-config"], &[]));
+    let mut sections = vec![(String::new(), toml::from_str::<toml::Table>(&defaults).unwrap())];
+    while let Some((name, table)) = sections.pop() {
+        for (key, value) in table {
+            if let toml::Value::Table(inner) = value {
+                let section = if name.is_empty() { key } else { format!("{name}.{key}") };
+                assert!(text.contains(&format!("[{section}]")), "[{section}] missing from the shipped file");
+                sections.push((section, inner));
+            } else {
+                assert!(text.lines().any(|l| l.trim_start().starts_with(&format!("{key} ="))), "{name}.{key} missing");
+            }
+        }
+    }
+    let output = run(&["check-config", "--config", path.to_str().unwrap()], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(stdout(&output), defaults);
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let path = config_file("env", "[server]\nport = 7000\nhost = \"0.0.0.0\"\n[heartbeat]\ninterval = \"1s 500ms\"\n");
+    let output = run(
+        &["check-config", "-c", path.to_str().unwrap()],
+        &[
+            ("ROOMCAST_SERVER__PORT", "7001"),
+            ("ROOMCAST_ORIGIN__POLICY", "allow-list"),
+            ("ROOMCAST_ORIGIN__ALLOW", "https://a.example,http://b.example:8080"),
+            ("ROOMCAST_SERVER__TLS__CERT", ""),
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let settings: toml::Table = toml::from_str(&stdout(&output)).unwrap();
+    assert_eq!(settings["server"]["port"].as_integer(), Some(7001));
+    assert_eq!(settings["server"]["host"].as_str(), Some("0.0.0.0"));
+    assert_eq!(settings["heartbeat"]["interval"].as_str(), Some("1s 500ms"));
+    let allow: Vec<_> = settings["origin"]["allow"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(allow, ["https://a.example", "http://b.example:8080"]);
+}
+
+#[test]
+fn bad_configuration_exits_2_with_one_line_naming_the_key() {
+    /// What is wrong, the file (if any), the environment, the key named.
+    struct Case(&'static str, Option<&'static str>, &'static [(&'static str, &'static str)], &'static str);
+    let cases = [
+        Case("unknown key", Some("[server]\nbogus = 1\n"), &[], "server.bogus"),
+        Case("unknown section", Some("[nope]\nx = 1\n"), &[], "nope"),
+        Case("ill-typed value", Some("[server]\nport = \"eighty\"\n"), &[], "server.port"),
+        Case("out of range", Some("[server]\nport = 70000\n"), &[], "server.port"),
+        Case("bad duration", Some("[heartbeat]\ninterval = \"5 parsecs\"\n"), &[], "heartbeat.interval"),
+        Case(
+            "timeout not above interval",
+            Some("[heartbeat]\ninterval = \"5s\"\ntimeout = \"5s\"\n"),
+            &[],
+            "heartbeat.timeout",
+        ),
+        Case("empty allow-list", Some("[origin]\npolicy = \"allow-list\"\n"), &[], "origin.allow"),
+        Case("unknown policy", Some("[origin]\npolicy = \"everyone\"\n"), &[], "origin.policy"),
+        Case("zero limit", Some("[limits]\noutbound_queue = 0\n"), &[], "limits.outbound_queue"),
+        Case("bad log level", Some("[log]\nlevel = \"loud\"\n"), &[], "log.level"),
+        Case("TOML syntax", Some("[server\nport = 1\n"), &[], "roomcast.toml"),
+        Case("unknown env key", None, &[("ROOMCAST_LIMITS__NOPE", "1")], "limits.nope"),
+        Case("ill-typed env value", None, &[("ROOMCAST_LIMITS__BURST", "many")], "limits.burst"),
+    ];
+    for Case(what, file, env, key) in cases {
+        let path = file.map(|text| config_file(&what.replace(' ', "-"), text));
+        let mut args = vec!["check-config"];
+        if let Some(path) = &path {
+            args.extend(["--config", path.to_str().unwrap()]);
+        }
+        for subcommand in ["check-config", "serve"] {
+            args[0] = subcommand;
+            let output = run(&args, env);
+            let err = stderr(&output);
+            assert_eq!(output.status.code(), Some(2), "{what} ({subcommand}): {err}");
+            assert_eq!(err.trim_end().lines().count(), 1, "{what}: one line, got {err:?}");
+            assert!(err.contains(key), "{what}: {err:?} does not name {key}");
+            assert!(stdout(&output).is_empty(), "{what}: nothing on stdout");
+        }
+    }
+    let missing = run(&["serve", "--config", "/nonexistent/roomcast.toml"], &[]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(stderr(&missing).contains("/nonexistent/roomcast.toml"));
+}
+
+#[test]
+fn a_port_in_use_is_a_clear_error() {
+    let first = Server::start(&[]);
+    let port = first.addr.port().to_string();
+    let output = run(&["serve"], &[("ROOMCAST_SERVER__PORT", &port)]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains(&format!("cannot listen on 127.0.0.1:{port}")), "{}", stderr(&output));
+}
+
+#[tokio::test]
+async fn log_level_comes_from_the_config_and_rust_log_wins() {
+    // debug: connections are logged; bodies never are above debug.
+    let server = Server::start(&[("ROOMCAST_LOG__LEVEL", "debug")]);
+    let mut client = Client::json(&server).await;
+    client.join("logged").await;
+    client.request(json!({"type":"publish","room":"logged","body":"SECRET-BODY-MARKER"})).await;
+    let id = client.id.clone();
+    server.wait_for_log(&format!("session {id} opened on /ws"));
+    client.close().await;
+    server.wait_for_log(&format!("session {id} closed"));
+    assert!(!server.log_text().contains("SECRET-BODY-MARKER"));
+
+    // info (the default): refusals are logged, connections are not.
+    let server = Server::start(&[]);
+    let mut client = Client::json(&server).await;
+    client.request(json!({"type":"ping"})).await;
+    let refused = Client::try_connect(&server.url("/ws"), &[("Origin", "http://evil.example")]).await;
+    assert!(refused.is_err());
+    server.wait_for_log("refused /ws");
+    assert!(!server.log_text().contains("opened on"), "{}", server.log_text());
+
+    // RUST_LOG wins over log.level.
+    let server = Server::start(&[("ROOMCAST_LOG__LEVEL", "debug"), ("RUST_LOG", "warn")]);
+    let mut client = Client::json(&server).await;
+    client.request(json!({"type":"ping"})).await;
+    let refused = Client::try_connect(&server.url("/ws"), &[("Origin", "http://evil.example")]).await;
+    assert!(refused.is_err());
+    let healthz = reqwest::get(server.http("/healthz")).await.unwrap();
+    assert_eq!(healthz.status(), 200);
+    assert!(server.log_text().is_empty(), "nothing at warn: {}", server.log_text());
+}

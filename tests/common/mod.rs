@@ -1,0 +1,338 @@
+//! Test harness: the real `roomcast` binary as a child process on port 0,
+//! a JSON protocol client (tokio-tungstenite), a raw-frame client for
+//! malformed input, and small HTTP helpers.
+#![allow(dead_code)] // each test binary uses a different part
+
+pub mod raw;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Bytes, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long any single expected event may take before a test fails.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_roomcast");
+
+/// A `roomcast serve` child process, killed on drop.
+pub struct Server {
+    /// `None` once `wait_exit` took it.
+    child: Option<Child>,
+    pid: u32,
+    pub addr: SocketAddr,
+    log_lines: mpsc::Receiver<String>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+/// The environment every test server starts from: loopback, port 0, no
+/// config file (the child runs in a temporary directory).
+pub fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(BINARY);
+    cmd.args(args).current_dir(std::env::temp_dir());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("ROOMCAST_") || key == "RUST_LOG" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("ROOMCAST_SERVER__PORT", "0").env("ROOMCAST_SERVER__WORKERS", "2");
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    cmd
+}
+
+impl Server {
+    pub fn start(env: &[(&str, &str)]) -> Server {
+        Self::spawn(command(&["serve"], env))
+    }
+
+    pub fn spawn(mut cmd: Command) -> Server {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+        let mut child = cmd.spawn().expect("start roomcast");
+        let stdout = child.stdout.take().expect("stdout");
+        let (line_tx, line_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut first = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut first);
+            let _ = line_tx.send(first);
+        });
+        // Drain stderr (the log) so the server never blocks on it, and
+        // hand each line to whoever waits for one.
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (log_tx, log_rx) = mpsc::channel();
+        let log_copy = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                log_copy.lock().unwrap().push(line.clone());
+                let _ = log_tx.send(line);
+            }
+        });
+        let first = line_rx.recv_timeout(DEADLINE).expect("roomcast printed nothing on stdout");
+        let addr = first
+            .trim()
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}; log: {:?}", log.lock().unwrap()))
+            .parse()
+            .expect("an address");
+        Server { pid: child.id(), child: Some(child), addr, log_lines: log_rx, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Waits for a log line containing `needle` (the log so far counts).
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let seen = self.log.lock().unwrap().iter().find(|l| l.contains(needle)).cloned();
+        if let Some(line) = seen {
+            return line;
+        }
+        let deadline = std::time::Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.log_lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => {
+                    let log = self.log_text();
+                    panic!("no log line with {needle:?}; log:\n{log}");
+                }
+            }
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).join("\n")
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args(["-s", signal, &self.pid().to_string()]).status().expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; returns its status and how long it
+    /// took from this call.
+    pub fn wait_exit(&mut self, within: Duration) -> (std::process::ExitStatus, Duration) {
+        let mut child = self.child.take().expect("still running");
+        let started = std::time::Instant::now();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        match rx.recv_timeout(within) {
+            Ok(status) => (status.expect("wait"), started.elapsed()),
+            Err(_) => {
+                let _ = Command::new("kill").args(["-9", &self.pid.to_string()]).status();
+                panic!("roomcast did not exit within {within:?}; log:\n{}", self.log_text());
+            }
+        }
+    }
+
+    /// Resident memory of the server process, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
+    /// The value of one metric from `/metrics`.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let text = reqwest::get(self.http("/metrics")).await.expect("metrics").text().await.expect("text");
+        text.lines()
+            .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name} in\n{text}"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- roomcast log ---\n{}\n--- end of roomcast log ---", self.log_text());
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A WebSocket client with deadlines on every receive.
+pub struct Client {
+    pub ws: Ws,
+    /// The session id from `welcome` (JSON clients).
+    pub id: String,
+    next_ref: u64,
+}
+
+/// What came back instead of an upgrade.
+pub fn refused_status(err: tokio_tungstenite::tungstenite::Error) -> u16 {
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(response) => response.status().as_u16(),
+        other => panic!("expected an HTTP refusal, got {other:?}"),
+    }
+}
+
+impl Client {
+    /// Connects without reading anything.
+    pub async fn connect(url: &str) -> Client {
+        Self::try_connect(url, &[]).await.unwrap_or_else(|e| panic!("connect {url}: {e}"))
+    }
+
+    pub async fn try_connect(
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
+        let mut request = url.into_client_request()?;
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+        Ok(Client { ws, id: String::new(), next_ref: 0 })
+    }
+
+    /// Connects to `/ws` and reads the `welcome`.
+    pub async fn json(server: &Server) -> Client {
+        let mut client = Self::connect(&server.url("/ws")).await;
+        let welcome = client.recv_json().await;
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        client.id = welcome["id"].as_str().expect("id is a string").to_string();
+        client
+    }
+
+    pub async fn send(&mut self, message: Message) {
+        self.ws.send(message).await.expect("send");
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.send(Message::text(text)).await;
+    }
+
+    pub async fn send_json(&mut self, value: Value) {
+        self.send_text(&value.to_string()).await;
+    }
+
+    /// The next data or close frame (pings and pongs are skipped;
+    /// tungstenite answers pings itself while we read).
+    pub async fn recv(&mut self) -> Message {
+        self.recv_within(DEADLINE).await.unwrap_or_else(|| panic!("nothing arrived within {DEADLINE:?}"))
+    }
+
+    pub async fn recv_within(&mut self, within: Duration) -> Option<Message> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()?;
+            match next {
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(message)) => return Some(message),
+                Some(Err(e)) => panic!("connection failed: {e}"),
+                None => panic!("connection ended without a close frame"),
+            }
+        }
+    }
+
+    /// The next frame of any kind, pings and pongs included.
+    pub async fn next_frame(&mut self) -> Message {
+        match tokio::time::timeout(DEADLINE, self.ws.next()).await {
+            Ok(Some(Ok(message))) => message,
+            Ok(other) => panic!("connection ended: {other:?}"),
+            Err(_) => panic!("nothing arrived within {DEADLINE:?}"),
+        }
+    }
+
+    /// The next frame, which must be a JSON text frame.
+    pub async fn recv_json(&mut self) -> Value {
+        match self.recv().await {
+            Message::Text(text) => serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON: {text:?}: {e}")),
+            other => panic!("expected a JSON text frame, got {other:?}"),
+        }
+    }
+
+    /// The next frame, which must be a JSON frame of `kind`.
+    pub async fn expect(&mut self, kind: &str) -> Value {
+        let value = self.recv_json().await;
+        assert_eq!(value["type"], kind, "expected {kind}, got {value}");
+        value
+    }
+
+    /// Sends `request` with a fresh integer `ref` and returns the reply
+    /// carrying it; anything arriving before it must be in `skip` types.
+    pub async fn request(&mut self, mut request: Value) -> Value {
+        self.next_ref += 1;
+        let reference = self.next_ref;
+        request["ref"] = json!(reference);
+        self.send_json(request).await;
+        loop {
+            let value = self.recv_json().await;
+            if value["ref"] == json!(reference) {
+                return value;
+            }
+            assert!(
+                matches!(value["type"].as_str(), Some("message" | "presence")),
+                "unexpected frame before the reply: {value}"
+            );
+        }
+    }
+
+    pub async fn join(&mut self, room: &str) -> Value {
+        let joined = self.request(json!({"type": "join", "room": room})).await;
+        assert_eq!(joined["type"], "joined", "{joined}");
+        joined
+    }
+
+    /// Reads until the close frame, then on to the end of the connection
+    /// (tungstenite sends its close reply as we go on reading); returns the
+    /// close code.
+    pub async fn close_code(&mut self) -> u16 {
+        let code = loop {
+            match self.recv().await {
+                Message::Close(Some(CloseFrame { code, .. })) => break code.into(),
+                Message::Close(None) => break 1005,
+                _ => {}
+            }
+        };
+        while let Ok(Some(Ok(_))) = tokio::time::timeout(DEADLINE, self.ws.next()).await {}
+        code
+    }
+
+    /// Closes cleanly (close 1000) and waits for the server's close.
+    pub async fn close(mut self) {
+        self.ws.close(None).await.expect("close");
+        while let Some(Ok(_)) = tokio::time::timeout(DEADLINE, self.ws.next()).await.expect("close reply") {}
+    }
+}
+
+pub fn text(s: &str) -> Message {
+    Message::text(s)
+}
+
+pub fn binary(b: &[u8]) -> Message {
+    Message::Binary(Bytes::copy_from_slice(b))
+}
