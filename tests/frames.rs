@@ -187,7 +187,12 @@ async fn pings_get_pongs_and_close_is_answered() {
         let mut close = 4001u16.to_be_bytes().to_vec();
         close.extend_from_slice(b"bye");
         conn.send_frame(true, 8, &close).await;
+        // The server closes the TCP connection first and at once (RFC 6455
+        // §7.1.1), rather than waiting out actix's one-second linger for the
+        // client to close.
+        let sent = std::time::Instant::now();
         assert_eq!(conn.read_to_end(Duration::from_secs(5)).await, Some(4001), "{path}: close code echoed");
+        assert!(sent.elapsed() < Duration::from_millis(700), "{path}: TCP closed after {:?}", sent.elapsed());
         let mut conn = open(&server, path).await;
         conn.send_frame(true, 8, b"").await;
         assert_eq!(conn.read_to_end(Duration::from_secs(5)).await, Some(1005), "{path}: empty close answered");

@@ -66,11 +66,7 @@ async fn join_presence_and_idempotent_rejoin() {
 #[tokio::test]
 async fn publish_reaches_every_member_in_seq_order_with_ok() {
     let server = Server::start(&[]);
-    let mut a = Client::json(&server).await;
-    let mut b = Client::json(&server).await;
-    a.join("r").await;
-    b.join("r").await;
-    a.expect("presence").await;
+    let (mut a, mut b) = Client::pair_in(&server, "r").await;
     a.request(json!({"type":"nick","name":"ann"})).await;
 
     a.send_json(json!({"type":"publish","room":"r","body":{"text":"hi"},"ref":"p1"})).await;
@@ -139,12 +135,8 @@ async fn concurrent_publishers_get_one_gapless_order() {
 #[tokio::test]
 async fn leave_and_not_member() {
     let server = Server::start(&[]);
-    let mut a = Client::json(&server).await;
-    let mut b = Client::json(&server).await;
-    a.join("r").await;
-    b.join("r").await;
-    a.expect("presence").await;
-    assert_eq!(b.request(json!({"type":"leave","room":"r"})).await, json!({"type":"left","room":"r","ref":1 + 1}));
+    let (mut a, mut b) = Client::pair_in(&server, "r").await;
+    assert_eq!(b.request(json!({"type":"leave","room":"r"})).await, json!({"type":"left","room":"r","ref":2}));
     assert_eq!(a.expect("presence").await, json!({"type":"presence","room":"r","event":"leave","id":b.id,"nick":null}));
     for request in [
         json!({"type":"leave","room":"r"}),

@@ -55,6 +55,13 @@ struct Entry {
     rooms: Vec<RoomName>,
 }
 
+impl Entry {
+    fn new(handle: SessionHandle, kind: MemberKind) -> Self {
+        let sender = protocol::sender_fields(handle.id(), None);
+        Entry { handle, kind, nick: None, sender, rooms: Vec::new() }
+    }
+}
+
 pub struct Registry {
     limits: Limits,
     metrics: Arc<Metrics>,
@@ -318,15 +325,7 @@ impl Handler<Connect> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: Connect, _ctx: &mut Context<Self>) {
-        let id = msg.handle.id();
-        let entry = Entry {
-            handle: msg.handle,
-            kind: MemberKind::Json,
-            nick: None,
-            sender: protocol::sender_fields(id, None),
-            rooms: Vec::new(),
-        };
-        self.sessions.insert(id, entry);
+        self.sessions.insert(msg.handle.id(), Entry::new(msg.handle, MemberKind::Json));
     }
 }
 
@@ -339,14 +338,7 @@ impl Handler<ConnectRaw> for Registry {
             return Err(RoomFull);
         }
         let id = msg.handle.id();
-        let entry = Entry {
-            handle: msg.handle,
-            kind: MemberKind::Raw,
-            nick: None,
-            sender: protocol::sender_fields(id, None),
-            rooms: Vec::new(),
-        };
-        self.sessions.insert(id, entry);
+        self.sessions.insert(id, Entry::new(msg.handle, MemberKind::Raw));
         self.add_member(id, &msg.room);
         self.settle(ctx);
         Ok(())

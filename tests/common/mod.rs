@@ -301,6 +301,17 @@ impl Client {
         }
     }
 
+    /// Two `/ws` clients that joined `room`; the first has read the
+    /// second's presence event.
+    pub async fn pair_in(server: &Server, room: &str) -> (Client, Client) {
+        let mut a = Client::json(server).await;
+        let mut b = Client::json(server).await;
+        a.join(room).await;
+        b.join(room).await;
+        assert_eq!(a.expect("presence").await["id"], json!(b.id));
+        (a, b)
+    }
+
     pub async fn join(&mut self, room: &str) -> Value {
         let joined = self.request(json!({"type": "join", "room": room})).await;
         assert_eq!(joined["type"], "joined", "{joined}");
