@@ -144,16 +144,9 @@ impl<E: Endpoint> Session<E> {
     fn fail(&mut self, code: u16, reason: &str, ctx: &mut WsContext<E>) {
         Metrics::inc(&self.core.metrics.protocol_errors);
         log::info!("session {}: closing {code} ({reason})", self.core.handle.id());
-        close_now(ctx, code, reason);
+        ctx.close(Some(CloseReason { code: code.into(), description: Some(reason.to_string()) }));
+        ctx.stop();
     }
-}
-
-fn close_now<A>(ctx: &mut WebsocketContext<A>, code: u16, reason: &str)
-where
-    A: Actor<Context = WebsocketContext<A>>,
-{
-    ctx.close(Some(CloseReason { code: code.into(), description: Some(reason.to_string()) }));
-    ctx.stop();
 }
 
 impl<E: Endpoint> Actor for Session<E> {
