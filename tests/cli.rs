@@ -226,3 +226,15 @@ async fn log_level_comes_from_the_config_and_rust_log_wins() {
     assert_eq!(healthz.status(), 200);
     assert!(server.log_text().is_empty(), "nothing at warn: {}", server.log_text());
 }
+
+#[test]
+fn without_config_the_file_in_the_working_directory_is_read() {
+    let path = config_file("cwd", "[rooms]\nhistory = 7\n");
+    let dir = path.parent().unwrap().join("work");
+    std::fs::create_dir_all(dir.join("config")).unwrap();
+    std::fs::copy(&path, dir.join("config/roomcast.toml")).unwrap();
+    let output = command(&["check-config"], &[]).current_dir(&dir).output().expect("run");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let settings: toml::Table = toml::from_str(&stdout(&output)).unwrap();
+    assert_eq!(settings["rooms"]["history"].as_integer(), Some(7));
+}

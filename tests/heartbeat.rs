@@ -84,6 +84,7 @@ async fn a_silent_client_is_closed_1011_within_timeout_plus_interval() {
     watcher.expect("presence").await;
     let left = wait_for_leave(&mut watcher, &id, &mut 1).await;
     let silence = left - last_frame;
+    eprintln!("silent client dropped after {silence:?} (timeout {TIMEOUT:?}, interval {INTERVAL:?})");
     assert!(silence >= TIMEOUT, "closed after {silence:?}, before the timeout");
     assert!(silence <= TIMEOUT + INTERVAL + SLACK, "closed after {silence:?}");
     // The socket took the close frame: pings, then 1011, then the end.
@@ -132,6 +133,7 @@ async fn a_dead_client_in_a_busy_room_is_dropped_and_the_room_loses_nothing() {
     let mut next_seq = 1;
     let left = wait_for_leave(&mut watcher, &id, &mut next_seq).await;
     let silence = left - connected;
+    eprintln!("dead client in a busy room dropped after {silence:?} (timeout {TIMEOUT:?}, interval {INTERVAL:?})");
     assert!(silence >= TIMEOUT, "closed after {silence:?}, before the timeout");
     assert!(silence <= TIMEOUT + INTERVAL + SLACK, "dead client dropped after {silence:?}");
     // Its actor could not run: the watchdog had to cut the connection.
