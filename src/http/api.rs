@@ -11,7 +11,8 @@ use futures_util::StreamExt;
 use serde_json::value::RawValue;
 
 use super::{AppState, Refusal};
-use crate::protocol::{self, RoomName};
+use crate::protocol::RoomName;
+use crate::protocol::frame;
 use crate::registry::messages::{ApiPublish, ListRooms};
 
 fn json(body: String) -> HttpResponse {
@@ -99,7 +100,7 @@ pub async fn rooms(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse
         return refusal.response();
     }
     match state.registry.send(ListRooms).await {
-        Ok(rooms) => json(protocol::rooms(None, rooms.iter().map(|(name, count)| (name, *count)), None)),
+        Ok(rooms) => json(frame::rooms(None, rooms.iter().map(|(name, count)| (name, *count)), None)),
         Err(e) => {
             log::warn!("room registry unavailable: {e}");
             Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "room registry unavailable").response()

@@ -5,7 +5,8 @@
 use actix::Message;
 use serde_json::value::RawValue;
 
-use crate::protocol::{Request, RoomName, SessionId};
+use crate::protocol::request::Request;
+use crate::protocol::{RoomName, SessionId};
 use crate::session::handle::{OutFrame, SessionHandle};
 
 /// A `/ws` session is open: it may now send [`Command`]s.

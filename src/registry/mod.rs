@@ -21,7 +21,9 @@ use serde_json::value::RawValue;
 
 use crate::config::Settings;
 use crate::metrics::Metrics;
-use crate::protocol::{self, ErrorCode, PresenceEvent, RequestKind, RoomName, SessionId, close};
+use crate::protocol::frame::{self, PresenceEvent};
+use crate::protocol::request::RequestKind;
+use crate::protocol::{self, ErrorCode, RoomName, SessionId, close};
 use crate::session::handle::{CloseRequest, OutFrame, Push, SessionHandle};
 use messages::{ApiPublish, Command, Connect, ConnectRaw, Disconnect, ListRooms, RawFrame, RoomFull};
 use room::{Member, MemberKind, Room};
@@ -57,7 +59,7 @@ struct Entry {
 
 impl Entry {
     fn new(handle: SessionHandle, kind: MemberKind) -> Self {
-        let sender = protocol::sender_fields(handle.id(), None);
+        let sender = frame::sender_fields(handle.id(), None);
         Entry { handle, kind, nick: None, sender, rooms: Vec::new() }
     }
 }
@@ -112,7 +114,7 @@ impl Registry {
     }
 
     fn error(&mut self, id: SessionId, code: ErrorCode, message: &str, reference: Option<&RawValue>) {
-        self.reply(id, protocol::error(code, message, reference));
+        self.reply(id, frame::error(code, message, reference));
     }
 
     /// Adds a session to a room and tells the other members.
@@ -122,7 +124,7 @@ impl Registry {
         };
         entry.rooms.push(name.clone());
         let member = Member { handle: entry.handle.clone(), kind: entry.kind };
-        let presence = text(protocol::presence(name, PresenceEvent::Join, id, entry.nick.as_deref()));
+        let presence = text(frame::presence(name, PresenceEvent::Join, id, entry.nick.as_deref()));
         let room = room_entry(&mut self.rooms, name, self.limits.history);
         room.add(id, member);
         if room.len() == 1 {
@@ -144,7 +146,7 @@ impl Registry {
             self.emptied.push(name.clone());
             return;
         }
-        let presence = text(protocol::presence(name, PresenceEvent::Leave, id, nick));
+        let presence = text(frame::presence(name, PresenceEvent::Leave, id, nick));
         room.fan_out(None, Some(&presence), None, &mut self.slow);
     }
 
@@ -222,11 +224,11 @@ impl Registry {
         let frame = match since {
             Some(since) => {
                 let (kept, recovered) = room.after(since);
-                protocol::joined(&name, room.len(), kept.into_iter(), Some(recovered), reference)
+                frame::joined(&name, room.len(), kept.into_iter(), Some(recovered), reference)
             }
             None => {
                 let count = history.unwrap_or(0).min(self.limits.history as u64) as usize;
-                protocol::joined(&name, room.len(), room.recent(count), None, reference)
+                frame::joined(&name, room.len(), room.recent(count), None, reference)
             }
         };
         self.reply(id, frame);
@@ -242,7 +244,7 @@ impl Registry {
         entry.rooms.swap_remove(position);
         let nick = entry.nick.clone();
         self.remove_member(id, &name, nick.as_deref());
-        self.reply(id, protocol::left(&name, reference));
+        self.reply(id, frame::left(&name, reference));
     }
 
     fn publish(&mut self, id: SessionId, name: RoomName, body: &RawValue, reference: Option<&RawValue>) {
@@ -254,7 +256,7 @@ impl Registry {
         };
         let seq = publish_to(room, &name, &entry.sender, body, &mut self.slow);
         if let Some(reference) = reference {
-            self.reply(id, protocol::ok(Some(seq), Some(reference)));
+            self.reply(id, frame::ok(Some(seq), Some(reference)));
         }
     }
 
@@ -266,12 +268,12 @@ impl Registry {
             return self.error(id, ErrorCode::NotFound, &format!("no session {to:?}"), reference);
         };
         let frame = match target.kind {
-            MemberKind::Json => protocol::direct(&sender, body.get()),
+            MemberKind::Json => frame::direct(&sender, body.get()),
             MemberKind::Raw => protocol::body_as_raw_text(body),
         };
         deliver(&target.handle, text(frame), &mut self.slow);
         if reference.is_some() {
-            self.reply(id, protocol::ok(None, reference));
+            self.reply(id, frame::ok(None, reference));
         }
     }
 
@@ -279,9 +281,9 @@ impl Registry {
         let Some(entry) = self.sessions.get_mut(&id) else {
             return;
         };
-        entry.sender = protocol::sender_fields(id, Some(&name));
+        entry.sender = frame::sender_fields(id, Some(&name));
         entry.nick = Some(name);
-        self.reply(id, protocol::ok(None, reference));
+        self.reply(id, frame::ok(None, reference));
     }
 
     fn occupied_rooms(&self) -> Vec<(RoomName, usize)> {
@@ -301,7 +303,7 @@ impl Registry {
         };
         let sessions = &self.sessions;
         let list = room.member_ids().map(|member| (member, sessions.get(&member).and_then(|e| e.nick.as_deref())));
-        let frame = protocol::members(&name, list, reference);
+        let frame = frame::members(&name, list, reference);
         self.reply(id, frame);
     }
 }
@@ -315,7 +317,7 @@ fn room_entry<'a>(rooms: &'a mut HashMap<RoomName, Room>, name: &RoomName, histo
 /// JSON members, the bare body to raw members. Returns its `seq`.
 fn publish_to(room: &mut Room, name: &RoomName, sender: &str, body: &RawValue, slow: &mut Vec<SessionId>) -> u64 {
     let ts = now_epoch_ms();
-    let (seq, frame) = room.append(|seq| protocol::message(name, seq, sender, ts, body.get()));
+    let (seq, frame) = room.append(|seq| frame::message(name, seq, sender, ts, body.get()));
     let raw = room.has_raw_members().then(|| text(protocol::body_as_raw_text(body)));
     room.fan_out(None, Some(&OutFrame::Text(frame)), raw.as_ref(), slow);
     seq
@@ -368,12 +370,12 @@ impl Handler<Command> for Registry {
             RequestKind::Nick { name } => self.nick(id, name, reference),
             RequestKind::Rooms => {
                 let rooms = self.occupied_rooms();
-                let frame = protocol::rooms(Some("rooms"), rooms.iter().map(|(n, c)| (n, *c)), reference);
+                let frame = frame::rooms(Some("rooms"), rooms.iter().map(|(n, c)| (n, *c)), reference);
                 self.reply(id, frame);
             }
             RequestKind::Members { room } => self.members(id, room, reference),
             // Answered by the session itself.
-            RequestKind::Ping => self.reply(id, protocol::pong(reference)),
+            RequestKind::Ping => self.reply(id, frame::pong(reference)),
         }
         self.settle(ctx);
     }
@@ -398,7 +400,7 @@ impl Handler<RawFrame> for Registry {
                 // whose body is the text; raw members get the same bytes.
                 let ts = now_epoch_ms();
                 let (_, frame) =
-                    room.append(|seq| protocol::message(name, seq, &entry.sender, ts, &protocol::json_str(&body)));
+                    room.append(|seq| frame::message(name, seq, &entry.sender, ts, &protocol::json_str(&body)));
                 let json = OutFrame::Text(frame);
                 room.fan_out(Some(msg.id), Some(&json), Some(&OutFrame::Text(body)), &mut self.slow);
             }
@@ -418,7 +420,7 @@ impl Handler<ApiPublish> for Registry {
             self.emptied.push(msg.room.clone());
         }
         let room = room_entry(&mut self.rooms, &msg.room, self.limits.history);
-        let seq = publish_to(room, &msg.room, &protocol::api_sender_fields(), &msg.body, &mut self.slow);
+        let seq = publish_to(room, &msg.room, &frame::api_sender_fields(), &msg.body, &mut self.slow);
         self.settle(ctx);
         seq
     }

@@ -8,7 +8,9 @@ use bytestring::ByteString;
 use super::ratelimit::TokenBucket;
 use super::{Core, Endpoint, WsContext};
 use crate::metrics::Metrics;
-use crate::protocol::{self, ErrorCode, Request, RequestKind};
+use crate::protocol::ErrorCode;
+use crate::protocol::frame;
+use crate::protocol::request::{self, Request, RequestKind};
 use crate::registry::Registry;
 use crate::registry::messages::{Command, Disconnect};
 
@@ -35,7 +37,7 @@ impl JsonRoom {
             return true;
         }
         Metrics::inc(&core.metrics.rate_limited);
-        core.reply(ctx, protocol::error(ErrorCode::RateLimited, "too many messages; slow down", reference));
+        core.reply(ctx, frame::error(ErrorCode::RateLimited, "too many messages; slow down", reference));
         false
     }
 }
@@ -44,11 +46,11 @@ impl Endpoint for JsonRoom {
     const NAME: &'static str = "/ws";
 
     fn started(&mut self, core: &mut Core, ctx: &mut WsContext<Self>) {
-        core.reply(ctx, protocol::welcome(core.handle.id(), self.heartbeat_ms, self.timeout_ms));
+        core.reply(ctx, frame::welcome(core.handle.id(), self.heartbeat_ms, self.timeout_ms));
     }
 
     fn text(&mut self, core: &mut Core, text: ByteString, ctx: &mut WsContext<Self>) {
-        let parsed = protocol::parse_request(&text);
+        let parsed = request::parse_request(&text);
         let reference = match &parsed {
             Ok(request) => request.reference.as_deref(),
             Err(error) => error.reference.as_deref(),
@@ -58,7 +60,7 @@ impl Endpoint for JsonRoom {
         }
         match parsed {
             Err(error) => core.reply(ctx, error.to_frame()),
-            Ok(Request { reference, kind: RequestKind::Ping }) => core.reply(ctx, protocol::pong(reference.as_deref())),
+            Ok(Request { reference, kind: RequestKind::Ping }) => core.reply(ctx, frame::pong(reference.as_deref())),
             Ok(request) => self.registry.do_send(Command { id: core.handle.id(), request }),
         }
     }
@@ -66,7 +68,7 @@ impl Endpoint for JsonRoom {
     fn binary(&mut self, core: &mut Core, _data: Bytes, ctx: &mut WsContext<Self>) {
         if self.admit(core, None, ctx) {
             let message = "binary frames are not part of the JSON protocol; send text";
-            core.reply(ctx, protocol::error(ErrorCode::BadRequest, message, None));
+            core.reply(ctx, frame::error(ErrorCode::BadRequest, message, None));
         }
     }
 

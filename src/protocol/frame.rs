@@ -1,0 +1,238 @@
+//! Server to client: every frame the server sends. Frames are written by
+//! hand rather than through serde structs because `joined` embeds stored
+//! `message` frames verbatim, and a `message` is built once per publish for
+//! every recipient: both are string assembly around already-valid JSON.
+
+use std::fmt::Write as _;
+
+use serde_json::value::RawValue;
+
+use super::{ErrorCode, RoomName, SERVER_NAME, SessionId, push_json_str};
+
+/// Builds one server frame: `{"type":"...", fields..., "ref":...}`.
+struct Frame(String);
+
+impl Frame {
+    fn new(kind: &str) -> Self {
+        let mut out = String::with_capacity(96);
+        out.push_str("{\"type\":\"");
+        out.push_str(kind);
+        out.push('"');
+        Frame(out)
+    }
+
+    fn key(&mut self, key: &str) -> &mut String {
+        self.0.push_str(",\"");
+        self.0.push_str(key);
+        self.0.push_str("\":");
+        &mut self.0
+    }
+
+    fn str(mut self, key: &str, value: &str) -> Self {
+        push_json_str(self.key(key), value);
+        self
+    }
+
+    fn raw(mut self, key: &str, json: &str) -> Self {
+        self.key(key).push_str(json);
+        self
+    }
+
+    fn num(mut self, key: &str, value: u64) -> Self {
+        let _ = write!(self.key(key), "{value}");
+        self
+    }
+
+    fn finish(mut self, reference: Option<&RawValue>) -> String {
+        if let Some(reference) = reference {
+            self.key("ref").push_str(reference.get());
+        }
+        self.0.push('}');
+        self.0
+    }
+}
+
+/// `"from":ID,"nick":NICK` for a session, built when its nick changes and
+/// spliced into every `message` and `direct` it sends.
+pub fn sender_fields(id: SessionId, nick: Option<&str>) -> String {
+    let mut out = format!("\"from\":\"{id}\",\"nick\":");
+    match nick {
+        Some(nick) => push_json_str(&mut out, nick),
+        None => out.push_str("null"),
+    }
+    out
+}
+
+/// The `sender_fields` of messages published through `/api`.
+pub fn api_sender_fields() -> String {
+    "\"from\":\"api\",\"nick\":null".to_string()
+}
+
+pub fn welcome(id: SessionId, heartbeat_ms: u64, timeout_ms: u64) -> String {
+    Frame::new("welcome")
+        .str("id", &id.to_string())
+        .num("heartbeat_ms", heartbeat_ms)
+        .num("timeout_ms", timeout_ms)
+        .str("server", SERVER_NAME)
+        .finish(None)
+}
+
+/// A `message` frame; `sender` comes from [`sender_fields`].
+pub fn message(room: &RoomName, seq: u64, sender: &str, ts_ms: u64, body: &str) -> String {
+    let mut out = String::with_capacity(64 + room.as_str().len() + sender.len() + body.len());
+    let _ = write!(
+        out,
+        "{{\"type\":\"message\",\"room\":\"{room}\",\"seq\":{seq},{sender},\"ts\":{ts_ms},\"body\":{body}}}"
+    );
+    out
+}
+
+/// A `joined` reply; `history` are stored `message` frames, oldest first.
+pub fn joined<'a>(
+    room: &RoomName,
+    members: usize,
+    history: impl Iterator<Item = &'a str>,
+    recovered: Option<bool>,
+    reference: Option<&RawValue>,
+) -> String {
+    let mut frame = Frame::new("joined").str("room", room.as_str()).num("members", members as u64);
+    let out = frame.key("history");
+    out.push('[');
+    for (i, stored) in history.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(stored);
+    }
+    out.push(']');
+    if let Some(recovered) = recovered {
+        frame = frame.raw("recovered", if recovered { "true" } else { "false" });
+    }
+    frame.finish(reference)
+}
+
+pub fn left(room: &RoomName, reference: Option<&RawValue>) -> String {
+    Frame::new("left").str("room", room.as_str()).finish(reference)
+}
+
+pub fn direct(sender: &str, body: &str) -> String {
+    let mut out = String::with_capacity(32 + sender.len() + body.len());
+    let _ = write!(out, "{{\"type\":\"direct\",{sender},\"body\":{body}}}");
+    out
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresenceEvent {
+    Join,
+    Leave,
+}
+
+pub fn presence(room: &RoomName, event: PresenceEvent, id: SessionId, nick: Option<&str>) -> String {
+    let event = match event {
+        PresenceEvent::Join => "join",
+        PresenceEvent::Leave => "leave",
+    };
+    let frame = Frame::new("presence").str("room", room.as_str()).str("event", event).str("id", &id.to_string());
+    match nick {
+        Some(nick) => frame.str("nick", nick),
+        None => frame.raw("nick", "null"),
+    }
+    .finish(None)
+}
+
+/// A `rooms` reply, or the body of `GET /api/rooms` when `kind` is `None`.
+pub fn rooms<'a>(
+    kind: Option<&str>,
+    rooms: impl Iterator<Item = (&'a RoomName, usize)>,
+    reference: Option<&RawValue>,
+) -> String {
+    let mut list = String::from("[");
+    for (i, (room, members)) in rooms.enumerate() {
+        if i > 0 {
+            list.push(',');
+        }
+        let _ = write!(list, "{{\"room\":\"{room}\",\"members\":{members}}}");
+    }
+    list.push(']');
+    match kind {
+        Some(kind) => Frame::new(kind).raw("rooms", &list).finish(reference),
+        None => format!("{{\"rooms\":{list}}}"),
+    }
+}
+
+pub fn members<'a>(
+    room: &RoomName,
+    members: impl Iterator<Item = (SessionId, Option<&'a str>)>,
+    reference: Option<&RawValue>,
+) -> String {
+    let mut list = String::from("[");
+    for (i, (id, nick)) in members.enumerate() {
+        if i > 0 {
+            list.push(',');
+        }
+        let _ = write!(list, "{{\"id\":\"{id}\",\"nick\":");
+        match nick {
+            Some(nick) => push_json_str(&mut list, nick),
+            None => list.push_str("null"),
+        }
+        list.push('}');
+    }
+    list.push(']');
+    Frame::new("members").str("room", room.as_str()).raw("members", &list).finish(reference)
+}
+
+pub fn ok(seq: Option<u64>, reference: Option<&RawValue>) -> String {
+    let frame = Frame::new("ok");
+    match seq {
+        Some(seq) => frame.num("seq", seq),
+        None => frame,
+    }
+    .finish(reference)
+}
+
+pub fn pong(reference: Option<&RawValue>) -> String {
+    Frame::new("pong").finish(reference)
+}
+
+pub fn error(code: ErrorCode, message: &str, reference: Option<&RawValue>) -> String {
+    Frame::new("error").str("code", code.as_str()).str("message", message).finish(reference)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn parse(text: &str) -> Value {
+        serde_json::from_str(text).expect("server frames are JSON")
+    }
+
+    #[test]
+    fn frames_are_valid_json() {
+        let room = RoomName::parse("lobby").unwrap();
+        let nick = "q\"u\\o\nte\u{1}</script>";
+        let sender = sender_fields(SessionId(3), Some(nick));
+        let m = message(&room, 7, &sender, 1_700_000_000_000, r#"{"a":[1,2]}"#);
+        assert_eq!(
+            parse(&m),
+            json!({"type":"message","room":"lobby","seq":7,"from":"3","nick":nick,"ts":1_700_000_000_000u64,"body":{"a":[1,2]}})
+        );
+        let j = joined(&room, 2, [m.as_str(), m.as_str()].into_iter(), Some(true), None);
+        assert_eq!(parse(&j)["history"][1]["seq"], 7);
+        assert_eq!(parse(&j)["recovered"], true);
+        let j = joined(&room, 1, std::iter::empty(), None, None);
+        assert_eq!(parse(&j), json!({"type":"joined","room":"lobby","members":1,"history":[]}));
+        let p = presence(&room, PresenceEvent::Leave, SessionId(9), None);
+        assert_eq!(parse(&p), json!({"type":"presence","room":"lobby","event":"leave","id":"9","nick":null}));
+        let e = error(ErrorCode::NotMember, "no", Some(&RawValue::from_string("5".into()).unwrap()));
+        assert_eq!(parse(&e), json!({"type":"error","code":"not_member","message":"no","ref":5}));
+        let ms = members(&room, [(SessionId(1), Some("a")), (SessionId(2), None)].into_iter(), None);
+        assert_eq!(parse(&ms)["members"], json!([{"id":"1","nick":"a"},{"id":"2","nick":null}]));
+        let rs = rooms(Some("rooms"), [(&room, 3usize)].into_iter(), None);
+        assert_eq!(parse(&rs), json!({"type":"rooms","rooms":[{"room":"lobby","members":3}]}));
+        assert_eq!(parse(&rooms(None, std::iter::empty(), None)), json!({"rooms":[]}));
+        assert_eq!(parse(&ok(Some(4), None)), json!({"type":"ok","seq":4}));
+        assert_eq!(parse(&welcome(SessionId(1), 5000, 10000))["server"], SERVER_NAME);
+        assert_eq!(parse(&direct(&sender, "\"hi\""))["body"], "hi");
+    }
+}

@@ -1,0 +1,219 @@
+//! The wire: protocol v1 of `shared/spec/protocol.md`, both ways and for
+//! both sides, and nothing else.
+//!
+//! - [`request`]: client to server. The server parses requests; clients
+//!   (the load tester, `roomcast client`) build them.
+//! - [`frame`]: server to client. The server builds frames; clients parse
+//!   them.
+//! - here: what both share: names, ids, error and close codes, JSON strings.
+
+pub mod frame;
+pub mod request;
+
+use std::borrow::Cow;
+use std::fmt::{self, Write as _};
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+
+/// The subprotocol a `/ws` client may offer.
+pub const SUBPROTOCOL: &str = "roomcast.v1";
+
+/// What `welcome` reports as `server`.
+pub const SERVER_NAME: &str = concat!("roomcast/", env!("CARGO_PKG_VERSION"));
+
+/// Close codes roomcast sends.
+pub mod close {
+    pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    pub const INVALID_DATA: u16 = 1007;
+    pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
+    pub const HEARTBEAT_TIMEOUT: u16 = 1011;
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+}
+
+/// A session id: unique for the server's life, a decimal string on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+impl SessionId {
+    /// Parses the wire form; only the canonical decimal spelling names a
+    /// session, so `"007"` and `"7"` cannot both refer to session 7.
+    pub fn from_wire(text: &str) -> Option<SessionId> {
+        let canonical =
+            !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) && (text == "0" || !text.starts_with('0'));
+        if canonical { text.parse().ok().map(SessionId) } else { None }
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A valid room name: 1 to 64 bytes of `A-Z a-z 0-9 - _ . :`. Cheap to clone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomName(Arc<str>);
+
+impl RoomName {
+    pub fn parse(name: &str) -> Result<RoomName, &'static str> {
+        if name.is_empty() || name.len() > 64 {
+            return Err("room names are 1 to 64 bytes");
+        }
+        let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':');
+        if !name.bytes().all(allowed) {
+            return Err("room names use only A-Z a-z 0-9 - _ . :");
+        }
+        Ok(RoomName(name.into()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RoomName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Checks a nick: 1 to 32 characters, no control characters.
+pub fn validate_nick(name: &str) -> Result<(), &'static str> {
+    let count = name.chars().count();
+    if count == 0 || count > 32 {
+        return Err("nick must be 1 to 32 characters");
+    }
+    if name.chars().any(char::is_control) {
+        return Err("nick must not contain control characters");
+    }
+    Ok(())
+}
+
+/// The `code` of an `error` frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadJson,
+    BadRequest,
+    UnknownType,
+    NotMember,
+    NotFound,
+    RoomFull,
+    TooManyRooms,
+    RateLimited,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::NotMember => "not_member",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::RoomFull => "room_full",
+            ErrorCode::TooManyRooms => "too_many_rooms",
+            ErrorCode::RateLimited => "rate_limited",
+        }
+    }
+}
+
+/// Whether a raw JSON value is a string literal.
+pub fn is_string(raw: &RawValue) -> bool {
+    raw.get().starts_with('"')
+}
+
+pub(crate) fn is_integer(raw: &RawValue) -> bool {
+    let digits = raw.get().strip_prefix('-').unwrap_or(raw.get());
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+pub(crate) fn as_string(raw: &RawValue) -> Option<Cow<'_, str>> {
+    if !is_string(raw) {
+        return None;
+    }
+    serde_json::from_str::<Cow<str>>(raw.get()).ok()
+}
+
+/// What a raw `/ws/{room}` member receives for a JSON body: a string body
+/// as its bare text, any other value as its JSON text.
+pub fn body_as_raw_text(body: &RawValue) -> String {
+    match as_string(body) {
+        Some(text) => text.into_owned(),
+        None => body.get().to_owned(),
+    }
+}
+
+/// Appends `text` as a JSON string literal.
+pub fn push_json_str(out: &mut String, text: &str) {
+    out.push('"');
+    let mut start = 0;
+    for (i, c) in text.char_indices() {
+        let escape = match c {
+            '"' => "\\\"",
+            '\\' => "\\\\",
+            '\n' => "\\n",
+            '\r' => "\\r",
+            '\t' => "\\t",
+            c if (c as u32) < 0x20 => "",
+            _ => continue,
+        };
+        out.push_str(&text[start..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{:04x}", c as u32);
+        } else {
+            out.push_str(escape);
+        }
+        start = i + c.len_utf8();
+    }
+    out.push_str(&text[start..]);
+    out.push('"');
+}
+
+/// A JSON string literal for `text`.
+pub fn json_str(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    push_json_str(&mut out, text);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_names() {
+        assert!(RoomName::parse(&"a".repeat(64)).is_ok());
+        assert!(RoomName::parse(&"a".repeat(65)).is_err());
+        assert!(RoomName::parse("").is_err());
+        assert!(RoomName::parse("é").is_err());
+        assert!(RoomName::parse("a/b").is_err());
+    }
+
+    #[test]
+    fn session_ids_are_canonical() {
+        assert_eq!(SessionId::from_wire("42"), Some(SessionId(42)));
+        assert_eq!(SessionId::from_wire("042"), None);
+        assert_eq!(SessionId::from_wire("+1"), None);
+        assert_eq!(SessionId::from_wire(""), None);
+    }
+
+    #[test]
+    fn json_strings_round_trip() {
+        for s in ["", "plain", "\"\\", "\u{0}\u{1f}\u{7f}", "é😀", "\u{2028}"] {
+            let back: String = serde_json::from_str(&json_str(s)).unwrap();
+            assert_eq!(back, s);
+        }
+    }
+
+    #[test]
+    fn raw_bodies() {
+        let text = |json: &str| body_as_raw_text(&RawValue::from_string(json.into()).unwrap());
+        assert_eq!(text("\"hi \\\"there\\\"\""), "hi \"there\"");
+        assert_eq!(text("{\"a\": 1}"), "{\"a\": 1}");
+        assert_eq!(text("12"), "12");
+    }
+}

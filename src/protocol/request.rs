@@ -1,0 +1,213 @@
+//! Client to server: the requests of the JSON room protocol.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{ErrorCode, RoomName, as_string, is_integer, is_string, validate_nick};
+
+/// The `ref` of a request, kept as its JSON text so the reply carries it
+/// with its JSON type (string or integer).
+pub type Ref = Option<Box<RawValue>>;
+
+/// A request that was understood.
+#[derive(Debug)]
+pub struct Request {
+    pub reference: Ref,
+    pub kind: RequestKind,
+}
+
+#[derive(Debug)]
+pub enum RequestKind {
+    Join { room: RoomName, history: Option<u64>, since: Option<u64> },
+    Leave { room: RoomName },
+    Publish { room: RoomName, body: Box<RawValue> },
+    Direct { to: String, body: Box<RawValue> },
+    Nick { name: String },
+    Rooms,
+    Members { room: RoomName },
+    Ping,
+}
+
+/// A request that was not understood: the `error` frame to answer with.
+#[derive(Debug)]
+pub struct RequestError {
+    pub code: ErrorCode,
+    pub message: Cow<'static, str>,
+    pub reference: Ref,
+}
+
+impl RequestError {
+    fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>, reference: Ref) -> Self {
+        Self { code, message: message.into(), reference }
+    }
+
+    /// The frame that answers this request.
+    pub fn to_frame(&self) -> String {
+        super::frame::error(self.code, &self.message, self.reference.as_deref())
+    }
+}
+
+/// A field that tells "absent" from `null`: `Option<&RawValue>` would read
+/// `"body": null` as absent, and null is a valid body.
+#[derive(Default)]
+struct Field<'a>(Option<&'a RawValue>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Field<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        <&'a RawValue>::deserialize(deserializer).map(|raw| Field(Some(raw)))
+    }
+}
+
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Field<'a>,
+    #[serde(rename = "ref", borrow, default)]
+    reference: Field<'a>,
+    #[serde(borrow, default)]
+    room: Field<'a>,
+    #[serde(borrow, default)]
+    history: Field<'a>,
+    #[serde(borrow, default)]
+    since: Field<'a>,
+    #[serde(borrow, default)]
+    body: Field<'a>,
+    #[serde(borrow, default)]
+    to: Field<'a>,
+    #[serde(borrow, default)]
+    name: Field<'a>,
+}
+
+/// Parses one text frame of the JSON room protocol.
+pub fn parse_request(text: &str) -> Result<Request, RequestError> {
+    use ErrorCode::{BadJson, BadRequest, UnknownType};
+
+    // serde_json would read a struct from a JSON array too; only objects
+    // are requests.
+    if !text.trim_start().starts_with('{') {
+        return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Ok(_) => RequestError::new(BadRequest, "a request is a JSON object", None),
+            Err(_) => RequestError::new(BadJson, "frame is not valid JSON", None),
+        });
+    }
+    let fields: Fields = match serde_json::from_str(text) {
+        Ok(fields) => fields,
+        Err(e) if e.is_data() => return Err(RequestError::new(BadRequest, e.to_string(), None)),
+        Err(_) => return Err(RequestError::new(BadJson, "frame is not valid JSON", None)),
+    };
+    let reference = match fields.reference.0 {
+        None => None,
+        Some(raw) if is_string(raw) || is_integer(raw) => Some(raw.to_owned()),
+        Some(_) => {
+            return Err(RequestError::new(BadRequest, "`ref` must be a string or an integer", None));
+        }
+    };
+    let bad = |message: String| Err(RequestError::new(BadRequest, message, reference.clone()));
+    let Some(kind) = fields.kind.0.and_then(as_string) else {
+        return bad("`type` must be a string".into());
+    };
+    let room = || -> Result<RoomName, String> {
+        let name = fields.room.0.and_then(as_string).ok_or("`room` must be a string")?;
+        RoomName::parse(&name).map_err(|why| format!("bad room name: {why}"))
+    };
+    let body = || fields.body.0.map(RawValue::to_owned).ok_or_else(|| "`body` is required".to_string());
+    let count = |name: &str, field: &Field| -> Result<Option<u64>, String> {
+        match field.0 {
+            None => Ok(None),
+            Some(raw) if raw.get() == "null" => Ok(None),
+            Some(raw) => raw
+                .get()
+                .parse::<u64>()
+                .ok()
+                .filter(|_| is_integer(raw))
+                .map(Some)
+                .ok_or_else(|| format!("`{name}` must be an integer >= 0")),
+        }
+    };
+    let parsed = (|| -> Result<RequestKind, String> {
+        Ok(match kind.as_ref() {
+            "join" => RequestKind::Join {
+                room: room()?,
+                history: count("history", &fields.history)?,
+                since: count("since", &fields.since)?,
+            },
+            "leave" => RequestKind::Leave { room: room()? },
+            "publish" => RequestKind::Publish { room: room()?, body: body()? },
+            "direct" => RequestKind::Direct {
+                to: fields.to.0.and_then(as_string).ok_or("`to` must be a session id string")?.into_owned(),
+                body: body()?,
+            },
+            "nick" => {
+                let name = fields.name.0.and_then(as_string).ok_or("`name` must be a string")?;
+                validate_nick(&name)?;
+                RequestKind::Nick { name: name.into_owned() }
+            }
+            "rooms" => RequestKind::Rooms,
+            "members" => RequestKind::Members { room: room()? },
+            "ping" => RequestKind::Ping,
+            _ => return Err(String::new()),
+        })
+    })();
+    match parsed {
+        Ok(kind) => Ok(Request { reference, kind }),
+        Err(message) if message.is_empty() => {
+            Err(RequestError::new(UnknownType, format!("unknown type {:?}", kind.as_ref()), reference))
+        }
+        Err(message) => bad(message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> (ErrorCode, Option<String>) {
+        let e = parse_request(text).expect_err("must be refused");
+        (e.code, e.reference.map(|r| r.get().to_string()))
+    }
+
+    #[test]
+    fn request_error_classes() {
+        use ErrorCode::*;
+        assert_eq!(err("{"), (BadJson, None));
+        assert_eq!(err("hello"), (BadJson, None));
+        assert_eq!(err("[1,2"), (BadJson, None));
+        assert_eq!(err("{\"type\":\"ping\"} x"), (BadJson, None));
+        assert_eq!(err("[\"join\", \"a\"]"), (BadRequest, None));
+        assert_eq!(err("42"), (BadRequest, None));
+        assert_eq!(err("{}"), (BadRequest, None));
+        assert_eq!(err("{\"type\":5,\"ref\":1}"), (BadRequest, Some("1".into())));
+        assert_eq!(err("{\"type\":\"ping\",\"ref\":1.5}"), (BadRequest, None));
+        assert_eq!(err("{\"type\":\"dance\",\"ref\":\"r\"}"), (UnknownType, Some("\"r\"".into())));
+        assert_eq!(err("{\"type\":\"join\",\"room\":\"bad room\",\"ref\":7}"), (BadRequest, Some("7".into())));
+        assert_eq!(err("{\"type\":\"join\",\"room\":5}"), (BadRequest, None));
+        assert_eq!(err("{\"type\":\"join\",\"room\":\"a\",\"history\":-1}"), (BadRequest, None));
+        assert_eq!(err("{\"type\":\"join\",\"room\":\"a\",\"since\":1.5}"), (BadRequest, None));
+        assert_eq!(err("{\"type\":\"publish\",\"room\":\"a\"}"), (BadRequest, None));
+        assert_eq!(err("{\"type\":\"nick\",\"name\":\"\"}"), (BadRequest, None));
+        assert_eq!(err("{\"type\":\"nick\",\"name\":\"a\\u0007b\"}"), (BadRequest, None));
+        assert_eq!(err("{\"type\":\"nick\",\"name\":\"123456789012345678901234567890123\"}"), (BadRequest, None));
+        assert_eq!(err("{\"type\":\"ping\",\"type\":\"ping\"}"), (BadRequest, None));
+    }
+
+    #[test]
+    fn requests_that_parse() {
+        let r = parse_request(r#"{"type":"publish","room":"a:b.c-d_e","body":null,"ref":"x","extra":[1]}"#).unwrap();
+        assert_eq!(r.reference.as_deref().map(RawValue::get), Some("\"x\""));
+        match r.kind {
+            RequestKind::Publish { room, body } => {
+                assert_eq!(room.as_str(), "a:b.c-d_e");
+                assert_eq!(body.get(), "null");
+            }
+            other => panic!("{other:?}"),
+        }
+        let r = parse_request(r#" {"type":"join","room":"r","history":3,"since":null}"#).unwrap();
+        assert!(matches!(r.kind, RequestKind::Join { history: Some(3), since: None, .. }));
+        let r = parse_request(r#"{"type":"nick","name":"\u00e9l\u00e8ve 😀"}"#).unwrap();
+        assert!(matches!(r.kind, RequestKind::Nick { ref name } if name == "élève 😀"));
+        let r = parse_request(r#"{"type":"ping","ref":-12}"#).unwrap();
+        assert_eq!(super::super::frame::pong(r.reference.as_deref()), r#"{"type":"pong","ref":-12}"#);
+    }
+}
