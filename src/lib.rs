@@ -14,9 +14,15 @@
 //! - [`registry`]: the actor that owns rooms and the session directory and
 //!   relays messages.
 //! - [`metrics`]: counters and gauges in the Prometheus text format.
+//! - [`load`]: `roomcast load`, the load tester, one module per scenario.
+//! - [`client`]: `roomcast client`, interactive or for scripts.
+//! - [`dial`]: opening client connections, for the load tester and the client.
 
+pub mod client;
 pub mod config;
+pub mod dial;
 pub mod http;
+pub mod load;
 pub mod metrics;
 pub mod protocol;
 pub mod registry;

@@ -20,6 +20,10 @@ enum Command {
     Serve(ConfigArgs),
     /// Validate the configuration and print the effective settings as TOML.
     CheckConfig(ConfigArgs),
+    /// Load-test a server that speaks the roomcast protocol.
+    Load(Box<roomcast::load::LoadArgs>),
+    /// A command-line client: interactive in a terminal, JSON lines in a pipe.
+    Client(roomcast::client::ClientArgs),
 }
 
 #[derive(Args)]
@@ -63,6 +67,14 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Client(args) => {
+            init_logging("warn");
+            roomcast::client::run(args)
+        }
+        Command::Load(args) => {
+            init_logging("warn");
+            roomcast::load::run(*args)
         }
         Command::CheckConfig(args) => match load(&args) {
             Ok(settings) => {

@@ -198,3 +198,25 @@ async fn pings_get_pongs_and_close_is_answered() {
         assert_eq!(conn.read_to_end(Duration::from_secs(5)).await, Some(1005), "{path}: empty close answered");
     }
 }
+
+#[tokio::test]
+async fn a_client_that_vanishes_is_no_protocol_error() {
+    let server = server();
+    let mut watcher = Client::json(&server).await;
+    watcher.join("v").await;
+    for path in ["/ws", "/ws/v", "/echo"] {
+        let mut conn = open(&server, path).await;
+        if path == "/ws" {
+            conn.send_frame(true, 1, b"{\"type\":\"join\",\"room\":\"v\"}").await;
+            conn.read_frame().await.unwrap();
+        }
+        drop(conn);
+    }
+    // Both room members that vanished leave; nothing was a protocol error.
+    for _ in 0..4 {
+        let frame = watcher.expect("presence").await;
+        assert!(frame["event"] == "join" || frame["event"] == "leave");
+    }
+    assert_eq!(server.metric("roomcast_protocol_errors_total").await, 0);
+    still_serving(&server).await;
+}

@@ -43,8 +43,13 @@ impl ConnSocket {
         let _ = self.0.shutdown(Shutdown::Read);
     }
 
-    /// Ends the TCP connection both ways, whatever is still buffered.
-    pub fn shutdown(&self) {
+    /// Aborts the TCP connection: what is still buffered is dropped and the
+    /// client gets a reset once the last descriptor closes. A graceful FIN
+    /// would wait behind data the client is not reading, leaving an orphan
+    /// socket that holds its send buffer for minutes.
+    pub fn abort(&self) {
+        let socket = socket2::SockRef::from(&*self.0);
+        let _ = socket.set_linger(Some(std::time::Duration::ZERO));
         // ENOTCONN when the peer already went away: nothing left to do.
         let _ = self.0.shutdown(Shutdown::Both);
     }

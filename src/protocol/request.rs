@@ -159,9 +159,100 @@ pub fn parse_request(text: &str) -> Result<Request, RequestError> {
     }
 }
 
+/// Requests as clients build them (`roomcast client`, `roomcast load`).
+/// Refs are integers; bodies are JSON text.
+pub mod build {
+    use std::fmt::Write as _;
+
+    use super::super::push_json_str;
+
+    fn request(kind: &str, fields: &[(&str, Field)], reference: Option<u64>) -> String {
+        let mut out = format!("{{\"type\":\"{kind}\"");
+        for (key, value) in fields {
+            let _ = write!(out, ",\"{key}\":");
+            match value {
+                Field::Str(text) => push_json_str(&mut out, text),
+                Field::Num(n) => {
+                    let _ = write!(out, "{n}");
+                }
+                Field::Json(json) => out.push_str(json),
+            }
+        }
+        if let Some(reference) = reference {
+            let _ = write!(out, ",\"ref\":{reference}");
+        }
+        out.push('}');
+        out
+    }
+
+    enum Field<'a> {
+        Str(&'a str),
+        Num(u64),
+        Json(&'a str),
+    }
+
+    pub fn join(room: &str, history: Option<u64>, since: Option<u64>, reference: Option<u64>) -> String {
+        let mut fields = vec![("room", Field::Str(room))];
+        fields.extend(history.map(|h| ("history", Field::Num(h))));
+        fields.extend(since.map(|s| ("since", Field::Num(s))));
+        request("join", &fields, reference)
+    }
+
+    pub fn leave(room: &str, reference: Option<u64>) -> String {
+        request("leave", &[("room", Field::Str(room))], reference)
+    }
+
+    /// `body` is JSON text.
+    pub fn publish(room: &str, body: &str, reference: Option<u64>) -> String {
+        request("publish", &[("room", Field::Str(room)), ("body", Field::Json(body))], reference)
+    }
+
+    /// `body` is JSON text.
+    pub fn direct(to: &str, body: &str, reference: Option<u64>) -> String {
+        request("direct", &[("to", Field::Str(to)), ("body", Field::Json(body))], reference)
+    }
+
+    pub fn nick(name: &str, reference: Option<u64>) -> String {
+        request("nick", &[("name", Field::Str(name))], reference)
+    }
+
+    pub fn rooms(reference: Option<u64>) -> String {
+        request("rooms", &[], reference)
+    }
+
+    pub fn members(room: &str, reference: Option<u64>) -> String {
+        request("members", &[("room", Field::Str(room))], reference)
+    }
+
+    pub fn ping(reference: Option<u64>) -> String {
+        request("ping", &[], reference)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn built_requests_parse_back() {
+        let cases = [
+            build::join("r", Some(5), Some(9), Some(1)),
+            build::join("r", None, None, None),
+            build::leave("r", Some(2)),
+            build::publish("r", "{\"a\":[1]}", Some(3)),
+            build::direct("7", "\"x\"", None),
+            build::nick("quo\"te", None),
+            build::rooms(None),
+            build::members("r", Some(4)),
+            build::ping(Some(5)),
+        ];
+        for text in cases {
+            let request = parse_request(&text).unwrap_or_else(|e| panic!("{text}: {e:?}"));
+            if let RequestKind::Nick { name } = &request.kind {
+                assert_eq!(name, "quo\"te");
+            }
+        }
+    }
 
     fn err(text: &str) -> (ErrorCode, Option<String>) {
         let e = parse_request(text).expect_err("must be refused");

@@ -8,6 +8,8 @@
 //! copies or changes them), adds up the lengths of a message's fragments,
 //! and fails the stream as soon as a message is announced larger than the
 //! limit. The session sees the failure through [`Tripped`] and closes 1009.
+//! It also turns a connection that ended (EOF or reset) into a plain end of
+//! stream, which the session treats as the client having gone.
 
 use std::cell::Cell;
 use std::pin::Pin;
@@ -141,6 +143,9 @@ where
                 this.tripped.0.set(true);
                 Poll::Ready(Some(Err(PayloadError::Overflow)))
             }
+            // The client went away (EOF or reset): the end of the stream, not
+            // a protocol error to answer with a close frame.
+            Poll::Ready(Some(Err(PayloadError::Incomplete(_) | PayloadError::Io(_)))) => Poll::Ready(None),
             other => other,
         }
     }

@@ -230,12 +230,12 @@ impl SessionHandle {
         self.0.socket.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Ends the TCP connection now (shutdown both ways) and releases the
-    /// socket duplicate. Returns whether there was a socket to cut.
+    /// Aborts the TCP connection now and releases the socket duplicate.
+    /// Returns whether there was a socket to cut.
     pub fn cut(&self) -> bool {
         match self.socket().take() {
             Some(socket) => {
-                socket.shutdown();
+                socket.abort();
                 true
             }
             None => false,

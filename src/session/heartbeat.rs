@@ -105,7 +105,9 @@ fn sweep(inner: &Inner, now_ms: u64) {
             if now_ms.saturating_sub(handle.close_requested_ms()) < grace_ms {
                 return true;
             }
-            if handle.cut() && !handle.is_ended() {
+            // Read before cutting: the cut itself makes the session end.
+            let ended = handle.is_ended();
+            if handle.cut() && !ended {
                 log::info!("session {}: cut the connection ({} not delivered)", handle.id(), request.code);
             }
             false

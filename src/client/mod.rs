@@ -1,0 +1,73 @@
+//! `roomcast client URL [--room R] [--nick N]`: the command-line client.
+//!
+//! In a terminal it is interactive: typed lines go to the current room,
+//! `/join`, `/leave`, `/nick`, `/rooms`, `/members` and `/quit` do what they
+//! say, and incoming messages are shown with time and nick. When standard
+//! input or output is not a terminal it is for scripts: each input line is
+//! published (or is a command), each frame from the server is printed as one
+//! JSON line, and at the end of input it waits for every publish to be
+//! acknowledged and exits. Both reconnect and recover what they missed (see
+//! [`session`]).
+
+pub mod pipe;
+pub mod session;
+pub mod terminal;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Args;
+use tokio::sync::mpsc;
+
+use crate::dial::{Dialer, endpoint};
+use session::Setup;
+
+#[derive(Args, Debug)]
+pub struct ClientArgs {
+    /// Server URL, e.g. ws://127.0.0.1:8080 (/ws is added when there is no path).
+    pub url: String,
+    /// Join this room at start and make it current.
+    #[arg(long)]
+    pub room: Option<String>,
+    /// Set this nick at start.
+    #[arg(long)]
+    pub nick: Option<String>,
+    /// Messages of history to show when joining a room.
+    #[arg(long, default_value_t = 20)]
+    pub history: u64,
+}
+
+pub fn run(args: ClientArgs) -> ExitCode {
+    let url = match endpoint(&args.url, "/ws") {
+        Ok(url) => url,
+        Err(problem) => {
+            eprintln!("roomcast client: {problem}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("roomcast client: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    runtime.block_on(async {
+        let dialer = match Dialer::new(url, 1).await {
+            Ok(dialer) => dialer,
+            Err(e) => {
+                eprintln!("roomcast client: {}: {e}", args.url);
+                return ExitCode::from(2);
+            }
+        };
+        let (command_tx, command_rx) = mpsc::channel(256);
+        let (event_tx, event_rx) = mpsc::channel(4096);
+        let setup = Setup { room: args.room, nick: args.nick, history: args.history };
+        let connection = tokio::spawn(session::run(dialer, setup, command_rx, event_tx));
+        let code =
+            if interactive { terminal::run(command_tx, event_rx).await } else { pipe::run(command_tx, event_rx).await };
+        let _ = connection.await;
+        code
+    })
+}

@@ -1,0 +1,153 @@
+//! Opening WebSocket connections as a client, for `roomcast load` and
+//! `roomcast client`.
+//!
+//! Many connections to one server address from one source address run out
+//! of ephemeral ports near 28k, so the dialer can spread connections over
+//! several source addresses (127.0.0.1 to 127.0.0.N against a loopback
+//! server). Buffers are kept small: tungstenite's defaults (128 KiB to read)
+//! would cost gigabytes across 100k idle connections.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use url::Url;
+
+pub type Ws = WebSocketStream<TcpStream>;
+
+/// Why a connection could not be opened.
+#[derive(Debug)]
+pub enum DialError {
+    Io(io::Error),
+    /// The server answered the handshake with this HTTP status.
+    Refused(u16),
+    Handshake(String),
+}
+
+impl std::fmt::Display for DialError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DialError::Io(e) => write!(f, "{e}"),
+            DialError::Refused(status) => write!(f, "refused with HTTP {status}"),
+            DialError::Handshake(e) => write!(f, "handshake failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for DialError {}
+
+pub struct Dialer {
+    url: Url,
+    server: SocketAddr,
+    sources: Vec<IpAddr>,
+    next_source: AtomicUsize,
+    config: WebSocketConfig,
+}
+
+/// The WebSocket URL with `default_path` when it has none, e.g.
+/// `ws://127.0.0.1:8080` and `/ws` give `ws://127.0.0.1:8080/ws`.
+pub fn endpoint(url: &str, default_path: &str) -> Result<Url, String> {
+    let mut url = Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
+    match url.scheme() {
+        "ws" => {}
+        "wss" => return Err(format!("{url}: wss:// is not supported yet; use ws://")),
+        other => return Err(format!("{url}: expected ws://, not {other}://")),
+    }
+    if url.path().is_empty() || url.path() == "/" {
+        url.set_path(default_path);
+    }
+    Ok(url)
+}
+
+impl Dialer {
+    /// Resolves the server's address once. `sources` > 1 spreads
+    /// connections over 127.0.0.1..=127.0.0.N when the server is on IPv4
+    /// loopback (other targets use the system's choice).
+    pub async fn new(url: Url, sources: usize) -> io::Result<Dialer> {
+        let host = url.host_str().ok_or_else(|| io::Error::other("URL without a host"))?.to_string();
+        let port = url.port_or_known_default().unwrap_or(80);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let server = tokio::net::lookup_host((host, port))
+            .await?
+            .next()
+            .ok_or_else(|| io::Error::other(format!("{host} has no address")))?;
+        let sources = match server.ip() {
+            IpAddr::V4(ip) if ip.is_loopback() && sources > 1 => {
+                (1..=sources.min(254) as u8).map(|n| IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))).collect()
+            }
+            _ => Vec::new(),
+        };
+        let config = WebSocketConfig::default()
+            .read_buffer_size(4 * 1024)
+            .write_buffer_size(8 * 1024)
+            .max_message_size(Some(64 << 20))
+            .max_frame_size(Some(64 << 20));
+        Ok(Dialer { url, server, sources, next_source: AtomicUsize::new(0), config })
+    }
+
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    pub async fn connect(&self) -> Result<Ws, DialError> {
+        self.connect_with(&[], None).await
+    }
+
+    /// Connects with a 4 KiB kernel receive buffer, for a client meant to
+    /// stop reading: the server's writes back up sooner.
+    pub async fn connect_small_buffer(&self) -> Result<Ws, DialError> {
+        self.connect_with(&[], Some(4096)).await
+    }
+
+    /// Connects with extra handshake headers (e.g. a subprotocol) and,
+    /// optionally, a receive buffer size.
+    pub async fn connect_with(&self, headers: &[(&str, &str)], recv_buffer: Option<u32>) -> Result<Ws, DialError> {
+        let socket = if self.server.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() };
+        let socket = socket.map_err(DialError::Io)?;
+        if !self.sources.is_empty() {
+            let n = self.next_source.fetch_add(1, Ordering::Relaxed) % self.sources.len();
+            socket.bind(SocketAddr::new(self.sources[n], 0)).map_err(DialError::Io)?;
+        }
+        if let Some(bytes) = recv_buffer {
+            socket.set_recv_buffer_size(bytes).map_err(DialError::Io)?;
+        }
+        let stream = socket.connect(self.server).await.map_err(DialError::Io)?;
+        stream.set_nodelay(true).map_err(DialError::Io)?;
+        let mut request = self.url.as_str().into_client_request().map_err(|e| DialError::Handshake(e.to_string()))?;
+        for (name, value) in headers {
+            let name = tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| DialError::Handshake(e.to_string()))?;
+            let value =
+                value.parse().map_err(|e: tokio_tungstenite::tungstenite::http::header::InvalidHeaderValue| {
+                    DialError::Handshake(e.to_string())
+                })?;
+            request.headers_mut().insert(name, value);
+        }
+        match tokio_tungstenite::client_async_with_config(request, stream, Some(self.config)).await {
+            Ok((ws, _)) => Ok(ws),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                Err(DialError::Refused(response.status().as_u16()))
+            }
+            Err(tokio_tungstenite::tungstenite::Error::Io(e)) => Err(DialError::Io(e)),
+            Err(e) => Err(DialError::Handshake(e.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(endpoint("ws://127.0.0.1:8080", "/ws").unwrap().as_str(), "ws://127.0.0.1:8080/ws");
+        assert_eq!(endpoint("ws://h:1/", "/echo").unwrap().as_str(), "ws://h:1/echo");
+        assert_eq!(endpoint("ws://h:1/ws/room", "/ws").unwrap().as_str(), "ws://h:1/ws/room");
+        assert!(endpoint("http://h:1", "/ws").is_err());
+        assert!(endpoint("nonsense", "/ws").is_err());
+    }
+}

@@ -1,0 +1,163 @@
+//! `roomcast client`: the pipe mode (lines in, JSON lines out) and the
+//! terminal mode (through a pseudo-terminal), each across a dropped
+//! connection that it recovers from with `since`.
+
+mod common;
+
+use std::process::Stdio;
+
+use common::{Client, DEADLINE, Proxy, Server, command};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+/// The next JSON line on the client's stdout.
+async fn next_json(lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>) -> Value {
+    let line = tokio::time::timeout(DEADLINE, lines.next_line())
+        .await
+        .expect("a line within the deadline")
+        .expect("read")
+        .expect("stdout still open");
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON line: {line:?}: {e}"))
+}
+
+/// Reads JSON lines until one of `kind`; returns it and the bodies of the
+/// messages seen on the way (as `message` frames or in a `joined` history).
+async fn until(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    kind: &str,
+    bodies: &mut Vec<Value>,
+) -> Value {
+    loop {
+        let frame = next_json(lines).await;
+        match frame["type"].as_str() {
+            Some("message") => bodies.push(frame["body"].clone()),
+            Some("joined") => bodies.extend(frame["history"].as_array().unwrap().iter().map(|m| m["body"].clone())),
+            _ => {}
+        }
+        if frame["type"] == kind {
+            return frame;
+        }
+    }
+}
+
+#[tokio::test]
+async fn pipe_mode_publishes_lines_prints_json_and_recovers_after_a_drop() {
+    let server = Server::start(&[]);
+    let proxy = Proxy::start(server.addr).await;
+    let mut observer = Client::json(&server).await;
+    observer.join("feed").await;
+
+    let url = format!("ws://{}", proxy.addr);
+    let mut child = tokio::process::Command::from(command(&["client", &url, "--room", "feed"], &[]))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the client");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut bodies = Vec::new();
+    let welcome = until(&mut lines, "welcome", &mut bodies).await;
+    assert!(welcome["id"].is_string());
+    let joined = until(&mut lines, "joined", &mut bodies).await;
+    assert_eq!(joined["room"], "feed");
+    observer.expect("presence").await;
+
+    stdin.write_all(b"first line\n/nick piper\n").await.unwrap();
+    let seen = observer.expect("message").await;
+    assert_eq!((seen["body"].clone(), seen["nick"].clone()), (json!("first line"), json!(null)));
+    until(&mut lines, "ok", &mut bodies).await;
+    observer.request(json!({"type":"publish","room":"feed","body":"m1"})).await;
+    until(&mut lines, "message", &mut bodies).await;
+
+    // The connection drops; two messages are published meanwhile; the
+    // client reconnects and gets them from the join with `since`.
+    proxy.cut_all();
+    observer.request(json!({"type":"publish","room":"feed","body":"m2"})).await;
+    observer.request(json!({"type":"publish","room":"feed","body":"m3"})).await;
+    let rejoined = until(&mut lines, "joined", &mut bodies).await;
+    assert_eq!(rejoined["recovered"], true, "{rejoined}");
+    // The nick came back with the reconnect.
+    stdin.write_all(b"second line\n").await.unwrap();
+    let seen = loop {
+        let frame = observer.recv_json().await;
+        if frame["type"] == "message" {
+            break frame;
+        }
+    };
+    assert_eq!((seen["body"].clone(), seen["nick"].clone()), (json!("second line"), json!("piper")));
+    until(&mut lines, "message", &mut bodies).await;
+
+    // End of input: the client waits for its acknowledgements and exits 0.
+    drop(stdin);
+    let status = tokio::time::timeout(DEADLINE, child.wait()).await.expect("exits").unwrap();
+    assert!(status.success());
+    while let Ok(Some(line)) = lines.next_line().await {
+        let frame: Value = serde_json::from_str(&line).unwrap();
+        if frame["type"] == "message" {
+            bodies.push(frame["body"].clone());
+        }
+    }
+    assert_eq!(
+        bodies,
+        vec![json!("first line"), json!("m1"), json!("m2"), json!("m3"), json!("second line")],
+        "each once, in order"
+    );
+    let mut stderr = String::new();
+    tokio::io::AsyncReadExt::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).await.unwrap();
+    assert!(stderr.contains("disconnected"), "{stderr}");
+}
+
+#[test]
+fn terminal_mode_chats_reconnects_and_quits() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = Server::start(&[]);
+    let proxy = runtime.block_on(Proxy::start(server.addr));
+    let mut observer = runtime.block_on(Client::json(&server));
+    runtime.block_on(observer.join("lobby"));
+    runtime.block_on(observer.request(json!({"type":"nick","name":"bob"})));
+
+    let url = format!("ws://{}", proxy.addr);
+    let cmd = command(&["client", &url, "--room", "lobby", "--nick", "ann"], &[("TERM", "xterm")]);
+    let mut tty = rexpect::session::spawn_command(cmd, Some(DEADLINE.as_millis() as u64)).expect("spawn in a pty");
+    tty.exp_string("-- connected to").unwrap();
+    tty.exp_string("-- joined lobby (2 here)").unwrap();
+    runtime.block_on(observer.expect("presence"));
+
+    // A typed line is published to the current room, under the nick.
+    tty.send_line("hello from the terminal").unwrap();
+    let seen = runtime.block_on(observer.expect("message"));
+    assert_eq!((seen["body"].clone(), seen["nick"].clone()), (json!("hello from the terminal"), json!("ann")));
+    // Incoming messages show with time and nick.
+    runtime.block_on(observer.request(json!({"type":"publish","room":"lobby","body":"hi ann"})));
+    tty.exp_regex(r"\d\d:\d\d:\d\d \[lobby\] bob: hi ann").unwrap();
+
+    // Dropped connection: a notice, a reconnect, and what was missed.
+    proxy.cut_all();
+    tty.exp_string("-- disconnected").unwrap();
+    runtime.block_on(observer.request(json!({"type":"publish","room":"lobby","body":"while you were away"})));
+    tty.exp_string("-- connected to").unwrap();
+    tty.exp_string("while you were away").unwrap();
+
+    tty.send_line("/join side").unwrap();
+    tty.exp_string("-- joined side (1 here)").unwrap();
+    tty.send_line("/rooms").unwrap();
+    tty.exp_string("-- rooms: lobby (2), side (1)").unwrap();
+    tty.send_line("/members lobby").unwrap();
+    tty.exp_regex(r"-- in lobby: (ann, bob|bob, ann)").unwrap();
+    tty.send_line("/dance").unwrap();
+    tty.exp_string("!! unknown command").unwrap();
+    tty.send_line("/quit").unwrap();
+    tty.exp_eof().unwrap();
+    let status = tty.process_mut().wait().unwrap();
+    assert!(matches!(status, rexpect::process::WaitStatus::Exited(_, 0)), "{status:?}");
+    let left = runtime.block_on(async {
+        loop {
+            let frame = observer.recv_json().await;
+            if frame["type"] == "presence" && frame["event"] == "leave" {
+                break frame;
+            }
+        }
+    });
+    assert_eq!(left["nick"], "ann");
+}

@@ -1,0 +1,240 @@
+//! `roomcast load`: every scenario against a real roomcast on port 0, with
+//! small numbers, checking that the figures it reports are right.
+
+mod common;
+
+use std::process::Output;
+
+use common::{Server, command};
+use serde_json::Value;
+
+/// Runs `roomcast load ARGS --json FILE` against `server`; returns the exit
+/// code and the JSON document.
+fn load(server: &Server, args: &[&str]) -> (Option<i32>, Value, Output) {
+    let json = std::env::temp_dir().join(format!("roomcast-load-{}-{}.json", std::process::id(), fastrand_suffix()));
+    let url = format!("ws://{}", server.addr);
+    let pid = server.pid().to_string();
+    let mut all = vec!["load"];
+    all.extend_from_slice(&args[..1]);
+    all.extend_from_slice(&["--url", &url, "--json", json.to_str().unwrap(), "--server-pid", &pid, "--quiet"]);
+    all.extend_from_slice(&args[1..]);
+    let output = command(&all, &[]).output().expect("run roomcast load");
+    let text = std::fs::read_to_string(&json).unwrap_or_else(|_| {
+        panic!(
+            "no JSON; stdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    let _ = std::fs::remove_file(&json);
+    (output.status.code(), serde_json::from_str(&text).expect("JSON document"), output)
+}
+
+fn fastrand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+fn figure(doc: &Value, key: &str) -> f64 {
+    doc["results"][key].as_f64().unwrap_or_else(|| panic!("no {key} in {doc:#}"))
+}
+
+fn fast_limits() -> Vec<(&'static str, &'static str)> {
+    vec![("ROOMCAST_LIMITS__MESSAGES_PER_SECOND", "100000"), ("ROOMCAST_LIMITS__BURST", "100000")]
+}
+
+#[test]
+fn fanout_at_a_fixed_rate_loses_nothing_and_keeps_order() {
+    let server = Server::start(&fast_limits());
+    let (code, doc, output) =
+        load(&server, &["fanout", "--rooms", "3", "--members", "5", "--rate", "50", "--duration", "1s"]);
+    assert_eq!(code, Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let published = figure(&doc, "published");
+    assert!((100.0..=200.0).contains(&published), "3 publishers x 50/s x 1 s: {published}");
+    assert_eq!(figure(&doc, "deliveries"), published * 5.0, "every member got every message");
+    assert_eq!(figure(&doc, "expected"), published * 5.0);
+    for key in ["lost", "gaps", "out_of_order", "errors", "connect_errors", "refused"] {
+        assert_eq!(figure(&doc, key), 0.0, "{key}");
+    }
+    assert_eq!(figure(&doc, "connected"), 15.0);
+    assert!(figure(&doc, "latency_p50_us") > 0.0);
+    assert!(figure(&doc, "latency_p99_us") >= figure(&doc, "latency_p50_us"));
+    assert!(figure(&doc, "server_cpu_s") >= 0.0);
+    assert_eq!(doc["params"]["rooms"], 3);
+    // The table is readable on stdout.
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(table.contains("roomcast load fanout") && table.contains("latency p99"), "{table}");
+}
+
+#[test]
+fn fanout_as_fast_as_possible_counts_what_the_server_refused() {
+    // The server's rate limit refuses part of an unbounded flood: those are
+    // counted as refused, not lost.
+    let server = Server::start(&[("ROOMCAST_LIMITS__MESSAGES_PER_SECOND", "200"), ("ROOMCAST_LIMITS__BURST", "50")]);
+    let (_, doc, _) = load(
+        &server,
+        &["fanout", "--rooms", "2", "--members", "3", "--rate", "max", "--window", "4", "--duration", "1s"],
+    );
+    let refused = figure(&doc, "refused");
+    assert!(refused > 0.0, "the rate limit refused some: {doc:#}");
+    let accepted = figure(&doc, "published") - refused;
+    assert_eq!(figure(&doc, "deliveries"), accepted * 3.0);
+    assert_eq!(figure(&doc, "lost"), 0.0);
+    assert_eq!(figure(&doc, "unacknowledged"), 0.0);
+}
+
+#[test]
+fn objectives_decide_the_exit_status() {
+    let server = Server::start(&fast_limits());
+    let (code, doc, _) =
+        load(&server, &["fanout", "--rooms", "1", "--members", "2", "--duration", "300ms", "--max-loss", "0"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(doc["passed"], true);
+    let (code, doc, output) = load(
+        &server,
+        &["fanout", "--rooms", "1", "--members", "2", "--duration", "300ms", "--max-p99", "1us", "--min-held", "1"],
+    );
+    assert_eq!(code, Some(1), "a missed objective exits 1");
+    assert_eq!(doc["passed"], false);
+    let slo = doc["slo"].as_array().unwrap();
+    assert_eq!(slo[0]["flag"], "--max-p99");
+    assert_eq!(slo[0]["ok"], false);
+    assert_eq!(slo[1]["flag"], "--min-held");
+    assert_eq!(slo[1]["value"], Value::Null, "not measured by fanout");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("MISSED"));
+}
+
+#[test]
+fn echo_round_trips_text_and_binary() {
+    let server = Server::start(&[]);
+    for binary in [false, true] {
+        let mut args = vec!["echo", "--connections", "5", "--in-flight", "3", "--size", "256", "--duration", "1s"];
+        if binary {
+            args.push("--binary");
+        }
+        let (code, doc, _) = load(&server, &args);
+        assert_eq!(code, Some(0));
+        assert!(figure(&doc, "round_trips") > 100.0, "{doc:#}");
+        for key in ["lost", "mismatched", "errors", "dropped"] {
+            assert_eq!(figure(&doc, key), 0.0, "{key} (binary: {binary})");
+        }
+        assert!(figure(&doc, "latency_p50_us") > 0.0);
+    }
+}
+
+#[test]
+fn idle_holds_connections_and_measures_server_memory() {
+    let server = Server::start(&[("ROOMCAST_HEARTBEAT__INTERVAL", "200ms"), ("ROOMCAST_HEARTBEAT__TIMEOUT", "600ms")]);
+    // Held for more than a heartbeat timeout: the clients answer pings.
+    let (code, doc, _) =
+        load(&server, &["idle", "--connections", "300", "--duration", "1500ms", "--sources", "4", "--min-held", "300"]);
+    assert_eq!(code, Some(0), "{doc:#}");
+    assert_eq!(figure(&doc, "connected"), 300.0);
+    assert_eq!(figure(&doc, "held"), 300.0);
+    assert_eq!(figure(&doc, "dropped"), 0.0);
+    assert!(figure(&doc, "handshakes_per_s") > 0.0);
+    let per_connection = figure(&doc, "server_rss_per_conn_bytes");
+    assert!(per_connection > 0.0 && per_connection < 1024.0 * 1024.0, "{per_connection}");
+}
+
+#[test]
+fn heartbeat_reports_every_dead_client_dropped_and_no_live_one() {
+    let server = Server::start(&[
+        ("ROOMCAST_HEARTBEAT__INTERVAL", "500ms"),
+        ("ROOMCAST_HEARTBEAT__TIMEOUT", "1500ms"),
+        ("ROOMCAST_LIMITS__MESSAGES_PER_SECOND", "100000"),
+        ("ROOMCAST_LIMITS__BURST", "100000"),
+    ]);
+    let (code, doc, _) = load(
+        &server,
+        &[
+            "heartbeat",
+            "--live",
+            "12",
+            "--dead",
+            "6",
+            "--rooms",
+            "3",
+            "--rate",
+            "20",
+            "--duration",
+            "6s",
+            "--max-drop-time",
+            "3s",
+        ],
+    );
+    assert_eq!(code, Some(0), "{doc:#}");
+    assert_eq!(figure(&doc, "dead_dropped"), 6.0);
+    assert_eq!(figure(&doc, "dead_not_dropped"), 0.0);
+    assert_eq!(figure(&doc, "live_dropped"), 0.0);
+    assert_eq!(figure(&doc, "lost"), 0.0, "the live members lost nothing");
+    assert!(figure(&doc, "drop_time_min_s") >= 1.5, "not before the timeout");
+    assert!(figure(&doc, "drop_time_max_s") <= 3.0, "within timeout + interval + 1 s");
+    assert_eq!(figure(&doc, "server_heartbeat_timeout_s"), 1.5, "read from welcome");
+}
+
+#[test]
+fn slow_members_are_closed_and_the_others_lose_nothing() {
+    let server = Server::start(&[
+        ("ROOMCAST_LIMITS__OUTBOUND_QUEUE", "64"),
+        ("ROOMCAST_LIMITS__MESSAGES_PER_SECOND", "100000"),
+        ("ROOMCAST_LIMITS__BURST", "100000"),
+    ]);
+    let (code, doc, _) = load(
+        &server,
+        // 6 MB/s into the slow member fill the kernel's socket buffers in a
+        // second or two; the run ends once it is closed.
+        &[
+            "slow",
+            "--rooms",
+            "1",
+            "--members",
+            "3",
+            "--slow",
+            "1",
+            "--rate",
+            "1500",
+            "--size",
+            "4096",
+            "--duration",
+            "30s",
+            "--until-dropped",
+        ],
+    );
+    assert_eq!(code, Some(0), "{doc:#}");
+    assert_eq!(figure(&doc, "slow_dropped"), 1.0);
+    assert_eq!(figure(&doc, "slow_not_dropped"), 0.0);
+    assert_eq!(figure(&doc, "lost"), 0.0);
+    assert_eq!(figure(&doc, "gaps"), 0.0);
+    assert_eq!(figure(&doc, "live_dropped"), 0.0);
+    assert!(figure(&doc, "server_rss_max_bytes") > 0.0);
+    assert!(doc["server_rss_series"].as_array().is_some_and(|s| !s.is_empty()));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    assert_eq!(rt.block_on(server.metric("roomcast_slow_consumer_closes_total")), 1, "closed by the bound (1013)");
+}
+
+#[test]
+fn churn_completes_every_cycle() {
+    let server = Server::start(&[]);
+    let (code, doc, _) = load(&server, &["churn", "--rate", "50", "--duration", "1s"]);
+    assert_eq!(code, Some(0));
+    let started = figure(&doc, "cycles_started");
+    assert!(started >= 40.0, "{doc:#}");
+    assert_eq!(figure(&doc, "cycles_completed"), started);
+    assert_eq!(figure(&doc, "errors"), 0.0);
+    assert!(figure(&doc, "handshakes_per_s") > 0.0);
+}
+
+#[test]
+fn bad_arguments_and_unreachable_servers_exit_2() {
+    let output = command(&["load", "fanout", "--url", "http://127.0.0.1:1"], &[]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("ws://"));
+    let output =
+        command(&["load", "fanout", "--url", "ws://127.0.0.1:1", "--duration", "100ms", "-q"], &[]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no member could connect"));
+    let output = command(&["load", "fanout", "--url", "ws://127.0.0.1:1", "--rate", "fast"], &[]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+}
