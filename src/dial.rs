@@ -19,6 +19,9 @@ use url::Url;
 
 pub type Ws = WebSocketStream<TcpStream>;
 
+/// How long a connect and handshake may take.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Why a connection could not be opened.
 #[derive(Debug)]
 pub enum DialError {
@@ -26,6 +29,9 @@ pub enum DialError {
     /// The server answered the handshake with this HTTP status.
     Refused(u16),
     Handshake(String),
+    /// No answer to the TCP connect or the handshake in time (a server at
+    /// its descriptor limit leaves connections in its accept queue).
+    TimedOut,
 }
 
 impl std::fmt::Display for DialError {
@@ -34,6 +40,7 @@ impl std::fmt::Display for DialError {
             DialError::Io(e) => write!(f, "{e}"),
             DialError::Refused(status) => write!(f, "refused with HTTP {status}"),
             DialError::Handshake(e) => write!(f, "handshake failed: {e}"),
+            DialError::TimedOut => write!(f, "no handshake within {}s", HANDSHAKE_TIMEOUT.as_secs()),
         }
     }
 }
@@ -106,6 +113,12 @@ impl Dialer {
     /// Connects with extra handshake headers (e.g. a subprotocol) and,
     /// optionally, a receive buffer size.
     pub async fn connect_with(&self, headers: &[(&str, &str)], recv_buffer: Option<u32>) -> Result<Ws, DialError> {
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, self.open(headers, recv_buffer))
+            .await
+            .unwrap_or(Err(DialError::TimedOut))
+    }
+
+    async fn open(&self, headers: &[(&str, &str)], recv_buffer: Option<u32>) -> Result<Ws, DialError> {
         let socket = if self.server.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() };
         let socket = socket.map_err(DialError::Io)?;
         if !self.sources.is_empty() {

@@ -151,3 +151,43 @@ async fn a_dead_client_in_a_busy_room_is_dropped_and_the_room_loses_nothing() {
     assert_eq!(server.metric("roomcast_slow_consumer_closes_total").await, 0);
     dead.read_to_end(Duration::from_secs(5)).await;
 }
+
+/// A session that ended while the client was not reading (here: an echo
+/// followed by a protocol error, handled in one go) leaves a connection
+/// whose last bytes cannot be sent: actix hands them to the kernel and
+/// closes, leaving an orphan socket that would probe the client's closed
+/// window for minutes. With TCP_USER_TIMEOUT the kernel drops it once the
+/// heartbeat timeout has passed. Such a drop sends no reset, so the test
+/// watches the server's side in /proc/net/tcp.
+#[tokio::test]
+async fn an_ended_session_whose_client_does_not_read_still_goes() {
+    let server = server(&[("ROOMCAST_LIMITS__MAX_MESSAGE_BYTES", "2000000")]);
+    let mut conn = RawConn::upgrade_small_buffer(server.addr, "/echo").await;
+    let client_port = conn.stream.local_addr().unwrap().port();
+    let mut bytes = common::raw::frame(true, 1, &vec![b'e'; 1 << 20], true);
+    bytes.extend(common::raw::frame(true, 3, b"", true)); // reserved opcode: 1002
+    conn.send_raw(&bytes).await;
+    let sent = Instant::now();
+    server.wait_for_log("closing 1002");
+    while server_side_exists(server.addr.port(), client_port) {
+        assert!(sent.elapsed() < Duration::from_secs(10), "the server still holds the connection after 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = sent.elapsed();
+    eprintln!("the unread connection of an ended session was dropped after {took:?}");
+    assert!(took >= TIMEOUT, "not before the heartbeat timeout: {took:?}");
+    assert!(!server.log_text().contains("cut the connection"), "the kernel did it, not the watchdog");
+}
+
+/// Whether the kernel still has the server's end of a loopback connection
+/// (orphans included): a line of /proc/net/tcp with these local and remote
+/// ports.
+fn server_side_exists(server_port: u16, client_port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let local = format!(":{server_port:04X} ");
+    let remote = format!(":{client_port:04X} ");
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.len() > 2 && format!("{} ", fields[1]).ends_with(&local) && format!("{} ", fields[2]).ends_with(&remote)
+    })
+}

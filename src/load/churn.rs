@@ -135,9 +135,7 @@ pub async fn run(args: ChurnArgs) -> Result<Report, String> {
         }));
     }
     let elapsed = started.elapsed().as_secs_f64();
-    for task in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
-    }
+    super::gate::finish(tasks, Duration::from_secs(10)).await;
     progress.finish();
     let get = |counter: &AtomicU64| counter.load(Ordering::Acquire);
     report.count("cycles_started", "cycles started", get(&churn.started));

@@ -217,8 +217,6 @@ pub async fn run(args: EchoArgs) -> Result<Report, String> {
     echoes.latency.report(&mut report, "latency", "round trip");
     cpu.finish(&mut report, received, "round_trips_per_server_cpu_s", "round trips per server CPU-s");
     echoes.gate.set_phase(Phase::Done);
-    for task in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
-    }
+    super::gate::finish(tasks, Duration::from_secs(2)).await;
     Ok(report)
 }

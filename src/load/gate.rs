@@ -87,3 +87,9 @@ pub async fn read_until(ws: &mut crate::dial::Ws, phase: &mut watch::Receiver<Ph
         }
     }
 }
+
+/// Waits for the tasks to end, `limit` in all (not each); the stragglers
+/// are left to the runtime's shutdown.
+pub async fn finish(tasks: Vec<tokio::task::JoinHandle<()>>, limit: std::time::Duration) {
+    let _ = tokio::time::timeout(limit, futures_util::future::join_all(tasks)).await;
+}

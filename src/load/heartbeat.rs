@@ -119,8 +119,6 @@ pub async fn run(args: HeartbeatArgs) -> Result<Report, String> {
         "deliveries per server CPU-s",
     );
     members.gate.set_phase(Phase::Done);
-    for task in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
-    }
+    super::gate::finish(tasks, Duration::from_secs(2)).await;
     Ok(report)
 }

@@ -118,8 +118,6 @@ pub async fn run(args: IdleArgs) -> Result<Report, String> {
     }
     cpu.finish(&mut report, connected, "handshakes_per_server_cpu_s", "handshakes per server CPU-s");
     idle.gate.set_phase(Phase::Done);
-    for task in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-    }
+    super::gate::finish(tasks, Duration::from_secs(5)).await;
     Ok(report)
 }

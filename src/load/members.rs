@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::gate::{Gate, Phase};
@@ -141,17 +141,52 @@ impl Members {
 
 /// The value of the first `"key":<digits>` in `text`.
 pub fn scan_u64(text: &str, key: &str) -> Option<u64> {
-    let start = text.find(key)? + key.len();
-    let digits = text[start..].trim_start();
-    let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
+    digits_at(text, memchr::memmem::find(text.as_bytes(), key.as_bytes())? + key.len())
+}
+
+fn digits_at(text: &str, start: usize) -> Option<u64> {
+    let digits = text.get(start..)?.trim_start();
+    let end = digits.bytes().position(|b| !b.is_ascii_digit()).unwrap_or(digits.len());
     digits[..end].parse().ok()
+}
+
+/// Finders built once: constructing a searcher per frame costs more than
+/// the search.
+struct Keys {
+    kind: memchr::memmem::Finder<'static>,
+    seq: memchr::memmem::Finder<'static>,
+    sent: memchr::memmem::Finder<'static>,
+}
+
+fn keys() -> &'static Keys {
+    static KEYS: std::sync::OnceLock<Keys> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| Keys {
+        kind: memchr::memmem::Finder::new(b"\"type\":"),
+        seq: memchr::memmem::Finder::new(b"\"seq\":"),
+        sent: memchr::memmem::Finder::new(b"\"rc_t\":"),
+    })
 }
 
 /// The value of the first `"type":"..."` in `text`.
 pub fn scan_type(text: &str) -> Option<&str> {
-    let start = text.find("\"type\":")? + 7;
+    // Servers put `type` first; look there before searching.
+    let start = match text.strip_prefix("{\"type\":") {
+        Some(_) => 8,
+        None => keys().kind.find(text.as_bytes())? + 7,
+    };
     let rest = text[start..].trim_start().strip_prefix('"')?;
-    Some(&rest[..rest.find('"')?])
+    Some(&rest[..memchr::memchr(b'"', rest.as_bytes())?])
+}
+
+/// `seq` and the body's send time of a `message` frame.
+fn scan_message(text: &str) -> (Option<u64>, Option<u64>) {
+    let bytes = text.as_bytes();
+    let keys = keys();
+    let seq_at = keys.seq.find(bytes).map(|at| at + 6);
+    let seq = seq_at.and_then(|at| digits_at(text, at));
+    let from = seq_at.unwrap_or(0);
+    let sent = keys.sent.find(&bytes[from..]).and_then(|at| digits_at(text, from + at + 7));
+    (seq, sent)
 }
 
 /// A body of about `size` bytes carrying the send time and the publisher.
@@ -327,7 +362,7 @@ async fn active(members: &Members, room: usize, role: Role, mut ws: Ws) {
     let mut phase = members.gate.phase();
     let mut recorder = members.latency.recorder();
     let mut tally = Tally::default();
-    let mut last_seq = 0u64;
+    let mut reader = Reader { last_seq: 0 };
     let plan = match role {
         Role::Publisher(plan) => Some(plan),
         _ => None,
@@ -359,49 +394,33 @@ async fn active(members: &Members, room: usize, role: Role, mut ws: Ws) {
             break;
         }
         tokio::select! {
-            frame = ws.next() => match frame {
-                Some(Ok(Message::Text(text))) => match scan_type(&text) {
-                    Some("message") => {
-                        tally.received += 1;
-                        if let Some(seq) = scan_u64(&text, "\"seq\":") {
-                            match seq.cmp(&(last_seq + 1)) {
-                                std::cmp::Ordering::Equal => {}
-                                std::cmp::Ordering::Greater => tally.gaps += seq - last_seq - 1,
-                                std::cmp::Ordering::Less => tally.reorders += 1,
+            frame = ws.next() => {
+                // Handle every frame already buffered before waiting again:
+                // a select per frame costs more than the frame.
+                let mut frame = frame;
+                loop {
+                    match frame {
+                        Some(Ok(Message::Text(text))) => {
+                            reader.text(&text, &mut tally, &mut recorder, counts, publisher.as_mut());
+                            if tally.received % 1024 == 0 {
+                                tally.flush(members);
                             }
-                            last_seq = last_seq.max(seq);
                         }
-                        if let Some(sent) = scan_u64(&text, "\"rc_t\":") {
-                            recorder.record_since(sent);
+                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                            ended_by_server = true;
+                            break;
                         }
-                        if tally.received % 1024 == 0 {
-                            tally.flush(members);
-                        }
+                        Some(Ok(_)) => {}
                     }
-                    Some("ok") => {
-                        tally.acked += 1;
-                        if let Some(publisher) = publisher.as_mut() {
-                            publisher.in_flight = publisher.in_flight.saturating_sub(1);
-                        }
+                    match ws.next().now_or_never() {
+                        Some(next) => frame = next,
+                        None => break,
                     }
-                    Some("error") => {
-                        if text.contains("\"rate_limited\"") {
-                            counts.refused.fetch_add(1, Ordering::Relaxed);
-                        } else {
-                            tally.errors += 1;
-                        }
-                        if let Some(publisher) = publisher.as_mut() {
-                            publisher.in_flight = publisher.in_flight.saturating_sub(1);
-                        }
-                    }
-                    _ => {}
-                },
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
-                    ended_by_server = true;
+                }
+                if ended_by_server {
                     break;
                 }
-                Some(Ok(_)) => {}
-            },
+            }
             _ = tick(&mut ticker), if publishing => {
                 if let Some(publisher) = publisher.as_mut() && publisher.send_one(&mut ws, name, counts, true).await.is_err() {
                     ended_by_server = true;
@@ -423,6 +442,57 @@ async fn active(members: &Members, room: usize, role: Role, mut ws: Ws) {
         members.dropped_live.fetch_add(1, Ordering::Relaxed);
     }
     let _ = ws.close(None).await;
+}
+
+/// What a reader keeps between frames.
+struct Reader {
+    last_seq: u64,
+}
+
+impl Reader {
+    fn text(
+        &mut self,
+        text: &str,
+        tally: &mut Tally,
+        recorder: &mut super::stats::Recorder,
+        counts: &RoomCounts,
+        publisher: Option<&mut Publisher>,
+    ) {
+        match scan_type(text) {
+            Some("message") => {
+                tally.received += 1;
+                let (seq, sent) = scan_message(text);
+                if let Some(seq) = seq {
+                    match seq.cmp(&(self.last_seq + 1)) {
+                        std::cmp::Ordering::Equal => {}
+                        std::cmp::Ordering::Greater => tally.gaps += seq - self.last_seq - 1,
+                        std::cmp::Ordering::Less => tally.reorders += 1,
+                    }
+                    self.last_seq = self.last_seq.max(seq);
+                }
+                if let Some(sent) = sent {
+                    recorder.record_since(sent);
+                }
+            }
+            Some("ok") => {
+                tally.acked += 1;
+                if let Some(publisher) = publisher {
+                    publisher.in_flight = publisher.in_flight.saturating_sub(1);
+                }
+            }
+            Some("error") => {
+                if text.contains("\"rate_limited\"") {
+                    counts.refused.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    tally.errors += 1;
+                }
+                if let Some(publisher) = publisher {
+                    publisher.in_flight = publisher.in_flight.saturating_sub(1);
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// The next tick, or never without a ticker.

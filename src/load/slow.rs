@@ -123,8 +123,6 @@ pub async fn run(args: SlowArgs) -> Result<Report, String> {
     }
     cpu.finish(&mut report, received, "deliveries_per_server_cpu_s", "deliveries per server CPU-s");
     members.gate.set_phase(Phase::Done);
-    for task in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
-    }
+    super::gate::finish(tasks, Duration::from_secs(2)).await;
     Ok(report)
 }

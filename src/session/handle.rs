@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use bytestring::ByteString;
@@ -206,19 +206,15 @@ impl SessionHandle {
         self.0.close_requested_ms.load(Ordering::Acquire)
     }
 
-    /// Called when the session actor has stopped: the connection is to
-    /// close as soon as what is buffered is sent (see
-    /// [`ConnSocket::stop_reading`]). Unless the session is to be cut, the
-    /// socket duplicate is released at once.
-    pub fn set_ended(&self) {
-        self.0.ended.store(true, Ordering::Release);
-        let cut_pending = self.close_request().is_some_and(|r| r.cut_after_grace);
+    /// Called when the session actor has stopped, while the connection's
+    /// socket is still open (see `http::conn`): the connection closes once
+    /// what is buffered is sent, and within `deadline` even if the client
+    /// does not read. The socket is forgotten, so nobody touches it again.
+    pub fn set_ended(&self, deadline: Duration) {
         let mut socket = self.socket();
-        if let Some(socket) = socket.as_ref() {
-            socket.stop_reading();
-        }
-        if !cut_pending {
-            socket.take();
+        self.0.ended.store(true, Ordering::Release);
+        if let Some(socket) = socket.take() {
+            socket.finish(deadline);
         }
     }
 
@@ -230,8 +226,8 @@ impl SessionHandle {
         self.0.socket.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Aborts the TCP connection now and releases the socket duplicate.
-    /// Returns whether there was a socket to cut.
+    /// Aborts the TCP connection of a session that is still running (its
+    /// actor may be frozen). Returns whether there was a socket to cut.
     pub fn cut(&self) -> bool {
         match self.socket().take() {
             Some(socket) => {

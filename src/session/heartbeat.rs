@@ -8,9 +8,11 @@
 //!
 //! Timing: the sweep runs every `tick` (a quarter of the interval, at most
 //! 250 ms), so a silent client is noticed within `timeout + tick`. Its actor
-//! then sends close 1011 if it can; whatever happens, the socket is cut
-//! `grace` later (half the interval, at most 1 s). Both together stay within
-//! `timeout + interval`.
+//! then sends close 1011 if it can and waits for the client's close; if the
+//! session is still running `grace` later (half the interval, at most 1 s),
+//! the socket is cut. A session that ended in between has asked the kernel
+//! to abort its connection if the client does not read within `grace`.
+//! Both together stay within `timeout + interval`.
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -61,6 +63,10 @@ impl Watchdog {
     /// Starts watching a session until it has ended.
     pub fn watch(&self, handle: SessionHandle) {
         self.sessions().push(handle);
+    }
+
+    pub fn timing(&self) -> Timing {
+        self.0.timing
     }
 
     /// Asks every session to close with `code`, for the drain on shutdown.
@@ -156,7 +162,7 @@ mod tests {
         let inner = inner(1000);
         let h = SessionHandle::new(SessionId(2), 4, None);
         inner.sessions.lock().unwrap().push(h.clone());
-        h.set_ended();
+        h.set_ended(Duration::from_secs(1));
         sweep(&inner, h.last_heard_ms());
         assert!(inner.sessions.lock().unwrap().is_empty());
     }

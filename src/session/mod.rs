@@ -170,7 +170,11 @@ impl<E: Endpoint> Actor for Session<E> {
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
-        self.core.handle.set_ended();
+        let timing = self.core.watchdog.timing();
+        // A dead or too slow client gets the grace period to take its close
+        // frame; any other gets the heartbeat timeout for the last bytes.
+        let cut = self.core.handle.close_request().is_some_and(|r| r.cut_after_grace);
+        self.core.handle.set_ended(if cut { timing.grace } else { timing.timeout });
         self.endpoint.stopped(&self.core);
         log::debug!("session {} closed", self.core.handle.id());
     }
