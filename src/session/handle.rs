@@ -73,6 +73,8 @@ const CUT_FLAG: u32 = 1 << 16;
 
 struct Queue {
     frames: VecDeque<OutFrame>,
+    /// Total length of `frames`.
+    bytes: usize,
     waker: Option<Waker>,
 }
 
@@ -102,7 +104,7 @@ impl SessionHandle {
         SessionHandle(Arc::new(Shared {
             id,
             capacity: outbound_queue,
-            queue: Mutex::new(Queue { frames: VecDeque::new(), waker: None }),
+            queue: Mutex::new(Queue { frames: VecDeque::new(), bytes: 0, waker: None }),
             last_heard_ms: AtomicU64::new(monotonic_ms()),
             close: AtomicU32::new(0),
             close_requested_ms: AtomicU64::new(0),
@@ -131,6 +133,7 @@ impl SessionHandle {
             if queue.frames.len() >= self.0.capacity {
                 return Push::Full;
             }
+            queue.bytes += frame.len();
             queue.frames.push_back(frame);
             queue.waker.take()
         };
@@ -140,12 +143,19 @@ impl SessionHandle {
         Push::Queued
     }
 
-    /// Moves queued frames into `out`: at least one, then more while their
-    /// total stays under `budget` bytes. Bounding each batch keeps what one
-    /// client has encoded but not yet sent small; the rest stays queued,
-    /// where it counts toward `outbound_queue`.
-    pub fn take_frames(&self, out: &mut Vec<OutFrame>, budget: usize) {
+    /// Moves queued frames into `out` (which the caller keeps empty between
+    /// calls): at least one, then more while their total stays under
+    /// `budget` bytes. Bounding each batch keeps what one client has encoded
+    /// but not yet sent small; the rest stays queued, where it counts toward
+    /// `outbound_queue`.
+    pub fn take_frames(&self, out: &mut VecDeque<OutFrame>, budget: usize) {
         let mut queue = self.queue();
+        if queue.bytes <= budget {
+            // Everything fits: trade the whole queue for the empty one.
+            std::mem::swap(&mut queue.frames, out);
+            queue.bytes = 0;
+            return;
+        }
         let mut bytes = 0;
         while let Some(frame) = queue.frames.front() {
             if bytes > 0 && bytes + frame.len() > budget {
@@ -153,9 +163,10 @@ impl SessionHandle {
             }
             bytes += frame.len();
             if let Some(frame) = queue.frames.pop_front() {
-                out.push(frame);
+                out.push_back(frame);
             }
         }
+        queue.bytes -= bytes;
     }
 
     /// Frames waiting for the client.
@@ -164,7 +175,9 @@ impl SessionHandle {
     }
 
     fn discard_queued(&self) {
-        self.queue().frames.clear();
+        let mut queue = self.queue();
+        queue.frames.clear();
+        queue.bytes = 0;
     }
 
     /// Records that something arrived from the client.
@@ -305,13 +318,23 @@ mod tests {
         for s in ["aaaa", "bbbb", "cccc"] {
             h.push(text(s));
         }
-        let mut out = Vec::new();
+        let mut out = VecDeque::new();
         h.take_frames(&mut out, 8);
         assert_eq!(out.len(), 2);
         out.clear();
         h.take_frames(&mut out, 1);
         assert_eq!(out.len(), 1);
         assert_eq!(h.queued(), 0);
+        out.clear();
+        for s in ["aa", "bb"] {
+            h.push(text(s));
+        }
+        h.take_frames(&mut out, 100);
+        assert_eq!(out.len(), 2, "all at once when they fit");
+        h.push(text("cc"));
+        out.clear();
+        h.take_frames(&mut out, 1);
+        assert_eq!(out.len(), 1, "the byte count was reset by the swap");
     }
 
     #[test]

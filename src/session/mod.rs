@@ -16,6 +16,7 @@ pub mod json;
 pub mod ratelimit;
 pub mod raw;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -76,7 +77,8 @@ pub struct Core {
     tripped: Tripped,
     /// We sent a close frame and wait for the client's.
     closing: bool,
-    batch: Vec<OutFrame>,
+    /// Frames taken from the queue; empty between uses, kept for its buffer.
+    batch: VecDeque<OutFrame>,
     _slot: ConnectionSlot,
 }
 
@@ -123,7 +125,7 @@ impl<E: Endpoint> Session<E> {
             assembler: Assembler::new(parts.max_message_bytes),
             tripped: parts.tripped,
             closing: false,
-            batch: Vec::new(),
+            batch: VecDeque::new(),
             _slot: parts.slot,
         };
         Session { core, endpoint }
@@ -223,7 +225,7 @@ impl<E: Endpoint> StreamHandler<Result<ws::Message, ProtocolError>> for Session<
 impl<E: Endpoint> StreamHandler<Signal> for Session<E> {
     fn handle(&mut self, signal: Signal, ctx: &mut Self::Context) {
         match signal {
-            Signal::Frames if self.core.closing => self.core.handle.take_frames(&mut Vec::new(), usize::MAX),
+            Signal::Frames if self.core.closing => self.core.handle.take_frames(&mut VecDeque::new(), usize::MAX),
             Signal::Frames => self.core.write_queued(ctx, WRITE_BATCH_BYTES),
             Signal::Close(request) => {
                 let reason = match request.code {
