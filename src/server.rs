@@ -79,8 +79,8 @@ async fn serve(settings: Settings) -> io::Result<()> {
             .max_connections(settings.server.max_connections.saturating_add(1024))
             .backlog(4096)
             .disable_signals()
-        // Realtime traffic: no Nagle delay on small frames.
-        .tcp_nodelay(true)
+            // Realtime traffic: no Nagle delay on small frames.
+            .tcp_nodelay(true)
             .on_connect(ConnSocket::capture)
             .client_disconnect_timeout(Duration::from_secs(1));
     if settings.server.workers > 0 {

@@ -82,7 +82,6 @@ fn start<E: Endpoint>(
         metrics: state.metrics.clone(),
         watchdog: state.watchdog.clone(),
         draining: state.draining.clone(),
-        heartbeat_interval: state.settings.heartbeat.interval,
         max_message_bytes: limit,
     };
     let mut builder = ws::WsResponseBuilder::new(Session::new(parts, endpoint), req, payload).frame_size(limit);

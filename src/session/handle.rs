@@ -83,6 +83,9 @@ struct Shared {
     capacity: usize,
     queue: Mutex<Queue>,
     last_heard_ms: AtomicU64,
+    /// When the watchdog last asked for a ping.
+    last_ping_ms: AtomicU64,
+    ping_due: AtomicBool,
     /// 0, or a close code with `CUT_FLAG`.
     close: AtomicU32,
     close_requested_ms: AtomicU64,
@@ -106,6 +109,8 @@ impl SessionHandle {
             capacity: outbound_queue,
             queue: Mutex::new(Queue { frames: VecDeque::new(), bytes: 0, waker: None }),
             last_heard_ms: AtomicU64::new(monotonic_ms()),
+            last_ping_ms: AtomicU64::new(monotonic_ms()),
+            ping_due: AtomicBool::new(false),
             close: AtomicU32::new(0),
             close_requested_ms: AtomicU64::new(0),
             ended: AtomicBool::new(false),
@@ -189,6 +194,21 @@ impl SessionHandle {
         self.0.last_heard_ms.load(Ordering::Relaxed)
     }
 
+    /// Asks the session to ping its client if `interval_ms` passed since
+    /// the last time (the watchdog's sweep calls this; the session itself
+    /// keeps no timer).
+    pub fn ping_if_due(&self, now_ms: u64, interval_ms: u64) {
+        if now_ms.saturating_sub(self.0.last_ping_ms.load(Ordering::Relaxed)) < interval_ms {
+            return;
+        }
+        self.0.last_ping_ms.store(now_ms, Ordering::Relaxed);
+        self.0.ping_due.store(true, Ordering::Release);
+        let waker = self.queue().waker.take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
     /// Asks the session to close with `code`. Only the first request counts;
     /// returns whether this was it.
     pub fn request_close(&self, request: CloseRequest) -> bool {
@@ -264,6 +284,8 @@ pub enum Signal {
     /// Frames are queued: take them with [`SessionHandle::take_frames`].
     Frames,
     Close(CloseRequest),
+    /// Time to ping the client.
+    Ping,
 }
 
 /// Yields [`Signal`]s; never ends on its own.
@@ -282,6 +304,9 @@ impl Stream for Signals {
         {
             this.close_reported = true;
             return Poll::Ready(Some(Signal::Close(request)));
+        }
+        if this.handle.0.ping_due.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(Some(Signal::Ping));
         }
         let mut queue = this.handle.queue();
         if !queue.frames.is_empty() {

@@ -1,8 +1,9 @@
 //! The heartbeat watchdog: closes sessions whose clients went silent, and
 //! cuts the TCP connection of sessions that cannot close themselves.
 //!
-//! Each session actor pings its client every `heartbeat.interval`; the
-//! watchdog decides, from outside the actors, who is dead. It has to be
+//! The watchdog has each session ping its client every `heartbeat.interval`
+//! (sessions keep no timer of their own), and decides, from outside the
+//! actors, who is dead. It has to be
 //! outside: a client that stops reading freezes its actor (see
 //! `http::conn`), and a frozen actor's own timer would never fire.
 //!
@@ -24,6 +25,7 @@ use crate::session::handle::{CloseRequest, SessionHandle, monotonic_ms};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
+    pub interval: Duration,
     pub timeout: Duration,
     pub tick: Duration,
     pub grace: Duration,
@@ -33,7 +35,7 @@ impl Timing {
     pub fn new(settings: &HeartbeatSettings) -> Self {
         let tick = (settings.interval / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
         let grace = (settings.interval / 2).min(Duration::from_secs(1));
-        Timing { timeout: settings.timeout, tick, grace }
+        Timing { interval: settings.interval, timeout: settings.timeout, tick, grace }
     }
 }
 
@@ -93,6 +95,7 @@ fn sweep_until_dropped(inner: Weak<Inner>) {
 
 fn sweep(inner: &Inner, now_ms: u64) {
     let timeout_ms = inner.timing.timeout.as_millis() as u64;
+    let interval_ms = inner.timing.interval.as_millis() as u64;
     let grace_ms = inner.timing.grace.as_millis() as u64;
     let mut sessions = inner.sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     sessions.retain(|handle| match handle.close_request() {
@@ -104,6 +107,8 @@ fn sweep(inner: &Inner, now_ms: u64) {
                     Metrics::inc(&inner.metrics.heartbeat_timeouts);
                     log::info!("session {}: heartbeat timeout, closing", handle.id());
                 }
+            } else {
+                handle.ping_if_due(now_ms, interval_ms);
             }
             true
         }
@@ -131,6 +136,7 @@ mod tests {
         Inner {
             sessions: Mutex::new(Vec::new()),
             timing: Timing {
+                interval: Duration::from_millis(timeout_ms / 3),
                 timeout: Duration::from_millis(timeout_ms),
                 tick: Duration::from_millis(10),
                 grace: Duration::from_millis(100),

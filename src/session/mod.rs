@@ -19,7 +19,6 @@ pub mod raw;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use actix::{Actor, ActorContext, AsyncContext, StreamHandler};
 use actix_web_actors::ws::{self, CloseReason, ProtocolError, WebsocketContext};
@@ -62,7 +61,6 @@ pub struct SessionParts {
     pub metrics: Arc<Metrics>,
     pub watchdog: Watchdog,
     pub draining: Arc<AtomicBool>,
-    pub heartbeat_interval: Duration,
     pub max_message_bytes: usize,
 }
 
@@ -72,7 +70,6 @@ pub struct Core {
     pub metrics: Arc<Metrics>,
     watchdog: Watchdog,
     draining: Arc<AtomicBool>,
-    heartbeat_interval: Duration,
     assembler: Assembler,
     tripped: Tripped,
     /// We sent a close frame and wait for the client's.
@@ -121,7 +118,6 @@ impl<E: Endpoint> Session<E> {
             metrics: parts.metrics,
             watchdog: parts.watchdog,
             draining: parts.draining,
-            heartbeat_interval: parts.heartbeat_interval,
             assembler: Assembler::new(parts.max_message_bytes),
             tripped: parts.tripped,
             closing: false,
@@ -163,11 +159,6 @@ impl<E: Endpoint> Actor for Session<E> {
             handle.request_close(CloseRequest { code: close::GOING_AWAY, cut_after_grace: false });
         }
         ctx.add_stream(handle.signals());
-        ctx.run_interval(self.core.heartbeat_interval, |session, ctx| {
-            if !session.core.closing {
-                ctx.ping(b"");
-            }
-        });
         self.endpoint.started(&mut self.core, ctx);
     }
 
@@ -227,6 +218,8 @@ impl<E: Endpoint> StreamHandler<Signal> for Session<E> {
         match signal {
             Signal::Frames if self.core.closing => self.core.handle.take_frames(&mut VecDeque::new(), usize::MAX),
             Signal::Frames => self.core.write_queued(ctx, WRITE_BATCH_BYTES),
+            Signal::Ping if self.core.closing => {}
+            Signal::Ping => ctx.ping(b""),
             Signal::Close(request) => {
                 let reason = match request.code {
                     close::TRY_AGAIN_LATER => "too slow",
