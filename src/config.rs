@@ -177,7 +177,7 @@ impl ConfigError {
         Self(line)
     }
 
-    fn key(key: &str, problem: impl fmt::Display) -> Self {
+    pub(crate) fn key(key: &str, problem: impl fmt::Display) -> Self {
         Self::new(format!("{key}: {problem}"))
     }
 }
@@ -274,10 +274,7 @@ impl Settings {
                 return Err(ConfigError::key("server.tls.cert", "is needed with server.tls.key"));
             }
             (false, false) => {
-                return Err(ConfigError::key(
-                    "server.tls",
-                    "TLS is not available in this version yet; terminate TLS in a reverse proxy",
-                ));
+                crate::tls::server_config(&tls.cert, &tls.key)?;
             }
         }
         validate_log_filter(&self.log.level).map_err(|problem| ConfigError::key("log.level", problem))

@@ -7,6 +7,7 @@
 //! - [`protocol`]: the wire only: request parsing, server frames, room names,
 //!   session ids, close codes.
 //! - [`server`]: binds, announces `listening on ...`, drains on signals.
+//! - [`tls`]: `[server.tls]` read into a rustls configuration.
 //! - [`http`]: routes, the origin policy, `/healthz`, `/metrics`, `/api`,
 //!   and the WebSocket upgrade gate.
 //! - [`session`]: one actor per WebSocket connection (`/ws`, `/ws/{room}`,
@@ -28,5 +29,6 @@ pub mod protocol;
 pub mod registry;
 pub mod server;
 pub mod session;
+pub mod tls;
 
 pub use config::Settings;

@@ -86,15 +86,24 @@ async fn serve(settings: Settings) -> io::Result<()> {
     if settings.server.workers > 0 {
         server = server.workers(settings.server.workers);
     }
-    let server = server.bind((settings.server.host.as_str(), settings.server.port)).map_err(|e| {
+    let listen_on = (settings.server.host.as_str(), settings.server.port);
+    let tls = &settings.server.tls;
+    let (server, scheme) = if tls.cert.is_empty() {
+        (server.bind(listen_on), "http")
+    } else {
+        // Validated at start-up; read again here because serving needs it.
+        let tls_config = crate::tls::server_config(&tls.cert, &tls.key).map_err(io::Error::other)?;
+        (server.bind_rustls_0_23(listen_on, tls_config), "https")
+    };
+    let server = server.map_err(|e| {
         io::Error::new(e.kind(), format!("cannot listen on {}:{}: {e}", settings.server.host, settings.server.port))
     })?;
     let addresses = server.addrs();
     let Some(address) = addresses.first() else {
         return Err(io::Error::other("bound to no address"));
     };
-    println!("listening on http://{address}");
-    log::info!("roomcast {} listening on http://{address}", env!("CARGO_PKG_VERSION"));
+    println!("listening on {scheme}://{address}");
+    log::info!("roomcast {} listening on {scheme}://{address}", env!("CARGO_PKG_VERSION"));
 
     let server = server.run();
     actix_rt::spawn(drain_on_signal(signals, state, server.handle()));

@@ -20,6 +20,7 @@ use std::any::Any;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::time::Duration;
 
+use actix_tls::accept::rustls_0_23::TlsStream;
 use actix_web::dev::Extensions;
 use socket2::SockRef;
 
@@ -30,9 +31,15 @@ impl ConnSocket {
     /// The `HttpServer::on_connect` callback: remembers the connection's
     /// socket in its connection data.
     pub fn capture(connection: &dyn Any, data: &mut Extensions) {
-        if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
-            data.insert(ConnSocket(stream.as_raw_fd()));
-        }
+        let fd = if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            stream.as_raw_fd()
+        } else if let Some(stream) = connection.downcast_ref::<TlsStream<actix_web::rt::net::TcpStream>>() {
+            // Cutting the TCP socket under TLS ends the connection the same way.
+            stream.get_ref().0.as_raw_fd()
+        } else {
+            return;
+        };
+        data.insert(ConnSocket(fd));
     }
 
     fn with<R>(self, f: impl FnOnce(SockRef<'_>) -> R) -> R {

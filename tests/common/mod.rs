@@ -30,6 +30,8 @@ pub struct Server {
     child: Option<Child>,
     pid: u32,
     pub addr: SocketAddr,
+    /// Serving https and wss (`[server.tls]` set).
+    pub tls: bool,
     log_lines: mpsc::Receiver<String>,
     log: Arc<Mutex<Vec<String>>>,
 }
@@ -79,13 +81,15 @@ impl Server {
             }
         });
         let first = line_rx.recv_timeout(DEADLINE).expect("roomcast printed nothing on stdout");
-        let addr = first
-            .trim()
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {first:?}; log: {:?}", log.lock().unwrap()))
-            .parse()
-            .expect("an address");
-        Server { pid: child.id(), child: Some(child), addr, log_lines: log_rx, log }
+        let line = first.trim();
+        let (tls, addr) = match (line.strip_prefix("listening on http://"), line.strip_prefix("listening on https://"))
+        {
+            (Some(addr), _) => (false, addr),
+            (_, Some(addr)) => (true, addr),
+            _ => panic!("unexpected first line {first:?}; log: {:?}", log.lock().unwrap()),
+        };
+        let addr = addr.parse().expect("an address");
+        Server { pid: child.id(), child: Some(child), addr, tls, log_lines: log_rx, log }
     }
 
     pub fn pid(&self) -> u32 {
@@ -93,11 +97,13 @@ impl Server {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("ws://{}{path}", self.addr)
+        let scheme = if self.tls { "wss" } else { "ws" };
+        format!("{scheme}://{}{path}", self.addr)
     }
 
     pub fn http(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.addr)
     }
 
     /// Waits for a log line containing `needle` (the log so far counts).
@@ -179,6 +185,10 @@ impl Drop for Server {
     }
 }
 
+/// The TLS client configuration for `wss:` URLs, trusting the test's own
+/// certificate (set by the TLS tests).
+pub static TLS_CLIENT: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A WebSocket client with deadlines on every receive.
@@ -214,7 +224,8 @@ impl Client {
                 value.parse().unwrap(),
             );
         }
-        let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+        let tls = TLS_CLIENT.get().map(|config| tokio_tungstenite::Connector::Rustls(config.clone()));
+        let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(request, None, false, tls).await?;
         Ok(Client { ws, id: String::new(), next_ref: 0 })
     }
 

@@ -1,0 +1,377 @@
+//! The chat page (page.md) in a real browser: headless Chromium driven
+//! through chromedriver (WebDriver), against a real roomcast.
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (CI installs them). Where
+//! they are missing these tests say so and pass, unless
+//! ROOMCAST_REQUIRE_TOOLS is set (CI sets it), which makes them fail.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use common::{Client, DEADLINE, Proxy, Server};
+use fantoccini::{ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// chromedriver on a free port, stopped on drop.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// chromedriver, or `None` (after saying why) when the browser is missing.
+async fn driver() -> Option<Driver> {
+    if !(std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists()) {
+        let why = format!("{CHROMIUM} or {CHROMEDRIVER} is missing (apt-get install chromium chromium-driver)");
+        if std::env::var_os("ROOMCAST_REQUIRE_TOOLS").is_some() {
+            panic!("{why}");
+        }
+        eprintln!("SKIPPED: browser tests need Chromium: {why}");
+        return None;
+    }
+    let mut child = Command::new(CHROMEDRIVER)
+        .arg("--port=0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromedriver");
+    // chromedriver announces "... started successfully on port N." once it
+    // listens.
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("started successfully on port ").nth(1) {
+                let _ = tx.send(rest.trim_end_matches('.').trim().to_string());
+            }
+        }
+    });
+    let port = rx.recv_timeout(DEADLINE).expect("chromedriver said on which port it listens");
+    let url = format!("http://127.0.0.1:{port}");
+    Some(Driver { child, url })
+}
+
+/// A browser session with a fresh profile, showing the page at `page`.
+struct Browser {
+    client: fantoccini::Client,
+    _profile: TempDir,
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Browser {
+    async fn open(driver: &Driver, page: &str) -> Browser {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let profile = std::env::temp_dir().join(format!(
+            "roomcast-chromium-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&profile).unwrap();
+        let args = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1100,760",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .chain([format!("--user-data-dir={}", profile.display())])
+        .collect::<Vec<_>>();
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert("goog:chromeOptions".into(), json!({ "binary": CHROMIUM, "args": args }));
+        // Both of rustls' crypto providers are compiled in (through
+        // fantoccini's dependencies): say which one to use.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = ClientBuilder::rustls()
+            .expect("rustls")
+            .capabilities(capabilities)
+            .connect(&driver.url)
+            .await
+            .expect("a browser session");
+        let timeouts = fantoccini::wd::TimeoutConfiguration::new(Some(DEADLINE), Some(DEADLINE), None);
+        client.update_timeouts(timeouts).await.expect("timeouts");
+        client.goto(page).await.expect("open the page");
+        let browser = Browser { client, _profile: TempDir(profile) };
+        browser.until("document.querySelector('[data-testid=status]').textContent === 'connected'").await;
+        browser
+    }
+
+    /// Waits (event-driven: a MutationObserver) until the JavaScript
+    /// expression `condition` is truthy; returns its value.
+    async fn until(&self, condition: &str) -> Value {
+        let script = r#"
+            const check = new Function("return (" + arguments[0] + ");");
+            const done = arguments[arguments.length - 1];
+            const test = () => { let v; try { v = check(); } catch (e) { return false; }
+                                 if (v) { observer.disconnect(); done(v); return true; } return false; };
+            const observer = new MutationObserver(test);
+            if (!test()) observer.observe(document.body, { subtree: true, childList: true, characterData: true, attributes: true });
+        "#;
+        match self.client.execute_async(script, vec![json!(condition)]).await {
+            Ok(value) => value,
+            Err(e) => panic!("not true within {DEADLINE:?}: {condition}: {e}\npage text: {}", self.page_text().await),
+        }
+    }
+
+    async fn page_text(&self) -> String {
+        self.client.execute("return document.body.innerText", vec![]).await.map(|v| v.to_string()).unwrap_or_default()
+    }
+
+    async fn testid(&self, id: &str) -> fantoccini::elements::Element {
+        self.client.find(Locator::Css(&format!("[data-testid=\"{id}\"]"))).await.unwrap_or_else(|e| panic!("{id}: {e}"))
+    }
+
+    /// Types into a field and presses Enter.
+    async fn enter(&self, id: &str, text: &str) {
+        let field = self.testid(id).await;
+        field.clear().await.unwrap();
+        field.send_keys(&format!("{text}{}", char::from(fantoccini::key::Key::Enter))).await.unwrap();
+    }
+
+    async fn join(&self, room: &str) {
+        self.enter("room-input", room).await;
+        self.until(&format!(
+            "[...document.querySelectorAll('[data-testid=room-tab]')].some(t => t.textContent.startsWith({}))",
+            json!(room)
+        ))
+        .await;
+    }
+
+    async fn say(&self, text: &str) {
+        let input = self.testid("message-input").await;
+        input.send_keys(text).await.unwrap();
+        self.testid("send-button").await.click().await.unwrap();
+    }
+
+    /// The texts of every element with this data-testid, in order.
+    async fn texts(&self, id: &str) -> Vec<String> {
+        let script = format!("return [...document.querySelectorAll('[data-testid={id}]')].map(e => e.textContent)");
+        let value = self.client.execute(&script, vec![]).await.unwrap();
+        serde_json::from_value(value).unwrap()
+    }
+
+    async fn close(self) {
+        let _ = self.client.close().await;
+    }
+}
+
+/// `[data-testid=message]` elements whose text contains `needle`.
+fn message_with(needle: &str) -> String {
+    format!(
+        "[...document.querySelectorAll('[data-testid=message]')].some(m => m.textContent.includes({}))",
+        json!(needle)
+    )
+}
+
+fn member_list_is(names: &[&str]) -> String {
+    // Sorted the same way on both sides (by UTF-16 code unit, which for
+    // these ASCII names is byte order).
+    let mut names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    names.sort();
+    format!(
+        "JSON.stringify([...document.querySelectorAll('[data-testid=member]')].map(m => m.textContent).sort()) === {}",
+        json!(serde_json::to_string(&names).unwrap())
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_people_chat_with_presence_and_nicks() {
+    let Some(driver) = driver().await else { return };
+    let server = Server::start(&[]);
+    let page = server.http("/");
+    let ann = Browser::open(&driver, &page).await;
+    let bob = Browser::open(&driver, &page).await;
+    ann.enter("nick-input", "ann").await;
+    bob.enter("nick-input", "bob").await;
+    ann.join("lobby").await;
+    bob.join("lobby").await;
+    ann.until(&member_list_is(&["ann", "bob"])).await;
+    bob.until(&member_list_is(&["ann", "bob"])).await;
+
+    ann.say("hello bob").await;
+    bob.until(&message_with("hello bob")).await;
+    let seen = bob.texts("message").await;
+    assert!(seen[0].contains("ann") && seen[0].contains("hello bob"), "{seen:?}");
+    bob.enter("message-input", "hi ann").await;
+    ann.until(&message_with("hi ann")).await;
+    assert_eq!(ann.texts("message").await.len(), 2, "oldest first, each once");
+    assert!(ann.texts("message").await[0].contains("hello bob"));
+
+    // Presence: bob leaves, ann's list follows.
+    bob.testid("leave-button").await.click().await.unwrap();
+    ann.until(&member_list_is(&["ann"])).await;
+    // A client outside the browser sees the same room.
+    let mut observer = Client::json(&server).await;
+    let joined = observer.request(json!({"type":"join","room":"lobby","history":10})).await;
+    let bodies: Vec<&str> = joined["history"].as_array().unwrap().iter().map(|m| m["body"].as_str().unwrap()).collect();
+    assert_eq!(bodies, ["hello bob", "hi ann"]);
+    ann.close().await;
+    bob.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_displayed_is_escaped() {
+    let Some(driver) = driver().await else { return };
+    let server = Server::start(&[]);
+    let viewer = Browser::open(&driver, &server.http("/")).await;
+    viewer.join("x").await;
+    let mut sender = Client::json(&server).await;
+    let evil = "<img src=x onerror=pwned=1>";
+    assert_eq!(sender.request(json!({"type":"nick","name":evil})).await["type"], "ok");
+    sender.join("x").await;
+    sender.request(json!({"type":"publish","room":"x","body":"<b>bold</b><script>window.pwned=2</script>"})).await;
+    viewer.until(&message_with("<b>bold</b>")).await;
+    viewer.until(&member_list_is(&[evil, &viewer_id(&viewer).await])).await;
+    let texts = viewer.texts("message").await;
+    assert!(texts[0].contains(evil), "the nick shows as text: {texts:?}");
+    let injected = viewer.client.execute("return [window.pwned ?? null, document.querySelectorAll('#log img, #log b, #log script, #members img').length]", vec![]).await.unwrap();
+    assert_eq!(injected, json!([null, 0]), "no markup from other people reached the DOM");
+    viewer.close().await;
+}
+
+/// The viewer's own id, as shown in its member list (it set no nick).
+async fn viewer_id(browser: &Browser) -> String {
+    browser.until("document.querySelector('.member-list li.me')").await;
+    let value = browser
+        .client
+        .execute("return document.querySelector('.member-list li.me').textContent", vec![])
+        .await
+        .unwrap();
+    value.as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_rooms_with_tabs() {
+    let Some(driver) = driver().await else { return };
+    let server = Server::start(&[]);
+    let me = Browser::open(&driver, &server.http("/")).await;
+    me.join("first").await;
+    me.join("second").await;
+    assert_eq!(me.texts("room-tab").await, vec!["first", "second"]);
+    // `second` is current: what is said in `first` waits behind its tab.
+    let mut other = Client::json(&server).await;
+    other.join("first").await;
+    other.request(json!({"type":"publish","room":"first","body":"in first"})).await;
+    other.join("second").await;
+    other.request(json!({"type":"publish","room":"second","body":"in second"})).await;
+    me.until(&message_with("in second")).await;
+    assert!(!me.texts("message").await.iter().any(|t| t.contains("in first")));
+    me.until("[...document.querySelectorAll('[data-testid=room-tab]')][0].textContent === 'first1'").await; // unread badge
+    me.client.find(Locator::Css("[data-testid=room-tab]")).await.unwrap().click().await.unwrap();
+    me.until(&message_with("in first")).await;
+    assert_eq!(me.texts("message").await.len(), 1);
+    // Leaving the current room makes another current.
+    me.testid("leave-button").await.click().await.unwrap();
+    me.until("document.querySelectorAll('[data-testid=room-tab]').length === 1").await;
+    me.until(&message_with("in second")).await;
+    me.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_recovers_missed_messages_without_duplicates() {
+    let Some(driver) = driver().await else { return };
+    let server = Server::start(&[]);
+    // The page is served through a proxy, so its WebSocket goes through it
+    // too and can be cut while the server runs on.
+    let proxy = Proxy::start(server.addr).await;
+    let me = Browser::open(&driver, &format!("http://{}/", proxy.addr)).await;
+    me.join("news").await;
+    let mut other = Client::json(&server).await;
+    other.join("news").await;
+    other.request(json!({"type":"publish","room":"news","body":"before"})).await;
+    me.until(&message_with("before")).await;
+
+    proxy.cut_all();
+    me.until("document.querySelector('[data-testid=status]').textContent !== 'connected'").await;
+    for body in ["missed one", "missed two"] {
+        other.request(json!({"type":"publish","room":"news","body":body})).await;
+    }
+    me.until("document.querySelector('[data-testid=status]').textContent === 'connected'").await;
+    me.until(&message_with("missed two")).await;
+    other.request(json!({"type":"publish","room":"news","body":"after"})).await;
+    me.until(&message_with("after")).await;
+    let texts = me.texts("message").await;
+    let bodies: Vec<&str> = ["before", "missed one", "missed two", "after"].to_vec();
+    assert_eq!(texts.len(), 4, "no duplicates: {texts:?}");
+    for (text, body) in texts.iter().zip(bodies) {
+        assert!(text.ends_with(body), "in order: {texts:?}");
+    }
+    assert!(me.texts("notice").await.is_empty(), "everything was recovered");
+    me.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_that_cannot_be_recovered_are_announced() {
+    let Some(driver) = driver().await else { return };
+    // Two messages of history: a longer absence cannot be recovered.
+    let server = Server::start(&[("ROOMCAST_ROOMS__HISTORY", "2")]);
+    let proxy = Proxy::start(server.addr).await;
+    let me = Browser::open(&driver, &format!("http://{}/", proxy.addr)).await;
+    me.join("busy").await;
+    let mut other = Client::json(&server).await;
+    other.join("busy").await;
+    proxy.cut_all();
+    me.until("document.querySelector('[data-testid=status]').textContent !== 'connected'").await;
+    for n in 1..=5 {
+        other.request(json!({"type":"publish","room":"busy","body":format!("m{n}")})).await;
+    }
+    me.until("document.querySelector('[data-testid=notice]')").await;
+    let notices = me.texts("notice").await;
+    assert!(notices[0].contains("could not be recovered"), "{notices:?}");
+    me.until(&message_with("m5")).await;
+    let texts = me.texts("message").await;
+    assert_eq!(texts.len(), 2, "what the history still had: {texts:?}");
+    me.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn screenshot_of_the_page() {
+    let Some(driver) = driver().await else { return };
+    let server = Server::start(&[]);
+    let page = server.http("/");
+    let ann = Browser::open(&driver, &page).await;
+    let mut bob = Client::json(&server).await;
+    ann.enter("nick-input", "ann").await;
+    ann.join("general").await;
+    ann.join("random").await;
+    ann.client.find(Locator::Css("[data-testid=room-tab]")).await.unwrap().click().await.unwrap();
+    bob.request(json!({"type":"nick","name":"bob"})).await;
+    bob.join("general").await;
+    ann.until(&member_list_is(&["ann", "bob"])).await;
+    bob.request(json!({"type":"publish","room":"general","body":"morning! the deploy went out at 9"})).await;
+    ann.until(&message_with("deploy went out")).await;
+    ann.say("great, no alerts on my side").await;
+    ann.until(&message_with("no alerts")).await;
+    bob.request(json!({"type":"publish","room":"random","body":"lunch?"})).await;
+    let png = ann.client.screenshot().await.unwrap();
+    assert!(png.starts_with(b"\x89PNG"));
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("chat-page.png");
+    std::fs::write(&path, &png).unwrap();
+    eprintln!("screenshot: {}", path.display());
+    ann.close().await;
+}

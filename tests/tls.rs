@@ -1,0 +1,189 @@
+//! `[server.tls]`: https and wss on the same port, with a self-signed
+//! certificate made for each test run; the JSON protocol, the raw relay and
+//! `/echo` over TLS with a real client; bad files stop start-up naming the key.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use common::{Client, Server, TLS_CLIENT, binary, command, text};
+use serde_json::json;
+
+/// A certificate for localhost and 127.0.0.1 and its key, as PEM files;
+/// making it installs a client configuration that trusts it for every
+/// `wss:` connection of the harness.
+struct Certificate {
+    dir: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Certificate {
+    fn make(name: &str) -> Certificate {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+            .expect("a self-signed certificate");
+        let dir = std::env::temp_dir().join(format!("roomcast-tls-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cert = dir.join("cert.pem");
+        let key = dir.join("key.pem");
+        std::fs::write(&cert, certified.cert.pem()).unwrap();
+        std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(certified.cert.der().clone()).expect("a root");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let _ = TLS_CLIENT.set(Arc::new(client));
+        Certificate { dir, cert, key }
+    }
+
+    fn env(&self) -> [(&'static str, String); 2] {
+        [
+            ("ROOMCAST_SERVER__TLS__CERT", self.cert.display().to_string()),
+            ("ROOMCAST_SERVER__TLS__KEY", self.key.display().to_string()),
+        ]
+    }
+
+    fn server(&self, extra: &[(&str, &str)]) -> Server {
+        let env = self.env();
+        let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        all.extend_from_slice(extra);
+        let server = Server::start(&all);
+        assert!(server.tls, "roomcast announced https");
+        server
+    }
+}
+
+impl Drop for Certificate {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One certificate for every test in this file, since the harness holds
+/// one trusted root per test binary.
+fn certificate() -> &'static Certificate {
+    static CERTIFICATE: std::sync::OnceLock<Certificate> = std::sync::OnceLock::new();
+    CERTIFICATE.get_or_init(|| Certificate::make("shared"))
+}
+
+#[tokio::test]
+async fn the_json_protocol_runs_over_wss() {
+    let server = certificate().server(&[]);
+    assert!(server.url("/ws").starts_with("wss://"));
+    let (mut alice, mut bob) = Client::pair_in(&server, "secure").await;
+    alice.request(json!({"type": "publish", "room": "secure", "body": "over tls"})).await;
+    let message = bob.expect("message").await;
+    assert_eq!(message["body"], "over tls");
+    assert_eq!(message["from"], json!(alice.id));
+    assert_eq!(message["seq"], 1);
+    bob.close().await;
+    alice.close().await;
+}
+
+#[tokio::test]
+async fn the_raw_relay_and_echo_run_over_wss() {
+    let server = certificate().server(&[]);
+    let mut a = Client::connect(&server.url("/ws/plain")).await;
+    let mut b = Client::connect(&server.url("/ws/plain")).await;
+    // b connected last; once its frame reaches a, both are members.
+    b.send(text("from b")).await;
+    assert_eq!(a.recv().await, text("from b"));
+    a.send(binary(&[0, 1, 2, 255])).await;
+    assert_eq!(b.recv().await, binary(&[0, 1, 2, 255]));
+
+    let mut echo = Client::connect(&server.url("/echo")).await;
+    let big = "x".repeat(60_000);
+    for message in [text("héllo"), binary(&[9; 1000]), text(&big)] {
+        echo.send(message.clone()).await;
+        assert_eq!(echo.recv().await, message);
+    }
+    echo.close().await;
+}
+
+#[tokio::test]
+async fn plain_http_on_the_tls_port_gets_no_page() {
+    let server = certificate().server(&[]);
+    let plain = format!("http://{}/healthz", server.addr);
+    let result = reqwest::get(&plain).await;
+    assert!(result.is_err() || !result.unwrap().status().is_success(), "a TLS port does not serve plain HTTP");
+    // ...and the server carries on.
+    let mut client = Client::json(&server).await;
+    assert_eq!(client.request(json!({"type": "ping"})).await["type"], "pong");
+}
+
+/// The watchdog ends TLS connections too: a wss client that never reads
+/// (so never answers pings or the close) is closed, then cut, and leaves its
+/// room.
+#[tokio::test]
+async fn a_silent_wss_client_is_dropped_by_the_heartbeat() {
+    let server =
+        certificate().server(&[("ROOMCAST_HEARTBEAT__INTERVAL", "300ms"), ("ROOMCAST_HEARTBEAT__TIMEOUT", "900ms")]);
+    let mut watcher = Client::json(&server).await;
+    watcher.join("hb").await;
+    let mut silent = Client::json(&server).await;
+    silent.join("hb").await;
+    let silent_id = silent.id.clone();
+    assert_eq!(watcher.expect("presence").await["id"], json!(silent_id));
+    // From here on `silent` is never read again.
+    // Reading keeps the watcher answering pings.
+    loop {
+        let frame = watcher.recv_json().await;
+        if frame["type"] == "presence" && frame["event"] == "leave" {
+            assert_eq!(frame["id"], json!(silent_id));
+            break;
+        }
+    }
+    server.wait_for_log(&format!("session {silent_id}: heartbeat timeout"));
+    // The client answers neither pings nor the close: the watchdog cuts
+    // its connection through the TLS stream's socket.
+    server.wait_for_log(&format!("session {silent_id}: cut the connection"));
+    assert_eq!(watcher.request(json!({"type": "ping"})).await["type"], "pong", "the watcher carries on");
+    drop(silent);
+}
+
+/// Runs `check-config` and `serve` with `env`: both must exit 2 with one
+/// line naming `key`.
+fn refused(env: &[(&str, &str)], key: &str) {
+    for subcommand in ["check-config", "serve"] {
+        let output = command(&[subcommand], env).output().expect("run");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{subcommand}: {stderr}");
+        assert!(stderr.contains(key), "{subcommand}: the error names {key}: {stderr}");
+        assert!(output.stdout.is_empty() || !String::from_utf8_lossy(&output.stdout).contains("listening"));
+    }
+}
+
+#[test]
+fn missing_or_bad_files_stop_start_up_naming_the_key() {
+    let good = certificate();
+    let cert = good.cert.display().to_string();
+    let key = good.key.display().to_string();
+    let dir = std::env::temp_dir().join(format!("roomcast-tls-{}-bad", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let garbage = dir.join("garbage.pem");
+    std::fs::write(&garbage, "this is not PEM\n").unwrap();
+    let garbage = garbage.display().to_string();
+    let other_key = dir.join("other-key.pem");
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(&other_key, other.signing_key.serialize_pem()).unwrap();
+    let other_key = other_key.display().to_string();
+    let missing = dir.join("missing.pem").display().to_string();
+
+    let cases: [(&str, &str, &str); 5] = [
+        (&missing, &key, "server.tls.cert"),
+        (&cert, &missing, "server.tls.key"),
+        (&garbage, &key, "server.tls.cert"),
+        (&cert, &garbage, "server.tls.key"),
+        (&cert, &other_key, "server.tls.key"),
+    ];
+    for (cert, key, named) in cases {
+        refused(&[("ROOMCAST_SERVER__TLS__CERT", cert), ("ROOMCAST_SERVER__TLS__KEY", key)], named);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
