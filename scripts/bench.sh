@@ -18,7 +18,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PEERS=$(cd "$ROOT/../shared/tools/peers" && pwd)
 RUNS=3
 SERVERS="roomcast rust-min node-ws py-websockets"
-SCENARIOS="fanout-max fanout-100 fanout-1x1000 echo-100 idle-10k idle-50k heartbeat slow"
+SCENARIOS="fanout-max fanout-100 fanout-1x1000 echo-100 idle-10k idle-19k heartbeat slow"
 OUT="$ROOT/bench-results/$(date +%Y%m%d-%H%M%S)"
 while getopts "r:s:c:o:" opt; do
     case $opt in
@@ -44,7 +44,7 @@ load_args() {
         fanout-1x1000) echo "fanout --rooms 1 --members 1000 --rate 20 --size 100 --duration 10s" ;;
         echo-100)      echo "echo --connections 100 --size 100 --duration 10s" ;;
         idle-10k)      echo "idle --connections 10000 --duration 5s" ;;
-        idle-50k)      echo "idle --connections 50000 --duration 12s" ;;
+        idle-19k)      echo "idle --connections 19000 --duration 12s" ;;
         heartbeat)     echo "heartbeat --live 200 --dead 50 --rooms 10 --rate 10 --duration 12s" ;;
         slow)          echo "slow --rooms 10 --members 100 --slow 5 --rate 200 --size 1024 --duration 15s" ;;
         *) echo "bench: unknown scenario $1" >&2; exit 2 ;;

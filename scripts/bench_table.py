@@ -48,7 +48,7 @@ SCENARIOS = {
         ("held", "held", "count"),
         ("dropped", "dropped", "count"),
     ]),
-    "idle-50k": ("held", True, [
+    "idle-19k": ("held", True, [
         ("held", "held", "count"),
         ("dropped", "dropped", "count"),
         ("RSS/connection", "server_rss_per_conn_bytes", "bytes"),

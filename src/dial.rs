@@ -1,6 +1,10 @@
 //! Opening WebSocket connections as a client, for `roomcast load` and
 //! `roomcast client`.
 //!
+//! `wss:` URLs go through rustls, trusting the system's roots plus, with
+//! `--ca FILE`, the certificates in that PEM file (a self-signed server's
+//! own certificate, or a private CA).
+//!
 //! Many connections to one server address from one source address run out
 //! of ephemeral ports near 28k, so the dialer can spread connections over
 //! several source addresses (127.0.0.1 to 127.0.0.N against a loopback
@@ -9,15 +13,19 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use tokio::net::{TcpSocket, TcpStream};
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use url::Url;
 
-pub type Ws = WebSocketStream<TcpStream>;
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// How long a connect and handshake may take.
 pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -53,6 +61,10 @@ pub struct Dialer {
     sources: Vec<IpAddr>,
     next_source: AtomicUsize,
     config: WebSocketConfig,
+    /// For `wss:` URLs.
+    tls: Option<Arc<rustls::ClientConfig>>,
+    /// The first connection that failed, and why, for reports.
+    first_error: std::sync::OnceLock<String>,
 }
 
 /// The WebSocket URL with `default_path` when it has none, e.g.
@@ -60,9 +72,8 @@ pub struct Dialer {
 pub fn endpoint(url: &str, default_path: &str) -> Result<Url, String> {
     let mut url = Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
     match url.scheme() {
-        "ws" => {}
-        "wss" => return Err(format!("{url}: wss:// is not supported yet; use ws://")),
-        other => return Err(format!("{url}: expected ws://, not {other}://")),
+        "ws" | "wss" => {}
+        other => return Err(format!("{url}: expected ws:// or wss://, not {other}://")),
     }
     if url.path().is_empty() || url.path() == "/" {
         url.set_path(default_path);
@@ -73,8 +84,10 @@ pub fn endpoint(url: &str, default_path: &str) -> Result<Url, String> {
 impl Dialer {
     /// Resolves the server's address once. `sources` > 1 spreads
     /// connections over 127.0.0.1..=127.0.0.N when the server is on IPv4
-    /// loopback (other targets use the system's choice).
-    pub async fn new(url: Url, sources: usize) -> io::Result<Dialer> {
+    /// loopback (other targets use the system's choice). `ca` adds trusted
+    /// certificates for `wss:`.
+    pub async fn new(url: Url, sources: usize, ca: Option<&Path>) -> io::Result<Dialer> {
+        let tls = if url.scheme() == "wss" { Some(Arc::new(client_tls(ca)?)) } else { None };
         let host = url.host_str().ok_or_else(|| io::Error::other("URL without a host"))?.to_string();
         let port = url.port_or_known_default().unwrap_or(80);
         let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -93,7 +106,8 @@ impl Dialer {
             .write_buffer_size(8 * 1024)
             .max_message_size(Some(64 << 20))
             .max_frame_size(Some(64 << 20));
-        Ok(Dialer { url, server, sources, next_source: AtomicUsize::new(0), config })
+        let first_error = std::sync::OnceLock::new();
+        Ok(Dialer { url, server, sources, next_source: AtomicUsize::new(0), config, tls, first_error })
     }
 
     pub fn url(&self) -> &Url {
@@ -113,9 +127,28 @@ impl Dialer {
     /// Connects with extra handshake headers (e.g. a subprotocol) and,
     /// optionally, a receive buffer size.
     pub async fn connect_with(&self, headers: &[(&str, &str)], recv_buffer: Option<u32>) -> Result<Ws, DialError> {
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, self.open(headers, recv_buffer))
+        let result = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.open(headers, recv_buffer))
             .await
-            .unwrap_or(Err(DialError::TimedOut))
+            .unwrap_or(Err(DialError::TimedOut));
+        if let Err(e) = &result
+            && self.first_error.get().is_none()
+        {
+            let _ = self.first_error.set(e.to_string());
+        }
+        result
+    }
+
+    /// Why the first failed connection failed, if one did.
+    pub fn first_error(&self) -> Option<&str> {
+        self.first_error.get().map(String::as_str)
+    }
+
+    /// "no member could connect to URL", with the first reason.
+    pub fn none_connected(&self, who: &str) -> String {
+        match self.first_error() {
+            Some(why) => format!("no {who} could connect to {}: {why}", self.url),
+            None => format!("no {who} could connect to {}", self.url),
+        }
     }
 
     async fn open(&self, headers: &[(&str, &str)], recv_buffer: Option<u32>) -> Result<Ws, DialError> {
@@ -140,7 +173,8 @@ impl Dialer {
                 })?;
             request.headers_mut().insert(name, value);
         }
-        match tokio_tungstenite::client_async_with_config(request, stream, Some(self.config)).await {
+        let tls = self.tls.clone().map(Connector::Rustls);
+        match tokio_tungstenite::client_async_tls_with_config(request, stream, Some(self.config), tls).await {
             Ok((ws, _)) => Ok(ws),
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
                 Err(DialError::Refused(response.status().as_u16()))
@@ -149,6 +183,44 @@ impl Dialer {
             Err(e) => Err(DialError::Handshake(e.to_string())),
         }
     }
+}
+
+/// The TCP socket under a connection, TLS or not.
+pub fn tcp(ws: &Ws) -> Option<&TcpStream> {
+    match ws.get_ref() {
+        MaybeTlsStream::Rustls(tls) => Some(tls.get_ref().0),
+        MaybeTlsStream::Plain(tcp) => Some(tcp),
+        // The enum is non-exhaustive; the dialer makes only the two above.
+        _ => None,
+    }
+}
+
+/// A rustls client configuration trusting the system's roots and the
+/// certificates in `ca`.
+fn client_tls(ca: Option<&Path>) -> io::Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    // Unreadable system certificates are skipped: `--ca` may be all we need.
+    let system = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(system.certs);
+    if let Some(path) = ca {
+        let problem = |e: &dyn std::fmt::Display| io::Error::other(format!("--ca {}: {e}", path.display()));
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| problem(&e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| problem(&e))?;
+        if certs.is_empty() {
+            return Err(problem(&"holds no PEM certificate"));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|e| problem(&e))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(io::Error::other)?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 #[cfg(test)]
@@ -160,6 +232,7 @@ mod tests {
         assert_eq!(endpoint("ws://127.0.0.1:8080", "/ws").unwrap().as_str(), "ws://127.0.0.1:8080/ws");
         assert_eq!(endpoint("ws://h:1/", "/echo").unwrap().as_str(), "ws://h:1/echo");
         assert_eq!(endpoint("ws://h:1/ws/room", "/ws").unwrap().as_str(), "ws://h:1/ws/room");
+        assert_eq!(endpoint("wss://h:1", "/ws").unwrap().as_str(), "wss://h:1/ws");
         assert!(endpoint("http://h:1", "/ws").is_err());
         assert!(endpoint("nonsense", "/ws").is_err());
     }

@@ -375,3 +375,39 @@ async fn screenshot_of_the_page() {
     eprintln!("screenshot: {}", path.display());
     ann.close().await;
 }
+
+/// On a phone-sized window the page fits its width (nothing to scroll
+/// sideways) and the message field and send button stay on screen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fits_a_phone_screen() {
+    let Some(driver) = driver().await else { return };
+    let server = Server::start(&[]);
+    let phone = Browser::open(&driver, &server.http("/")).await;
+    phone.client.set_window_size(390, 844).await.expect("resize");
+    phone.enter("nick-input", "pat").await;
+    phone.join("a-room-with-a-rather-long-name").await;
+    phone.join("second").await;
+    phone.say(&"a long line without any break ".repeat(12)).await;
+    phone.until(&message_with("a long line")).await;
+    let layout = phone
+        .client
+        .execute(
+            r#"const fits = (id) => { const r = document.querySelector(`[data-testid=${id}]`).getBoundingClientRect();
+                                     return r.width > 0 && r.left >= 0 && r.right <= innerWidth && r.bottom <= innerHeight; };
+               return { width: innerWidth, scroll: document.documentElement.scrollWidth,
+                        input: fits("message-input"), send: fits("send-button"), status: fits("status") };"#,
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(layout["width"].as_u64().unwrap() <= 420, "the window is phone-sized: {layout}");
+    assert!(layout["scroll"].as_u64() <= layout["width"].as_u64(), "no sideways scrolling: {layout}");
+    assert_eq!(
+        (&layout["input"], &layout["send"], &layout["status"]),
+        (&json!(true), &json!(true), &json!(true)),
+        "{layout}"
+    );
+    let png = phone.client.screenshot().await.unwrap();
+    std::fs::write(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("chat-page-phone.png"), &png).unwrap();
+    phone.close().await;
+}

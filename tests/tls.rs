@@ -187,3 +187,65 @@ fn missing_or_bad_files_stop_start_up_naming_the_key() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `roomcast load` and `roomcast client` speak wss too, trusting `--ca`;
+/// without it the self-signed certificate is refused, clearly.
+#[test]
+fn the_load_tester_runs_over_wss_and_refuses_an_unknown_certificate() {
+    let certificate = certificate();
+    let server = certificate.server(&[("ROOMCAST_LIMITS__MESSAGES_PER_SECOND", "100000")]);
+    let url = format!("wss://{}", server.addr);
+    let json = certificate.dir.join("fanout.json");
+    let ca = certificate.cert.display().to_string();
+    let args = ["load", "fanout", "--url", &url, "--ca", &ca, "--rooms", "2", "--members", "3", "--rate", "50"];
+    let output = command(&args, &[])
+        .args(["--duration", "1s", "--quiet", "--max-loss", "0", "--json", json.to_str().unwrap()])
+        .output()
+        .expect("run roomcast load");
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(doc["results"]["connected"], 6, "{doc}");
+    assert_eq!(doc["results"]["lost"], 0, "{doc}");
+    assert!(doc["results"]["deliveries"].as_u64().unwrap() >= 2 * 3 * 40, "{doc}");
+
+    let refused = command(&["load", "fanout", "--url", &url, "--rooms", "1", "--members", "2"], &[])
+        .args(["--duration", "200ms", "--quiet"])
+        .output()
+        .expect("run roomcast load");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "no connection could be made: {stderr}");
+    assert!(stderr.to_lowercase().contains("certificate"), "the reason is given: {stderr}");
+}
+
+#[tokio::test]
+async fn the_client_pipes_over_wss() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let certificate = certificate();
+    let server = certificate.server(&[]);
+    let mut observer = Client::json(&server).await;
+    observer.join("pipes").await;
+    let url = format!("wss://{}", server.addr);
+    let ca = certificate.cert.display().to_string();
+    let mut child = tokio::process::Command::from(command(&["client", &url, "--ca", &ca, "--room", "pipes"], &[]))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the client");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // Once the client has joined (the observer sees it), publish a line.
+    assert_eq!(observer.expect("presence").await["event"], "join");
+    stdin.write_all(b"hello over wss\n").await.unwrap();
+    assert_eq!(observer.expect("message").await["body"], "hello over wss");
+    loop {
+        let line = tokio::time::timeout(common::DEADLINE, lines.next_line()).await.expect("in time").unwrap();
+        let frame: serde_json::Value = serde_json::from_str(&line.expect("a line")).unwrap();
+        if frame["type"] == "message" {
+            assert_eq!(frame["body"], "hello over wss");
+            break;
+        }
+    }
+    drop(stdin);
+    let status = tokio::time::timeout(common::DEADLINE, child.wait()).await.expect("exits at end of input").unwrap();
+    assert!(status.success());
+}

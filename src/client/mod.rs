@@ -35,6 +35,10 @@ pub struct ClientArgs {
     /// Messages of history to show when joining a room.
     #[arg(long, default_value_t = 20)]
     pub history: u64,
+    /// For wss:// URLs: also trust the certificates in this PEM file (a
+    /// self-signed server certificate or a private CA).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: ClientArgs) -> ExitCode {
@@ -54,7 +58,7 @@ pub fn run(args: ClientArgs) -> ExitCode {
     };
     let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     runtime.block_on(async {
-        let dialer = match Dialer::new(url, 1).await {
+        let dialer = match Dialer::new(url, 1, args.ca.as_deref()).await {
             Ok(dialer) => dialer,
             Err(e) => {
                 eprintln!("roomcast client: {}: {e}", args.url);

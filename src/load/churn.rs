@@ -143,7 +143,7 @@ pub async fn run(args: ChurnArgs) -> Result<Report, String> {
     report.count("cycles_skipped", "starts skipped (too many in progress)", get(&churn.skipped));
     report.add("cycles_per_s", "cycles", get(&churn.completed) as f64 / elapsed, Unit::PerSecond);
     report.add("handshakes_per_s", "handshakes", get(&churn.connected) as f64 / elapsed, Unit::PerSecond);
-    report.count("connect_errors", "connect errors", get(&churn.connect_errors));
+    report.connect_errors(get(&churn.connect_errors), &dialer);
     report.count("join_errors", "join errors", get(&churn.join_errors));
     report.count("publish_errors", "publish errors", get(&churn.publish_errors));
     report.count("leave_errors", "leave errors", get(&churn.leave_errors));

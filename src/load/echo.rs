@@ -178,9 +178,9 @@ pub async fn run(args: EchoArgs) -> Result<Report, String> {
     echoes.gate.settled(args.connections).await;
     let connected = echoes.connected.load(Ordering::Acquire);
     report.count("connected", "connected", connected);
-    report.count("connect_errors", "connect errors", echoes.connect_errors.load(Ordering::Acquire));
+    report.connect_errors(echoes.connect_errors.load(Ordering::Acquire), &echoes.dialer);
     if connected == 0 {
-        return Err(format!("no connection to {} could be opened", echoes.dialer.url()));
+        return Err(echoes.dialer.none_connected("connection"));
     }
     let shown = echoes.clone();
     let mut rate = Rate::default();

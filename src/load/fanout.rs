@@ -101,9 +101,9 @@ pub async fn run(args: FanoutArgs) -> Result<Report, String> {
     let tasks = spawn_members(&members, roles(args.rooms, args.members, publishers, plan)).await;
     let connected: u64 = members.rooms.iter().map(|r| r.joined.load(Ordering::Acquire)).sum();
     report.count("connected", "members connected", connected);
-    report.count("connect_errors", "connect errors", members.connect_errors.load(Ordering::Acquire));
+    report.connect_errors(members.connect_errors.load(Ordering::Acquire), &members.dialer);
     if connected == 0 {
-        return Err(format!("no member could connect to {}", members.dialer.url()));
+        return Err(members.dialer.none_connected("member"));
     }
 
     let progress_members = members.clone();

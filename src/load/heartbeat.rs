@@ -75,7 +75,7 @@ pub async fn run(args: HeartbeatArgs) -> Result<Report, String> {
         })
         .collect();
     let tasks = spawn_members(&members, specs).await;
-    report.count("connect_errors", "connect errors", members.connect_errors.load(Ordering::Acquire));
+    report.connect_errors(members.connect_errors.load(Ordering::Acquire), &members.dialer);
 
     let shown = members.clone();
     let progress = Progress::start(!args.common.quiet, move |_| {

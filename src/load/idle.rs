@@ -90,7 +90,7 @@ pub async fn run(args: IdleArgs) -> Result<Report, String> {
     let connecting = started.elapsed().as_secs_f64();
     let connected = idle.connected.load(Ordering::Acquire);
     report.count("connected", "connected", connected);
-    report.count("connect_errors", "connect errors", idle.connect_errors.load(Ordering::Acquire));
+    report.connect_errors(idle.connect_errors.load(Ordering::Acquire), &idle.dialer);
     report.add("connect_time_s", "time to connect all", connecting, Unit::Seconds);
     report.add("handshakes_per_s", "handshakes", connected as f64 / connecting.max(1e-9), Unit::PerSecond);
     let rss_connected = args.common.server_pid.and_then(rss_bytes);

@@ -347,7 +347,7 @@ async fn silent(members: &Members, mut ws: Ws) {
     loop {
         tokio::select! {
             _ = poll.tick() => {
-                if tcp_state(ws.get_ref().as_fd()) != Some(TCP_ESTABLISHED) {
+                if crate::dial::tcp(&ws).and_then(|tcp| tcp_state(tcp.as_fd())) != Some(TCP_ESTABLISHED) {
                     let took = went_silent.elapsed().as_secs_f64();
                     members.drop_times.lock().unwrap_or_else(|p| p.into_inner()).push(took);
                     return;

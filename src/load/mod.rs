@@ -73,6 +73,10 @@ pub struct Common {
     /// Handshakes in progress at once while connecting.
     #[arg(long, default_value_t = 256)]
     pub connect_concurrency: usize,
+    /// For wss:// URLs: also trust the certificates in this PEM file (a
+    /// self-signed server certificate or a private CA).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
     /// No progress line.
     #[arg(long, short)]
     pub quiet: bool,
@@ -86,7 +90,7 @@ pub struct Common {
 impl Common {
     pub async fn dialer(&self, default_path: &str) -> Result<Dialer, String> {
         let url = endpoint(&self.url, default_path)?;
-        Dialer::new(url, self.sources).await.map_err(|e| format!("{}: {e}", self.url))
+        Dialer::new(url, self.sources, self.ca.as_deref()).await.map_err(|e| format!("{}: {e}", self.url))
     }
 }
 

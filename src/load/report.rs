@@ -56,6 +56,16 @@ impl Report {
         self.add(key, label, value as f64, Unit::Count);
     }
 
+    /// Counts failed connections, and says why the first one failed.
+    pub fn connect_errors(&mut self, count: u64, dialer: &crate::dial::Dialer) {
+        self.count("connect_errors", "connect errors", count);
+        if count > 0
+            && let Some(why) = dialer.first_error()
+        {
+            self.notes.push(format!("first connect error: {why}"));
+        }
+    }
+
     pub fn get(&self, key: &str) -> Option<f64> {
         self.figures.iter().find(|f| f.key == key).map(|f| f.value)
     }

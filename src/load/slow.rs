@@ -71,7 +71,7 @@ pub async fn run(args: SlowArgs) -> Result<Report, String> {
     let mut specs = roles(rooms, args.members, publishers, plan);
     specs.extend((0..args.slow).map(|i| (i % rooms, Role::Silent { small_buffer: true })));
     let tasks = spawn_members(&members, specs).await;
-    report.count("connect_errors", "connect errors", members.connect_errors.load(Ordering::Acquire));
+    report.connect_errors(members.connect_errors.load(Ordering::Acquire), &members.dialer);
 
     let shown = members.clone();
     let mut delivered = Rate::default();
