@@ -3,7 +3,7 @@
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (CI installs them). Where
 //! they are missing these tests say so and pass, unless
-//! ROOMCAST_REQUIRE_TOOLS is set (CI sets it), which makes them fail.
+//! CI_REQUIRE_TOOLS is set (CI sets it), which makes them fail.
 
 mod common;
 
@@ -34,7 +34,7 @@ impl Drop for Driver {
 async fn driver() -> Option<Driver> {
     if !(std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists()) {
         let why = format!("{CHROMIUM} or {CHROMEDRIVER} is missing (apt-get install chromium chromium-driver)");
-        if std::env::var_os("ROOMCAST_REQUIRE_TOOLS").is_some() {
+        if std::env::var_os("CI_REQUIRE_TOOLS").is_some() {
             panic!("{why}");
         }
         eprintln!("SKIPPED: browser tests need Chromium: {why}");

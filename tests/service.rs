@@ -3,7 +3,7 @@
 //!
 //! Needs `systemd-analyze` (Debian's `systemd` package; CI installs it).
 //! Where it is missing the verify test says so and passes, unless
-//! ROOMCAST_REQUIRE_TOOLS is set (CI sets it), which makes it fail.
+//! CI_REQUIRE_TOOLS is set (CI sets it), which makes it fail.
 
 mod common;
 
@@ -29,7 +29,7 @@ fn verify(path: &Path) -> Option<(bool, String)> {
         Ok(output) => output,
         Err(e) => {
             let why = format!("cannot run {ANALYZE} ({e}); apt-get install systemd");
-            if std::env::var_os("ROOMCAST_REQUIRE_TOOLS").is_some() {
+            if std::env::var_os("CI_REQUIRE_TOOLS").is_some() {
                 panic!("{why}");
             }
             eprintln!("SKIPPED: {why}");
