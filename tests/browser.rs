@@ -79,6 +79,11 @@ impl Drop for TempDir {
 
 impl Browser {
     async fn open(driver: &Driver, page: &str) -> Browser {
+        Self::open_with(driver, page, &[]).await
+    }
+
+    /// Like `open`, with more Chromium arguments.
+    async fn open_with(driver: &Driver, page: &str, extra_args: &[&str]) -> Browser {
         use std::sync::atomic::{AtomicU32, Ordering};
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let profile = std::env::temp_dir().join(format!(
@@ -99,6 +104,7 @@ impl Browser {
             "--window-size=1100,760",
         ]
         .iter()
+        .chain(extra_args)
         .map(|a| a.to_string())
         .chain([format!("--user-data-dir={}", profile.display())])
         .collect::<Vec<_>>();
@@ -410,4 +416,32 @@ async fn fits_a_phone_screen() {
     let png = phone.client.screenshot().await.unwrap();
     std::fs::write(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("chat-page-phone.png"), &png).unwrap();
     phone.close().await;
+}
+
+/// Served over https, the page connects with wss (a ws: socket from an https
+/// page would be blocked as mixed content) and the origin check passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_https_the_page_uses_wss() {
+    let Some(driver) = driver().await else { return };
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).expect("a certificate");
+    let dir = std::env::temp_dir().join(format!("roomcast-browser-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let server = Server::start(&[
+        ("ROOMCAST_SERVER__TLS__CERT", cert.to_str().unwrap()),
+        ("ROOMCAST_SERVER__TLS__KEY", key.to_str().unwrap()),
+    ]);
+    let page = server.http("/");
+    assert!(page.starts_with("https://"), "{page}");
+    // The certificate is self-signed: tell Chromium to accept it.
+    let me = Browser::open_with(&driver, &page, &["--ignore-certificate-errors"]).await;
+    let socket_url = me.client.execute("return state.ws.url", vec![]).await.unwrap();
+    assert!(socket_url.as_str().is_some_and(|url| url.starts_with("wss://")), "{socket_url}");
+    me.join("secure").await;
+    me.say("sent over wss").await;
+    me.until(&message_with("sent over wss")).await;
+    me.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
