@@ -17,8 +17,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -203,16 +201,9 @@ fn client_tls(ca: Option<&Path>) -> io::Result<rustls::ClientConfig> {
     let system = rustls_native_certs::load_native_certs();
     roots.add_parsable_certificates(system.certs);
     if let Some(path) = ca {
-        let problem = |e: &dyn std::fmt::Display| io::Error::other(format!("--ca {}: {e}", path.display()));
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| problem(&e))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| problem(&e))?;
-        if certs.is_empty() {
-            return Err(problem(&"holds no PEM certificate"));
-        }
-        for cert in certs {
-            roots.add(cert).map_err(|e| problem(&e))?;
+        let problem = |e: String| io::Error::other(format!("--ca {}: {e}", path.display()));
+        for cert in crate::tls::read_certificates(path).map_err(problem)? {
+            roots.add(cert).map_err(|e| problem(e.to_string()))?;
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());

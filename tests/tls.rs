@@ -215,6 +215,18 @@ fn the_load_tester_runs_over_wss_and_refuses_an_unknown_certificate() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(2), "no connection could be made: {stderr}");
     assert!(stderr.to_lowercase().contains("certificate"), "the reason is given: {stderr}");
+
+    // A --ca file that is not there, or holds no certificate (the key
+    // file), is named.
+    let key = certificate.key.display().to_string();
+    for bad in ["/nonexistent/ca.pem", key.as_str()] {
+        for args in [vec!["load", "echo", "--url", &url, "--ca", bad], vec!["client", &url, "--ca", bad]] {
+            let output = command(&args, &[]).stdin(std::process::Stdio::null()).output().expect("run");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+            assert!(stderr.contains(&format!("--ca {bad}")), "{args:?}: {stderr}");
+        }
+    }
 }
 
 #[tokio::test]
