@@ -20,10 +20,12 @@ struct Certificate {
 }
 
 impl Certificate {
-    fn make(name: &str) -> Certificate {
+    fn make() -> Certificate {
         let certified = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
             .expect("a self-signed certificate");
-        let dir = std::env::temp_dir().join(format!("roomcast-tls-{}-{name}", std::process::id()));
+        // Under target/: the certificate lives in a static, which is never
+        // dropped, so each run replaces the last one's files.
+        let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("tls-certificate");
         std::fs::create_dir_all(&dir).unwrap();
         let cert = dir.join("cert.pem");
         let key = dir.join("key.pem");
@@ -59,17 +61,11 @@ impl Certificate {
     }
 }
 
-impl Drop for Certificate {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// One certificate for every test in this file, since the harness holds
 /// one trusted root per test binary.
 fn certificate() -> &'static Certificate {
     static CERTIFICATE: std::sync::OnceLock<Certificate> = std::sync::OnceLock::new();
-    CERTIFICATE.get_or_init(|| Certificate::make("shared"))
+    CERTIFICATE.get_or_init(Certificate::make)
 }
 
 #[tokio::test]
