@@ -61,7 +61,9 @@ pub struct Dialer {
     config: WebSocketConfig,
     /// For `wss:` URLs.
     tls: Option<Arc<rustls::ClientConfig>>,
-    /// The first connection that failed, and why, for reports.
+    /// Connections that could not be opened, and why the first one failed,
+    /// for reports.
+    failures: std::sync::atomic::AtomicU64,
     first_error: std::sync::OnceLock<String>,
 }
 
@@ -104,8 +106,16 @@ impl Dialer {
             .write_buffer_size(8 * 1024)
             .max_message_size(Some(64 << 20))
             .max_frame_size(Some(64 << 20));
-        let first_error = std::sync::OnceLock::new();
-        Ok(Dialer { url, server, sources, next_source: AtomicUsize::new(0), config, tls, first_error })
+        Ok(Dialer {
+            url,
+            server,
+            sources,
+            next_source: AtomicUsize::new(0),
+            config,
+            tls,
+            failures: std::sync::atomic::AtomicU64::new(0),
+            first_error: std::sync::OnceLock::new(),
+        })
     }
 
     pub fn url(&self) -> &Url {
@@ -128,12 +138,19 @@ impl Dialer {
         let result = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.open(headers, recv_buffer))
             .await
             .unwrap_or(Err(DialError::TimedOut));
-        if let Err(e) = &result
-            && self.first_error.get().is_none()
-        {
-            let _ = self.first_error.set(e.to_string());
+        if let Err(e) = &result {
+            log::debug!("connect: {e}");
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            if self.first_error.get().is_none() {
+                let _ = self.first_error.set(e.to_string());
+            }
         }
         result
+    }
+
+    /// How many connections could not be opened so far.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Acquire)
     }
 
     /// Why the first failed connection failed, if one did.

@@ -40,7 +40,6 @@ struct Churn {
     completed: AtomicU64,
     skipped: AtomicU64,
     connected: AtomicU64,
-    connect_errors: AtomicU64,
     join_errors: AtomicU64,
     publish_errors: AtomicU64,
     leave_errors: AtomicU64,
@@ -67,11 +66,7 @@ async fn cycle(churn: Arc<Churn>, dialer: Arc<Dialer>, room: String, latency: Ar
     let started = Instant::now();
     let mut ws = match dialer.connect().await {
         Ok(ws) => ws,
-        Err(e) => {
-            log::debug!("connect: {e}");
-            churn.connect_errors.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
+        Err(_) => return, // counted by the dialer
     };
     churn.connected.fetch_add(1, Ordering::Relaxed);
     let steps: [(String, &str, &AtomicU64); 3] = [
@@ -143,12 +138,11 @@ pub async fn run(args: ChurnArgs) -> Result<Report, String> {
     report.count("cycles_skipped", "starts skipped (too many in progress)", get(&churn.skipped));
     report.add("cycles_per_s", "cycles", get(&churn.completed) as f64 / elapsed, Unit::PerSecond);
     report.add("handshakes_per_s", "handshakes", get(&churn.connected) as f64 / elapsed, Unit::PerSecond);
-    report.connect_errors(get(&churn.connect_errors), &dialer);
+    report.connect_errors(dialer.failures(), &dialer);
     report.count("join_errors", "join errors", get(&churn.join_errors));
     report.count("publish_errors", "publish errors", get(&churn.publish_errors));
     report.count("leave_errors", "leave errors", get(&churn.leave_errors));
-    let errors =
-        get(&churn.connect_errors) + get(&churn.join_errors) + get(&churn.publish_errors) + get(&churn.leave_errors);
+    let errors = dialer.failures() + get(&churn.join_errors) + get(&churn.publish_errors) + get(&churn.leave_errors);
     report.count("errors", "errors", errors);
     latency.report(&mut report, "cycle", "cycle time");
     cpu.finish(&mut report, get(&churn.completed), "cycles_per_server_cpu_s", "cycles per server CPU-s");

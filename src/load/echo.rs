@@ -46,7 +46,6 @@ struct Echoes {
     size: usize,
     binary: bool,
     connected: AtomicU64,
-    connect_errors: AtomicU64,
     sent: AtomicU64,
     received: AtomicU64,
     mismatched: AtomicU64,
@@ -88,11 +87,7 @@ async fn connection(echoes: Arc<Echoes>, in_flight: usize) {
     echoes.gate.settle();
     let mut ws = match connected {
         Ok(ws) => ws,
-        Err(e) => {
-            log::debug!("connect: {e}");
-            echoes.connect_errors.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
+        Err(_) => return, // counted by the dialer
     };
     echoes.connected.fetch_add(1, Ordering::Relaxed);
     let mut phase = echoes.gate.phase();
@@ -159,7 +154,6 @@ pub async fn run(args: EchoArgs) -> Result<Report, String> {
         size: args.size,
         binary: args.binary,
         connected: AtomicU64::new(0),
-        connect_errors: AtomicU64::new(0),
         sent: AtomicU64::new(0),
         received: AtomicU64::new(0),
         mismatched: AtomicU64::new(0),
@@ -178,7 +172,7 @@ pub async fn run(args: EchoArgs) -> Result<Report, String> {
     echoes.gate.settled(args.connections).await;
     let connected = echoes.connected.load(Ordering::Acquire);
     report.count("connected", "connected", connected);
-    report.connect_errors(echoes.connect_errors.load(Ordering::Acquire), &echoes.dialer);
+    report.connect_errors(echoes.dialer.failures(), &echoes.dialer);
     if connected == 0 {
         return Err(echoes.dialer.none_connected("connection"));
     }
@@ -213,7 +207,7 @@ pub async fn run(args: EchoArgs) -> Result<Report, String> {
     report.count("mismatched", "echoes not matching", mismatched);
     let dropped = echoes.dropped.load(Ordering::Acquire);
     report.count("dropped", "dropped by the server", dropped);
-    report.count("errors", "errors", echoes.connect_errors.load(Ordering::Acquire) + mismatched + dropped);
+    report.count("errors", "errors", echoes.dialer.failures() + mismatched + dropped);
     echoes.latency.report(&mut report, "latency", "round trip");
     cpu.finish(&mut report, received, "round_trips_per_server_cpu_s", "round trips per server CPU-s");
     echoes.gate.set_phase(Phase::Done);

@@ -101,7 +101,7 @@ pub async fn run(args: FanoutArgs) -> Result<Report, String> {
     let tasks = spawn_members(&members, roles(args.rooms, args.members, publishers, plan)).await;
     let connected: u64 = members.rooms.iter().map(|r| r.joined.load(Ordering::Acquire)).sum();
     report.count("connected", "members connected", connected);
-    report.connect_errors(members.connect_errors.load(Ordering::Acquire), &members.dialer);
+    report.connect_errors(members.connect_errors(), &members.dialer);
     if connected == 0 {
         return Err(members.dialer.none_connected("member"));
     }
@@ -140,7 +140,7 @@ pub async fn run(args: FanoutArgs) -> Result<Report, String> {
     report.add("deliveries_per_s", "deliveries", received as f64 / publishing_time, Unit::PerSecond);
     report.count("gaps", "seq gaps", members.gaps.load(Ordering::Acquire));
     report.count("out_of_order", "seq out of order", members.reorders.load(Ordering::Acquire));
-    let errors = members.connect_errors.load(Ordering::Acquire)
+    let errors = members.connect_errors()
         + members.error_frames.load(Ordering::Acquire)
         + members.dropped_live.load(Ordering::Acquire);
     report.count("errors", "errors", errors);

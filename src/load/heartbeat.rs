@@ -75,7 +75,7 @@ pub async fn run(args: HeartbeatArgs) -> Result<Report, String> {
         })
         .collect();
     let tasks = spawn_members(&members, specs).await;
-    report.connect_errors(members.connect_errors.load(Ordering::Acquire), &members.dialer);
+    report.connect_errors(members.connect_errors(), &members.dialer);
 
     let shown = members.clone();
     let progress = Progress::start(!args.common.quiet, move |_| {
@@ -109,8 +109,7 @@ pub async fn run(args: HeartbeatArgs) -> Result<Report, String> {
         report.count("gaps", "seq gaps", members.gaps.load(Ordering::Acquire));
         members.latency.report(&mut report, "latency", "latency");
     }
-    let errors =
-        members.connect_errors.load(Ordering::Acquire) + members.error_frames.load(Ordering::Acquire) + live_dropped;
+    let errors = members.connect_errors() + members.error_frames.load(Ordering::Acquire) + live_dropped;
     report.count("errors", "errors", errors);
     cpu.finish(
         &mut report,

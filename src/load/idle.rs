@@ -30,7 +30,6 @@ struct Idle {
     gate: Gate,
     dialer: Dialer,
     connected: AtomicU64,
-    connect_errors: AtomicU64,
     dropped: AtomicU64,
 }
 
@@ -41,9 +40,8 @@ async fn connection(idle: Arc<Idle>) {
     };
     let mut ws = match connected {
         Ok(ws) => ws,
-        Err(e) => {
-            log::debug!("connect: {e}");
-            idle.connect_errors.fetch_add(1, Ordering::Relaxed);
+        Err(_) => {
+            // Counted by the dialer.
             idle.gate.settle();
             return;
         }
@@ -64,7 +62,6 @@ pub async fn run(args: IdleArgs) -> Result<Report, String> {
         gate: Gate::new(args.common.connect_concurrency),
         dialer,
         connected: AtomicU64::new(0),
-        connect_errors: AtomicU64::new(0),
         dropped: AtomicU64::new(0),
     });
     let mut report = Report::new("idle");
@@ -79,7 +76,7 @@ pub async fn run(args: IdleArgs) -> Result<Report, String> {
         format!(
             "idle  connected {}  refused {}  dropped {}",
             short(shown.connected.load(Ordering::Relaxed) as f64),
-            shown.connect_errors.load(Ordering::Relaxed),
+            shown.dialer.failures(),
             shown.dropped.load(Ordering::Relaxed)
         )
     });
@@ -90,7 +87,7 @@ pub async fn run(args: IdleArgs) -> Result<Report, String> {
     let connecting = started.elapsed().as_secs_f64();
     let connected = idle.connected.load(Ordering::Acquire);
     report.count("connected", "connected", connected);
-    report.connect_errors(idle.connect_errors.load(Ordering::Acquire), &idle.dialer);
+    report.connect_errors(idle.dialer.failures(), &idle.dialer);
     report.add("connect_time_s", "time to connect all", connecting, Unit::Seconds);
     report.add("handshakes_per_s", "handshakes", connected as f64 / connecting.max(1e-9), Unit::PerSecond);
     let rss_connected = args.common.server_pid.and_then(rss_bytes);
@@ -101,7 +98,7 @@ pub async fn run(args: IdleArgs) -> Result<Report, String> {
     progress.finish();
     report.count("held", "held to the end", held);
     report.count("dropped", "dropped by the server", dropped);
-    report.count("errors", "errors", idle.connect_errors.load(Ordering::Acquire) + dropped);
+    report.count("errors", "errors", idle.dialer.failures() + dropped);
     if let (Some(before), Some(after)) = (rss_before, args.common.server_pid.and_then(rss_bytes)) {
         report.add("server_rss_before_bytes", "server memory before", before as f64, Unit::Bytes);
         if let Some(connected_rss) = rss_connected {

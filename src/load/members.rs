@@ -68,7 +68,8 @@ pub struct Members {
     pub reorders: AtomicU64,
     pub acked: AtomicU64,
     pub error_frames: AtomicU64,
-    pub connect_errors: AtomicU64,
+    /// Members that connected but whose join was not answered `joined`.
+    pub join_failures: AtomicU64,
     /// Readers and publishers whose connection the server ended.
     pub dropped_live: AtomicU64,
     /// Seconds from going silent to being dropped, one per silent member.
@@ -80,6 +81,12 @@ pub struct Members {
 }
 
 impl Members {
+    /// Members that never got into their room: the connection or the join
+    /// failed.
+    pub fn connect_errors(&self) -> u64 {
+        self.dialer.failures() + self.join_failures.load(Ordering::Acquire)
+    }
+
     pub fn new(names: Vec<String>, dialer: Dialer, connect_concurrency: usize) -> Arc<Members> {
         let rooms = names.iter().map(|_| RoomCounts::default()).collect();
         Arc::new(Members {
@@ -92,7 +99,7 @@ impl Members {
             reorders: AtomicU64::new(0),
             acked: AtomicU64::new(0),
             error_frames: AtomicU64::new(0),
-            connect_errors: AtomicU64::new(0),
+            join_failures: AtomicU64::new(0),
             dropped_live: AtomicU64::new(0),
             drop_times: Mutex::new(Vec::new()),
             silent: AtomicU64::new(0),
@@ -229,11 +236,7 @@ async fn connect_and_join(members: &Members, room: usize, role: &Role) -> Option
             if small_buffer { members.dialer.connect_small_buffer().await } else { members.dialer.connect().await };
         match connected {
             Ok(ws) => ws,
-            Err(e) => {
-                log::debug!("connect: {e}");
-                members.connect_errors.fetch_add(1, Ordering::Relaxed);
-                return None;
-            }
+            Err(_) => return None, // counted by the dialer
         }
     };
     let name = &members.names[room];
@@ -262,7 +265,7 @@ async fn connect_and_join(members: &Members, room: usize, role: &Role) -> Option
             }
         }
     }
-    members.connect_errors.fetch_add(1, Ordering::Relaxed);
+    members.join_failures.fetch_add(1, Ordering::Relaxed);
     None
 }
 

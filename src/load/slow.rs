@@ -71,7 +71,7 @@ pub async fn run(args: SlowArgs) -> Result<Report, String> {
     let mut specs = roles(rooms, args.members, publishers, plan);
     specs.extend((0..args.slow).map(|i| (i % rooms, Role::Silent { small_buffer: true })));
     let tasks = spawn_members(&members, specs).await;
-    report.connect_errors(members.connect_errors.load(Ordering::Acquire), &members.dialer);
+    report.connect_errors(members.connect_errors(), &members.dialer);
 
     let shown = members.clone();
     let mut delivered = Rate::default();
@@ -109,8 +109,7 @@ pub async fn run(args: SlowArgs) -> Result<Report, String> {
     let live_dropped = members.dropped_live.load(Ordering::Acquire);
     report.count("live_dropped", "reading members dropped", live_dropped);
     report.count("refused", "refused (rate limited)", members.refused());
-    let errors =
-        members.connect_errors.load(Ordering::Acquire) + members.error_frames.load(Ordering::Acquire) + live_dropped;
+    let errors = members.connect_errors() + members.error_frames.load(Ordering::Acquire) + live_dropped;
     report.count("errors", "errors", errors);
     members.latency.report(&mut report, "latency", "the others' latency");
     if let (Some(first), Some(max)) = (rss_series.first(), rss_series.iter().map(|(_, r)| *r).max()) {
