@@ -12,7 +12,8 @@
 #
 # Every server gets the same heartbeat (ping every 2 s, drop after 5 s of
 # silence); roomcast's rate limits are lifted and its outbound queue is
-# rust-min's (4096), so it is measured doing the same work.
+# rust-min's (4096), so it is measured doing the same work
+# (scripts/bench-server.sh).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PEERS=$(cd "$ROOT/../shared/tools/peers" && pwd)
@@ -54,11 +55,7 @@ load_args() {
 start_server() {
     case $1 in
         roomcast)
-            ROOMCAST_SERVER__PORT=$PORT ROOMCAST_ORIGIN__POLICY=any \
-            ROOMCAST_HEARTBEAT__INTERVAL=2s ROOMCAST_HEARTBEAT__TIMEOUT=5s \
-            ROOMCAST_LIMITS__MESSAGES_PER_SECOND=10000000 ROOMCAST_LIMITS__BURST=10000000 \
-            ROOMCAST_LIMITS__OUTBOUND_QUEUE=4096 ROOMCAST_SERVER__MAX_CONNECTIONS=200000 \
-            ROOMCAST_LOG__LEVEL=warn "$BIN" serve >"$OUT/roomcast.log" 2>&1 &
+            "$ROOT/scripts/bench-server.sh" "$BIN" "$PORT" >"$OUT/roomcast.log" 2>&1 &
             local pid=$!
             for _ in $(seq 100); do
                 ss -Hltn "sport = :$PORT" | grep -q . && { echo "$pid"; return; }

@@ -62,6 +62,10 @@ fn main() -> ExitCode {
             init_logging(&settings.log.level);
             match roomcast::server::run(settings) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(error @ roomcast::server::ServeError::Config(_)) => {
+                    eprintln!("roomcast: {error}");
+                    ExitCode::from(CONFIG_ERROR)
+                }
                 Err(error) => {
                     eprintln!("roomcast: {error}");
                     ExitCode::FAILURE

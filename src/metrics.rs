@@ -12,6 +12,10 @@ pub struct Metrics {
     /// Notified whenever `connections` drops to zero (the drain waits on it).
     no_connections: Notify,
     pub rooms: AtomicU64,
+    /// Rooms in memory, empty ones included.
+    pub rooms_held: AtomicU64,
+    /// Bytes of history the rooms hold.
+    pub history_bytes: AtomicU64,
     pub connections_total: AtomicU64,
     pub connections_refused: AtomicU64,
     pub messages_in: AtomicU64,
@@ -74,14 +78,21 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        let rows: [(&str, &str, &str, u64); 12] = [
+        let rows: [(&str, &str, &str, u64); 15] = [
             ("roomcast_connections", "gauge", "Open WebSocket connections.", self.connections()),
             ("roomcast_rooms", "gauge", "Rooms with at least one member.", get(&self.rooms)),
+            (
+                "roomcast_rooms_held",
+                "gauge",
+                "Rooms in memory, empty ones (kept for rooms.empty_ttl) included; at most rooms.max_rooms.",
+                get(&self.rooms_held),
+            ),
+            ("roomcast_history_bytes", "gauge", "Bytes of message history the rooms hold.", get(&self.history_bytes)),
             ("roomcast_connections_total", "counter", "WebSocket connections accepted.", get(&self.connections_total)),
             (
                 "roomcast_connections_refused_total",
                 "counter",
-                "WebSocket handshakes refused because max_connections were open.",
+                "WebSocket handshakes refused because max_connections (or max_connections_per_ip) were open.",
                 get(&self.connections_refused),
             ),
             ("roomcast_messages_in_total", "counter", "Data messages received from clients.", get(&self.messages_in)),
@@ -95,7 +106,7 @@ impl Metrics {
             (
                 "roomcast_slow_consumer_closes_total",
                 "counter",
-                "Connections closed because limits.outbound_queue messages waited for them.",
+                "Connections closed (1013) because more than outbound_queue messages or outbound_bytes bytes waited while they did not read.",
                 get(&self.slow_consumer_closes),
             ),
             (
@@ -110,6 +121,12 @@ impl Metrics {
                 "counter",
                 "Connections closed for a WebSocket protocol violation (1002, 1007, 1009).",
                 get(&self.protocol_errors),
+            ),
+            (
+                "roomcast_socket_mismatches_total",
+                "counter",
+                "Times a connection's descriptor no longer named its socket when the server was about to use it (must stay 0).",
+                crate::http::conn::mismatches(),
             ),
             ("roomcast_up", "gauge", "1 while the server runs.", 1),
         ];

@@ -15,18 +15,64 @@ use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpServer, web};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use crate::config::Settings;
-use crate::http::conn::ConnSocket;
+use crate::config::{ConfigError, Settings};
+use crate::http::hosts::HostCheck;
 use crate::http::origin::OriginCheck;
+use crate::http::peers::PeerLimit;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::protocol::close;
 use crate::registry::{self, Registry};
 use crate::session::heartbeat::Watchdog;
 
+/// Why the daemon stopped other than by a signal.
+#[derive(Debug)]
+pub enum ServeError {
+    /// The configuration cannot be served (such as a port in use): exit 2,
+    /// like any configuration error.
+    Config(ConfigError),
+    Io(io::Error),
+}
+
+impl std::fmt::Display for ServeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServeError::Config(error) => write!(f, "configuration error: {error}"),
+            ServeError::Io(error) => error.fmt(f),
+        }
+    }
+}
+
+impl From<io::Error> for ServeError {
+    fn from(error: io::Error) -> Self {
+        ServeError::Io(error)
+    }
+}
+
+impl From<ConfigError> for ServeError {
+    fn from(error: ConfigError) -> Self {
+        ServeError::Config(error)
+    }
+}
+
 /// Runs the daemon until it has drained after a signal.
-pub fn run(settings: Settings) -> io::Result<()> {
+pub fn run(settings: Settings) -> Result<(), ServeError> {
     actix_rt::System::new().block_on(serve(settings))
+}
+
+/// A bind failure, named by the key that would fix it.
+fn bind_error(settings: &Settings, error: &io::Error) -> ConfigError {
+    let key = match error.kind() {
+        io::ErrorKind::AddrNotAvailable => "server.host",
+        _ => "server.port",
+    };
+    let problem = match error.kind() {
+        io::ErrorKind::AddrInUse => "the port is in use".to_string(),
+        io::ErrorKind::AddrNotAvailable => "no interface of this machine has that address".to_string(),
+        io::ErrorKind::PermissionDenied => "not allowed (ports below 1024 need CAP_NET_BIND_SERVICE)".to_string(),
+        _ => error.to_string(),
+    };
+    ConfigError::key(key, format!("cannot listen on {}:{}: {problem}", settings.server.host, settings.server.port))
 }
 
 /// SIGINT and SIGTERM, installed before the server announces itself.
@@ -48,7 +94,7 @@ impl Signals {
     }
 }
 
-async fn serve(settings: Settings) -> io::Result<()> {
+async fn serve(settings: Settings) -> Result<(), ServeError> {
     let settings = Arc::new(settings);
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => log::debug!("file descriptor limit: {limit}"),
@@ -63,7 +109,9 @@ async fn serve(settings: Settings) -> io::Result<()> {
         Registry::start_in_arbiter(&registry_thread.handle(), move |_| Registry::new(limits, registry_metrics));
     let state = AppState {
         settings: settings.clone(),
+        hosts: Arc::new(HostCheck::new(&settings.server)?),
         origin: Arc::new(OriginCheck::new(&settings.origin)),
+        peer_limit: PeerLimit::new(settings.server.max_connections_per_ip),
         registry,
         watchdog: Watchdog::start(&settings.heartbeat, metrics.clone()),
         metrics,
@@ -72,20 +120,24 @@ async fn serve(settings: Settings) -> io::Result<()> {
     };
 
     let app_state = state.clone();
+    let workers = match settings.server.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
     let mut server =
         HttpServer::new(move || App::new().app_data(web::Data::new(app_state.clone())).configure(http::routes))
             // actix's own limit is per worker and silently stops accepting;
-            // ours (max_connections) answers 503, so keep actix's out of the way.
-            .max_connections(settings.server.max_connections.saturating_add(1024))
+            // ours (max_connections) answers 503. Leave it 1024 connections
+            // of room per worker above ours, which bounds the connections
+            // that never upgrade (docs/operations.md, Memory).
+            .max_connections(settings.server.max_connections.div_ceil(workers).saturating_add(1024))
             .backlog(4096)
             .disable_signals()
             // Realtime traffic: no Nagle delay on small frames.
             .tcp_nodelay(true)
-            .on_connect(ConnSocket::capture)
+            .on_connect(http::conn::capture)
             .client_disconnect_timeout(Duration::from_secs(1));
-    if settings.server.workers > 0 {
-        server = server.workers(settings.server.workers);
-    }
+    server = server.workers(workers);
     let listen_on = (settings.server.host.as_str(), settings.server.port);
     let tls = &settings.server.tls;
     let (server, scheme) = if tls.cert.is_empty() {
@@ -95,19 +147,17 @@ async fn serve(settings: Settings) -> io::Result<()> {
         let tls_config = crate::tls::server_config(&tls.cert, &tls.key).map_err(io::Error::other)?;
         (server.bind_rustls_0_23(listen_on, tls_config), "https")
     };
-    let server = server.map_err(|e| {
-        io::Error::new(e.kind(), format!("cannot listen on {}:{}: {e}", settings.server.host, settings.server.port))
-    })?;
+    let server = server.map_err(|e| bind_error(&settings, &e))?;
     let addresses = server.addrs();
     let Some(address) = addresses.first() else {
-        return Err(io::Error::other("bound to no address"));
+        return Err(io::Error::other("bound to no address").into());
     };
     println!("listening on {scheme}://{address}");
     log::info!("roomcast {} listening on {scheme}://{address}", env!("CARGO_PKG_VERSION"));
 
     let server = server.run();
     actix_rt::spawn(drain_on_signal(signals, state, server.handle()));
-    server.await
+    Ok(server.await?)
 }
 
 async fn drain_on_signal(mut signals: Signals, state: AppState, server: ServerHandle) {

@@ -66,6 +66,8 @@ fn check_config_prints_every_key_with_its_default() {
         port = 8080
         workers = 0
         max_connections = 100000
+        max_connections_per_ip = 0
+        hosts = []
         shutdown_timeout = "10s"
         [server.tls]
         cert = ""
@@ -84,8 +86,11 @@ fn check_config_prints_every_key_with_its_default() {
         messages_per_second = 50
         burst = 100
         outbound_queue = 1024
+        outbound_bytes = "4MiB"
         [rooms]
         history = 50
+        history_bytes = "1MiB"
+        max_rooms = 100000
         empty_ttl = "5m"
         [api]
         key = ""
@@ -163,6 +168,13 @@ fn bad_configuration_exits_2_with_one_line_naming_the_key() {
         Case("TOML syntax", Some("[server\nport = 1\n"), &[], "roomcast.toml"),
         Case("unknown env key", None, &[("ROOMCAST_LIMITS__NOPE", "1")], "limits.nope"),
         Case("ill-typed env value", None, &[("ROOMCAST_LIMITS__BURST", "many")], "limits.burst"),
+        Case("too many workers", Some("[server]\nworkers = 513\n"), &[], "server.workers"),
+        Case("a fraction for a count", Some("[server]\nmax_connections = 1.5\n"), &[], "server.max_connections"),
+        Case("a string for a boolean", Some("[origin]\nallow_missing = \"yes\"\n"), &[], "origin.allow_missing"),
+        Case("a host that does not resolve", Some("[server]\nhost = \"nonexistent.invalid\"\n"), &[], "server.host"),
+        Case("a bad size", Some("[limits]\noutbound_bytes = \"4 megabytes\"\n"), &[], "limits.outbound_bytes"),
+        Case("a bad host name", Some("[server]\nhosts = [\"a b\"]\n"), &[], "server.hosts"),
+        Case("no rooms", None, &[("ROOMCAST_ROOMS__MAX_ROOMS", "0")], "rooms.max_rooms"),
     ];
     for Case(what, file, env, key) in cases {
         let path = file.map(|text| config_file(&what.replace(' ', "-"), text));
@@ -186,12 +198,18 @@ fn bad_configuration_exits_2_with_one_line_naming_the_key() {
 }
 
 #[test]
-fn a_port_in_use_is_a_clear_error() {
+fn a_port_in_use_or_an_address_not_here_names_the_key() {
     let first = Server::start(&[]);
     let port = first.addr.port().to_string();
     let output = run(&["serve"], &[("ROOMCAST_SERVER__PORT", &port)]);
-    assert_eq!(output.status.code(), Some(1));
-    assert!(stderr(&output).contains(&format!("cannot listen on 127.0.0.1:{port}")), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("server.port: cannot listen on 127.0.0.1:{port}: the port is in use")), "{err}");
+    // An address no interface has (TEST-NET-1, RFC 5737).
+    let output = run(&["serve"], &[("ROOMCAST_SERVER__HOST", "192.0.2.1"), ("ROOMCAST_SERVER__PORT", "0")]);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(err.contains("server.host: cannot listen on 192.0.2.1:0"), "{err}");
 }
 
 #[tokio::test]

@@ -220,3 +220,59 @@ async fn a_client_that_vanishes_is_no_protocol_error() {
     assert_eq!(server.metric("roomcast_protocol_errors_total").await, 0);
     still_serving(&server).await;
 }
+
+/// A client that goes on sending fragments past the limit, and reads only
+/// then: the server answers 1009 at the second fragment and keeps reading
+/// (discarding) until the client's close, so the fragments still coming
+/// make no reset that would destroy the close frame before it is read.
+async fn oversized_in_fragments_then_read(server: &Server) -> Option<u16> {
+    let mut conn = open(server, "/echo").await;
+    conn.send_frame(false, 1, &[b'a'; 600]).await;
+    for _ in 0..40 {
+        conn.send_frame(false, 0, &[b'a'; 600]).await;
+        tokio::task::yield_now().await;
+    }
+    let code = common::raw::read_close_from(&mut conn.stream).await;
+    conn.send_frame(true, 8, &1009u16.to_be_bytes()).await;
+    code
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_message_in_fragments_gets_its_1009_every_time() {
+    let server = server();
+    let mut codes = Vec::new();
+    for _ in 0..10 {
+        let batch = futures_util::future::join_all((0..10).map(|_| oversized_in_fragments_then_read(&server)));
+        codes.extend(batch.await);
+    }
+    let delivered = codes.iter().filter(|code| **code == Some(1009)).count();
+    assert_eq!(delivered, 100, "close frames: {codes:?}");
+    still_serving(&server).await;
+}
+
+#[tokio::test]
+async fn close_reasons_say_what_was_wrong() {
+    let server = server();
+    let cases: Vec<(Vec<u8>, u16, &str)> = vec![
+        (frame(true, 8, &999u16.to_be_bytes(), true), 1002, "invalid close code 999"),
+        (frame(true, 8, &[0x03, 0xe8, 0xff], true), 1007, "invalid UTF-8 in the close reason"),
+        (frame(true, 3, b"", true), 1002, "unknown opcode 3"),
+        (frame(true, 1, b"hi", false), 1002, "masked"),
+        (frame(true, 0, b"x", true), 1002, "no message to continue"),
+        (frame(true, 2, &vec![0; LIMIT + 1], true), 1009, "message too big"),
+    ];
+    for (bytes, code, reason) in cases {
+        let mut conn = open(&server, "/echo").await;
+        conn.send_raw(&bytes).await;
+        let close = loop {
+            let frame = conn.read_frame().await.expect("a close frame");
+            if frame.opcode == 8 {
+                break frame;
+            }
+        };
+        assert_eq!(close.close_code(), Some(code), "{reason}");
+        let text = String::from_utf8_lossy(&close.payload[2..]).to_string();
+        assert!(text.contains(reason), "{reason}: the reason given was {text:?}");
+    }
+    still_serving(&server).await;
+}

@@ -99,6 +99,7 @@ async fn a_dead_client_in_a_busy_room_is_dropped_and_the_room_loses_nothing() {
     // ends the dead client.
     let server = server(&[
         ("ROOMCAST_LIMITS__OUTBOUND_QUEUE", "100000"),
+        ("ROOMCAST_LIMITS__OUTBOUND_BYTES", "1GiB"),
         ("ROOMCAST_LIMITS__MESSAGES_PER_SECOND", "100000"),
         ("ROOMCAST_LIMITS__BURST", "100000"),
     ]);
@@ -152,23 +153,25 @@ async fn a_dead_client_in_a_busy_room_is_dropped_and_the_room_loses_nothing() {
     dead.read_to_end(Duration::from_secs(5)).await;
 }
 
-/// A session that ended while the client was not reading (here: an echo
-/// followed by a protocol error, handled in one go) leaves a connection
-/// whose last bytes cannot be sent: actix hands them to the kernel and
-/// closes, leaving an orphan socket that would probe the client's closed
-/// window for minutes. With TCP_USER_TIMEOUT the kernel drops it once the
-/// heartbeat timeout has passed. Such a drop sends no reset, so the test
-/// watches the server's side in /proc/net/tcp.
+/// A session that ended while the client was not reading (here: a 1 MiB
+/// echo and the client's close frame, handled in one go: the echo goes
+/// first, then the close answer) leaves a connection whose last bytes
+/// cannot be sent: actix hands them to the kernel and closes, leaving an
+/// orphan socket that would probe the client's closed window for minutes.
+/// With TCP_USER_TIMEOUT the kernel drops it once the heartbeat timeout
+/// has passed. Such a drop sends no reset, so the test watches the server's
+/// side in /proc/net/tcp.
 #[tokio::test]
 async fn an_ended_session_whose_client_does_not_read_still_goes() {
-    let server = server(&[("ROOMCAST_LIMITS__MAX_MESSAGE_BYTES", "2000000")]);
+    let server =
+        server(&[("ROOMCAST_LIMITS__MAX_MESSAGE_BYTES", "2000000"), ("ROOMCAST_LOG__LEVEL", "info,roomcast=debug")]);
     let mut conn = RawConn::upgrade_small_buffer(server.addr, "/echo").await;
     let client_port = conn.stream.local_addr().unwrap().port();
     let mut bytes = common::raw::frame(true, 1, &vec![b'e'; 1 << 20], true);
-    bytes.extend(common::raw::frame(true, 3, b"", true)); // reserved opcode: 1002
+    bytes.extend(common::raw::frame(true, 8, &1000u16.to_be_bytes(), true));
     conn.send_raw(&bytes).await;
     let sent = Instant::now();
-    server.wait_for_log("closing 1002");
+    server.wait_for_log("session 1 closed");
     // The kernel's table is the only witness (no reset reaches the client),
     // and it offers no event to wait on: poll it.
     while server_side_exists(server.addr.port(), client_port) {

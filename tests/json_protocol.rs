@@ -263,3 +263,52 @@ async fn every_error_leaves_the_connection_open() {
     assert_eq!(ok["seq"], 1);
     assert_eq!(witness.expect("message").await["body"], "still here");
 }
+
+/// Bodies that other people's parsers choke on are refused, on `/ws` and
+/// on `/api`, and so never stored or replayed to anyone who joins.
+#[tokio::test]
+async fn poison_bodies_are_refused_and_never_replayed() {
+    let server = Server::start(&[("ROOMCAST_API__KEY", "k")]);
+    let mut a = Client::json(&server).await;
+    a.join("p").await;
+    let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+    let publish =
+        |body: &str, reference: u64| format!(r#"{{"type":"publish","room":"p","body":{body},"ref":{reference}}}"#);
+    let cases: Vec<(String, &str, Value)> = vec![
+        (publish(&nested(65), 1), "bad_request", json!(1)),
+        (publish(&nested(10_000), 2), "bad_request", json!(2)),
+        (publish(r#""\ud800""#, 3), "bad_json", Value::Null),
+        (publish(r#"{"k":"x\udfff"}"#, 4), "bad_json", Value::Null),
+        (r#"{"type":"nick","name":"\ud83d"}"#.to_string(), "bad_json", Value::Null),
+    ];
+    for (frame, code, reference) in &cases {
+        a.send_text(frame).await;
+        let error = a.expect("error").await;
+        assert_eq!(
+            (error["code"].as_str(), &error["ref"]),
+            (Some(*code), reference),
+            "{}",
+            &frame[..60.min(frame.len())]
+        );
+    }
+    // What is fine: 64 levels, a surrogate pair.
+    a.send_text(&publish(&nested(64), 5)).await;
+    assert_eq!(a.expect("message").await["seq"], 1);
+    assert_eq!(a.expect("ok").await["ref"], 5);
+    a.send_text(&publish(r#""\ud83d\ude00""#, 6)).await;
+    assert_eq!(a.expect("message").await["body"], "😀");
+    assert_eq!(a.expect("ok").await["ref"], 6);
+    // The HTTP API refuses the same bodies.
+    let http = reqwest::Client::new();
+    for (body, expected) in [(nested(65), 400), (r#""\ud800""#.to_string(), 400), ("[1]".to_string(), 200)] {
+        let response =
+            http.post(server.http("/api/rooms/p/publish")).bearer_auth("k").body(body).send().await.expect("publish");
+        assert_eq!(response.status().as_u16(), expected);
+    }
+    // A newcomer gets the three good messages, each of which a strict
+    // parser reads (recv_json would fail on a lone surrogate).
+    let mut newcomer = Client::json(&server).await;
+    let joined = newcomer.request(json!({"type":"join","room":"p","history":50})).await;
+    let seqs: Vec<_> = joined["history"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [1, 2, 3]);
+}

@@ -89,7 +89,7 @@ fn objectives_decide_the_exit_status() {
     let server = Server::start(&fast_limits());
     let (code, doc, _) =
         load(&server, &["fanout", "--rooms", "1", "--members", "2", "--duration", "300ms", "--max-loss", "0"]);
-    assert_eq!(code, Some(0));
+    assert_eq!(code, Some(0), "{doc:#}");
     assert_eq!(doc["passed"], true);
     let (code, doc, output) = load(
         &server,

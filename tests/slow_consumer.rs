@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::raw::RawConn;
 use common::{Client, Server, text};
+use futures_util::SinkExt;
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -116,21 +117,98 @@ async fn a_stalled_reader_is_closed_and_nobody_else_loses_anything() {
     eprintln!("slow consumer: server RSS {baseline_kib} KiB before, peak growth {growth_mib:.1} MiB");
 }
 
-#[tokio::test]
-async fn the_close_is_1013_when_the_socket_takes_it() {
-    // A queue of one. Each publish with a ref queues the message and the ok
-    // back to back; once the session has not drained the first before the
-    // second comes (a race over 200 tries), the queue overflows. The socket
-    // is fine, so the close frame reaches the client.
-    let server = Server::start(&[("ROOMCAST_LIMITS__OUTBOUND_QUEUE", "1"), ("ROOMCAST_LIMITS__BURST", "1000")]);
-    let mut client = Client::json(&server).await;
-    client.join("tiny").await;
-    for n in 0..200 {
-        client.send_json(json!({"type":"publish","room":"tiny","body":n,"ref":n})).await;
-    }
-    assert_eq!(client.close_code().await, 1013);
+// Two threads: the flood runs while the test waits for the log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_closed_1013_and_finds_the_close_when_it_reads_again() {
+    let server = Server::start(&[
+        ("ROOMCAST_LIMITS__OUTBOUND_BYTES", "64KiB"),
+        ("ROOMCAST_LIMITS__MESSAGES_PER_SECOND", "1000000"),
+        ("ROOMCAST_LIMITS__BURST", "1000000"),
+    ]);
+    let mut stalled = RawConn::upgrade_small_buffer(server.addr, "/ws").await;
+    let welcome: serde_json::Value = serde_json::from_str(stalled.read_frame().await.unwrap().text()).unwrap();
+    let stalled_id = welcome["id"].as_str().unwrap().to_string();
+    stalled.send_frame(true, 1, json!({"type":"join","room":"tiny"}).to_string().as_bytes()).await;
+    assert!(stalled.read_frame().await.unwrap().text().contains("\"joined\""));
+    // From here on the stalled member reads nothing: up to 16 MiB of
+    // messages fill its socket, then 64 KiB its queue. (The publisher is a
+    // raw member, which gets no copy of what it sends.)
+    let mut publisher = Client::connect(&server.url("/ws/tiny")).await;
+    let flood = tokio::spawn(async move {
+        let body = "p".repeat(4096);
+        for _ in 0..4000 {
+            publisher.send(text(&body)).await;
+        }
+        publisher
+    });
+    server.wait_for_log(&format!("session {stalled_id}: outbound queue full while it did not read, closing 1013"));
+    // Reading again, within the grace period, it finds what its socket
+    // held and then the close frame.
+    assert_eq!(stalled.read_to_end(Duration::from_secs(5)).await, Some(1013));
+    let _publisher = flood.await.unwrap();
+    // Listing the rooms joins none (a new member would get the rest of the
+    // flood, which its 64 KiB could not hold).
+    let mut probe = Client::json(&server).await;
+    let rooms = probe.request(json!({"type":"rooms"})).await;
+    assert_eq!(rooms["rooms"], json!([{"room":"tiny","members":1}]), "the closed client left; the publisher remains");
     assert_eq!(server.metric("roomcast_slow_consumer_closes_total").await, 1);
-    let mut next = Client::json(&server).await;
-    let joined = next.join("tiny").await;
-    assert_eq!(joined["members"], 1, "the closed client left the room");
+}
+
+#[tokio::test]
+async fn a_client_that_reads_is_never_closed_for_its_own_burst() {
+    // 64 frames may wait; the burst's answers are 199 frames at once.
+    let server = Server::start(&[("ROOMCAST_LIMITS__OUTBOUND_QUEUE", "64")]);
+    for run in 0..30 {
+        let mut client = Client::json(&server).await;
+        let room = format!("burst{run}");
+        // The whole burst (100 messages) in one write: a join and 99
+        // publishes, answered by a joined, 99 messages and 99 oks.
+        client.ws.feed(text(&json!({"type":"join","room":room}).to_string())).await.unwrap();
+        for n in 0..99 {
+            client.ws.feed(text(&json!({"type":"publish","room":room,"body":n,"ref":n}).to_string())).await.unwrap();
+        }
+        client.ws.flush().await.unwrap();
+        let (mut messages, mut oks) = (0, 0);
+        while messages < 99 || oks < 99 {
+            let frame = client.recv_json().await;
+            match frame["type"].as_str() {
+                Some("joined") => {}
+                Some("message") => messages += 1,
+                Some("ok") => oks += 1,
+                _ => panic!("run {run}: unexpected {frame}"),
+            }
+        }
+        client.close().await;
+    }
+    assert_eq!(server.metric("roomcast_slow_consumer_closes_total").await, 0);
+}
+
+#[tokio::test]
+async fn rejoins_from_a_client_that_does_not_read_hold_at_most_outbound_bytes() {
+    let server = Server::start(&[("ROOMCAST_LIMITS__BURST", "1000")]);
+    // A room whose history holds its 1 MiB (history_bytes): every joined
+    // with history is about 1 MiB.
+    let mut filler = Client::json(&server).await;
+    filler.join("big").await;
+    let body = "h".repeat(20 * 1024);
+    for n in 0..50 {
+        let ok = filler.request(json!({"type":"publish","room":"big","body":format!("{n}{body}")})).await;
+        assert_eq!(ok["type"], "ok", "{ok}");
+    }
+    let mut hog = RawConn::upgrade_small_buffer(server.addr, "/ws").await;
+    let welcome: serde_json::Value = serde_json::from_str(hog.read_frame().await.unwrap().text()).unwrap();
+    let hog_id = welcome["id"].as_str().unwrap().to_string();
+    let baseline_kib = server.rss_kib();
+    server.reset_peak_rss();
+    // 100 joins with the whole history, in one write, never read.
+    let join =
+        common::raw::frame(true, 1, json!({"type":"join","room":"big","history":50}).to_string().as_bytes(), true);
+    hog.send_raw(&join.repeat(100)).await;
+    server.wait_for_log(&format!("session {hog_id}: outbound queue full while it did not read, closing 1013"));
+    let growth_kib = server.peak_rss_kib().saturating_sub(baseline_kib);
+    eprintln!("100 rejoins never read: server RSS peaked {growth_kib} KiB above {baseline_kib} KiB");
+    // outbound_bytes (4 MiB), plus one joined being built (1 MiB) and
+    // buffers.
+    assert!(growth_kib <= 4096 + 2048, "RSS grew by {growth_kib} KiB");
+    assert_eq!(filler.request(json!({"type":"ping"})).await["type"], "pong", "the room carries on");
 }

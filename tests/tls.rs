@@ -118,15 +118,25 @@ async fn plain_http_on_the_tls_port_gets_no_page() {
 /// room.
 #[tokio::test]
 async fn a_silent_wss_client_is_dropped_by_the_heartbeat() {
-    let server =
-        certificate().server(&[("ROOMCAST_HEARTBEAT__INTERVAL", "300ms"), ("ROOMCAST_HEARTBEAT__TIMEOUT", "900ms")]);
+    let server = certificate().server(&[
+        ("ROOMCAST_HEARTBEAT__INTERVAL", "300ms"),
+        ("ROOMCAST_HEARTBEAT__TIMEOUT", "900ms"),
+        ("ROOMCAST_LIMITS__OUTBOUND_BYTES", "64MiB"),
+        ("ROOMCAST_LIMITS__BURST", "1000"),
+    ]);
     let mut watcher = Client::json(&server).await;
     watcher.join("hb").await;
-    let mut silent = Client::json(&server).await;
+    let mut silent = Client::json_small_buffer(&server).await;
     silent.join("hb").await;
     let silent_id = silent.id.clone();
     assert_eq!(watcher.expect("presence").await["id"], json!(silent_id));
-    // From here on `silent` is never read again.
+    // From here on `silent` is never read again. 8 MiB of messages fill
+    // its socket (and stay within its outbound_bytes), after which its
+    // actor cannot run.
+    let body = "b".repeat(32 * 1024);
+    for _ in 0..256 {
+        watcher.send_json(json!({"type": "publish", "room": "hb", "body": body})).await;
+    }
     // Reading keeps the watcher answering pings.
     loop {
         let frame = watcher.recv_json().await;
@@ -136,8 +146,8 @@ async fn a_silent_wss_client_is_dropped_by_the_heartbeat() {
         }
     }
     server.wait_for_log(&format!("session {silent_id}: heartbeat timeout"));
-    // The client answers neither pings nor the close: the watchdog cuts
-    // its connection through the TLS stream's socket.
+    // The client answers neither pings nor the close, and its actor cannot
+    // run: the watchdog cuts its connection through the TLS stream's socket.
     server.wait_for_log(&format!("session {silent_id}: cut the connection"));
     assert_eq!(watcher.request(json!({"type": "ping"})).await["type"], "pong", "the watcher carries on");
     drop(silent);

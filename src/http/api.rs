@@ -1,6 +1,7 @@
 //! `/api`: server-side publish and the room list, behind a bearer key.
 //!
-//! Checks run in this order: the API is off (404) when `api.key` is empty;
+//! Checks run in this order: a `Host` this server does not answer to is
+//! 421 (`server.hosts`); the API is off (404) when `api.key` is empty;
 //! a missing or wrong key is 401; then a bad room name or body is 400 and a
 //! body over `max_message_bytes` 413. The body is read only after the key
 //! was checked, so nobody without the key can make the server buffer it.
@@ -20,6 +21,7 @@ fn json(body: String) -> HttpResponse {
 }
 
 fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), Refusal> {
+    state.check_host(req)?;
     let key = &state.settings.api.key;
     if key.is_empty() {
         return Err(Refusal::new(StatusCode::NOT_FOUND, "not found"));
@@ -85,8 +87,15 @@ pub async fn publish(
             return Refusal::new(StatusCode::BAD_REQUEST, format!("the body must be one JSON value: {e}")).response();
         }
     };
+    if let Err(poison) = crate::protocol::check_poison(body.get(), crate::protocol::MAX_BODY_DEPTH) {
+        return Refusal::new(StatusCode::BAD_REQUEST, format!("the body is refused: {}", poison.describe())).response();
+    }
     match state.registry.send(ApiPublish { room, body }).await {
-        Ok(seq) => json(format!("{{\"seq\":{seq}}}")),
+        Ok(Ok(seq)) => json(format!("{{\"seq\":{seq}}}")),
+        Ok(Err(_)) => {
+            let why = "the server holds its most rooms (rooms.max_rooms); publish to an existing room";
+            Refusal::new(StatusCode::SERVICE_UNAVAILABLE, why).response()
+        }
         Err(e) => {
             log::warn!("room registry unavailable: {e}");
             Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "room registry unavailable").response()

@@ -1,9 +1,13 @@
-//! The HTTP surface: routes, the shared application state, the origin
-//! policy, and the per-connection socket capture.
+//! The HTTP surface: routes, the shared application state, and what the
+//! handshake gate checks: the names the server answers to (`hosts`), the
+//! origin policy (`origin`), connections per client address (`peers`), and
+//! the per-connection socket capture (`conn`).
 
 pub mod api;
 pub mod conn;
+pub mod hosts;
 pub mod origin;
+pub mod peers;
 pub mod status;
 pub mod upgrade;
 
@@ -12,20 +16,26 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use actix::Addr;
+use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::{StatusCode, header};
-use actix_web::{HttpResponse, ResponseError, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::session::heartbeat::Watchdog;
+use hosts::HostCheck;
 use origin::OriginCheck;
+use peers::PeerLimit;
 
 /// What every request handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub settings: Arc<Settings>,
+    pub hosts: Arc<HostCheck>,
     pub origin: Arc<OriginCheck>,
+    /// `None` without `max_connections_per_ip`.
+    pub peer_limit: Option<Arc<PeerLimit>>,
     pub registry: Addr<Registry>,
     pub watchdog: Watchdog,
     pub metrics: Arc<Metrics>,
@@ -35,16 +45,48 @@ pub struct AppState {
     pub next_id: Arc<AtomicU64>,
 }
 
+impl AppState {
+    /// 421 unless the request's `Host` names this server (`server.hosts`).
+    /// Everything but `/healthz` and `/metrics` asks, which load balancers
+    /// and scrapers often reach by address.
+    pub fn check_host(&self, req: &HttpRequest) -> Result<(), Refusal> {
+        self.hosts.check(request_host(req)).map_err(|why| {
+            log::info!("refused {} from {:?}: {why}", req.path(), req.peer_addr());
+            Refusal::new(StatusCode::MISDIRECTED_REQUEST, why)
+        })
+    }
+}
+
+/// The name and port a request was sent to: its `Host` header, or over
+/// HTTP/2 (which has none) its `:authority`. Forwarded headers are not
+/// looked at: anyone can send them.
+pub fn request_host(req: &HttpRequest) -> Option<&str> {
+    match req.headers().get(header::HOST) {
+        Some(host) => host.to_str().ok(),
+        None => req.uri().authority().map(|authority| authority.as_str()),
+    }
+}
+
 /// A refused request: a status and a one-line reason for people.
 #[derive(Debug)]
 pub struct Refusal {
     status: StatusCode,
     reason: Cow<'static, str>,
+    header: Option<(HeaderName, HeaderValue)>,
 }
 
 impl Refusal {
     pub fn new(status: StatusCode, reason: impl Into<Cow<'static, str>>) -> Self {
-        Refusal { status, reason: reason.into() }
+        Refusal { status, reason: reason.into(), header: None }
+    }
+
+    pub fn with_header(mut self, name: HeaderName, value: &'static str) -> Self {
+        self.header = Some((name, HeaderValue::from_static(value)));
+        self
+    }
+
+    pub fn reason(&self) -> &str {
+        &self.reason
     }
 
     pub fn response(&self) -> HttpResponse {
@@ -52,20 +94,18 @@ impl Refusal {
         if self.status == StatusCode::UNAUTHORIZED {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
+        if let Some(header) = &self.header {
+            response.insert_header(header.clone());
+        }
         response.content_type("text/plain; charset=utf-8").body(format!("{}\n", self.reason))
     }
 }
 
-impl<E: ResponseError> From<E> for Refusal {
-    fn from(error: E) -> Self {
-        Refusal::new(error.status_code(), error.to_string())
-    }
-}
-
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/ws", web::get().to(upgrade::json))
-        .route("/ws/{room}", web::get().to(upgrade::raw))
-        .route("/echo", web::get().to(upgrade::echo))
+    // Any method: a handshake that is not a GET is answered 400.
+    cfg.route("/ws", web::route().to(upgrade::json))
+        .route("/ws/{room}", web::route().to(upgrade::raw))
+        .route("/echo", web::route().to(upgrade::echo))
         .route("/healthz", web::get().to(status::healthz))
         .route("/metrics", web::get().to(status::metrics))
         .route("/", web::get().to(status::page))

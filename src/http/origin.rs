@@ -4,7 +4,10 @@
 //! made explicit (80 for http/ws, 443 for https/wss). `same-host` compares
 //! the Origin's host and port with the `Host` header; a `Host` without a
 //! port means the default port of the Origin's scheme, because that is what
-//! a browser omits (this also keeps TLS-terminating proxies working).
+//! a browser omits (this also keeps TLS-terminating proxies working), and
+//! so it matches an Origin on that port only. `same-host` cannot tell a
+//! rebound name from the real one (both headers carry it): `server.hosts`
+//! does that (see `hosts`).
 
 use actix_web::http::uri::Authority;
 
@@ -33,6 +36,14 @@ impl Origin {
             host: host.to_ascii_lowercase(),
             port: url.port_or_known_default(),
         })
+    }
+}
+
+fn default_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "http" | "ws" => Some(80),
+        "https" | "wss" => Some(443),
+        _ => None,
     }
 }
 
@@ -69,7 +80,7 @@ impl OriginCheck {
             OriginPolicy::SameHost => {
                 let host: Authority = host.and_then(|h| h.parse().ok()).ok_or("no usable Host header")?;
                 let same_host = host.host().eq_ignore_ascii_case(&origin.host);
-                let same_port = host.port_u16().or(origin.port) == origin.port;
+                let same_port = host.port_u16().or_else(|| default_port(&origin.scheme)) == origin.port;
                 if same_host && same_port { Ok(()) } else { Err("origin is not this host") }
             }
         }
@@ -96,6 +107,9 @@ mod tests {
         assert!(check(SameHost, &[], Some("https://chat.example"), Some("chat.example:443")));
         assert!(check(SameHost, &[], Some("http://[::1]:9000"), Some("[::1]:9000")));
         assert!(!check(SameHost, &[], Some("http://chat.example:80"), Some("chat.example:8080")));
+        assert!(!check(SameHost, &[], Some("http://chat.example:8080"), Some("chat.example")), "no port is 80");
+        assert!(!check(SameHost, &[], Some("https://chat.example:8443"), Some("chat.example")), "no port is 443");
+        assert!(check(SameHost, &[], Some("http://chat.example:80"), Some("chat.example")));
         assert!(!check(SameHost, &[], Some("http://evil.example:8080"), Some("localhost:8080")));
         assert!(!check(SameHost, &[], Some("null"), Some("localhost:8080")));
         assert!(!check(SameHost, &[], Some("http://localhost:8080"), None));

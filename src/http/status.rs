@@ -2,7 +2,7 @@
 
 use std::sync::atomic::Ordering;
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::AppState;
 
@@ -19,6 +19,9 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(state.metrics.render())
 }
 
-pub async fn page() -> HttpResponse {
+pub async fn page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    if let Err(refusal) = state.check_host(&req) {
+        return refusal.response();
+    }
     HttpResponse::Ok().content_type("text/html; charset=utf-8").body(include_str!("page.html"))
 }

@@ -1,37 +1,108 @@
 //! The WebSocket endpoints: `/ws`, `/ws/{room}`, `/echo`.
 //!
-//! Every handshake passes the same gate before it is upgraded: 503 while
-//! draining, 403 for a refused Origin, 400 for a request that is not a
-//! valid WebSocket handshake, 503 beyond `max_connections`. `/ws/{room}`
-//! adds 400 for a bad room name and 409 for a full room.
+//! Every handshake passes the same gate before it is upgraded, in this
+//! order: 503 while draining; 431 for headers over 16 KiB; 421 for a
+//! `Host` this server does not answer to; 403 for a refused Origin; 400 for
+//! a request that is not a valid WebSocket handshake, 426 for a version
+//! other than 13; 400 for a bad room name; 503 beyond `max_connections` or
+//! `max_connections_per_ip`. `/ws/{room}` adds 409 for a full room and 503
+//! when the room would be one more than `rooms.max_rooms`.
+//!
+//! A session is registered with the registry before anything else can
+//! refer to it, through a `Registration` that ends the registration when
+//! dropped, however the upgrade ends.
 
 use std::sync::atomic::Ordering;
 
-use actix_web::http::{StatusCode, header};
+use actix_web::http::{Method, StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_web_actors::ws;
 
-use super::conn::ConnSocket;
+use super::conn::{ConnSocket, SocketId};
+use super::peers::{Peer, PeerSlot};
 use super::{AppState, Refusal};
-use crate::metrics::Metrics;
+use crate::metrics::{ConnectionSlot, Metrics};
 use crate::protocol::{RoomName, SUBPROTOCOL, SessionId};
-use crate::registry::messages::{Connect, ConnectRaw, Disconnect};
+use crate::registry::messages::{Connect, ConnectRaw, RawRefusal, Registration};
 use crate::session::echo::Echo;
-use crate::session::guard::FrameGuard;
-use crate::session::handle::SessionHandle;
+use crate::session::handle::{OutboundLimits, SessionHandle};
 use crate::session::json::JsonRoom;
 use crate::session::ratelimit::TokenBucket;
 use crate::session::raw::RawRelay;
 use crate::session::{Endpoint, Session, SessionParts};
 
-/// A handshake that passed the gate: its session id, handle and slot.
+/// The most header bytes a handshake may carry (the sum of every header's
+/// name and value).
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// A handshake that passed the gate: its session's handle and the slots it
+/// holds while open.
 struct Admitted {
     handle: SessionHandle,
-    slot: crate::metrics::ConnectionSlot,
+    slot: ConnectionSlot,
+    peer_slot: Option<PeerSlot>,
 }
 
 fn peer(req: &HttpRequest) -> String {
     req.peer_addr().map_or_else(|| "?".into(), |addr| addr.to_string())
+}
+
+/// A header value for the log: clients choose them, so keep them short.
+fn shown(value: Option<&str>) -> String {
+    match value {
+        Some(value) if value.len() > 80 => {
+            format!("{:?}... ({} bytes)", &value[..value.floor_char_boundary(80)], value.len())
+        }
+        Some(value) => format!("{value:?}"),
+        None => "none".into(),
+    }
+}
+
+/// Why `req` is not a WebSocket handshake roomcast accepts (RFC 6455
+/// §4.2.1), if it is not.
+fn handshake_refusal(req: &HttpRequest) -> Option<Refusal> {
+    let bad = |why: &'static str| Some(Refusal::new(StatusCode::BAD_REQUEST, why));
+    let headers = req.headers();
+    let has_token = |name, token: &str| {
+        headers
+            .get_all(name)
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    if req.method() != Method::GET {
+        return bad("a WebSocket handshake is a GET request");
+    }
+    if !has_token(header::UPGRADE, "websocket") {
+        return bad("not a WebSocket handshake: no \"Upgrade: websocket\" header");
+    }
+    if !has_token(header::CONNECTION, "upgrade") {
+        return bad("not a WebSocket handshake: no \"Connection: Upgrade\" header");
+    }
+    match headers.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) {
+        None => return bad("no Sec-WebSocket-Version header"),
+        Some(b"13") => {}
+        Some(_) => {
+            let refusal = Refusal::new(StatusCode::UPGRADE_REQUIRED, "only WebSocket version 13 is supported")
+                .with_header(header::SEC_WEBSOCKET_VERSION, "13");
+            return Some(refusal);
+        }
+    }
+    let mut keys = headers.get_all(header::SEC_WEBSOCKET_KEY);
+    let key_ok = match (keys.next(), keys.next()) {
+        (Some(key), None) => is_websocket_key(key.as_bytes()),
+        _ => false,
+    };
+    if !key_ok {
+        return bad("Sec-WebSocket-Key must be one 16-byte value in base64");
+    }
+    None
+}
+
+/// 16 bytes in base64: 22 characters of the alphabet, then "==".
+fn is_websocket_key(key: &[u8]) -> bool {
+    let base64 = |b: &u8| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/';
+    key.len() == 24 && key[..22].iter().all(base64) && &key[22..] == b"=="
 }
 
 /// The checks every WebSocket endpoint makes, in order; `bad_room` is why
@@ -40,15 +111,21 @@ fn admit(req: &HttpRequest, state: &AppState, bad_room: Option<&'static str>) ->
     if state.draining.load(Ordering::Acquire) {
         return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down"));
     }
+    let header_bytes: usize = req.headers().iter().map(|(name, value)| name.as_str().len() + value.len()).sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        log::info!("refused {} from {}: {header_bytes} bytes of headers", req.path(), peer(req));
+        return Err(Refusal::new(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers over 16 KiB"));
+    }
     let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
-    if let Err(why) = state.origin.check(header(header::ORIGIN), header(header::HOST)) {
+    state.check_host(req)?;
+    if let Err(why) = state.origin.check(header(header::ORIGIN), super::request_host(req)) {
         Metrics::inc(&state.metrics.origin_rejections);
-        log::info!("refused {} from {}: {why} (Origin {:?})", req.path(), peer(req), header(header::ORIGIN));
+        log::info!("refused {} from {}: {why} (Origin {})", req.path(), peer(req), shown(header(header::ORIGIN)));
         return Err(Refusal::new(StatusCode::FORBIDDEN, why));
     }
-    if let Err(error) = ws::handshake(req) {
-        log::info!("refused {} from {}: {error}", req.path(), peer(req));
-        return Err(error.into());
+    if let Some(refusal) = handshake_refusal(req) {
+        log::info!("refused {} from {}: {}", req.path(), peer(req), refusal.reason());
+        return Err(refusal);
     }
     if let Some(why) = bad_room {
         return Err(Refusal::new(StatusCode::BAD_REQUEST, why));
@@ -57,11 +134,28 @@ fn admit(req: &HttpRequest, state: &AppState, bad_room: Option<&'static str>) ->
         log::info!("refused {} from {}: max_connections reached", req.path(), peer(req));
         return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "too many connections"));
     };
+    let peer_slot = match (&state.peer_limit, req.peer_addr()) {
+        (Some(limit), Some(address)) => match limit.admit(Peer::of(address.ip())) {
+            Some(peer_slot) => Some(peer_slot),
+            None => {
+                Metrics::inc(&state.metrics.connections_refused);
+                log::info!("refused {} from {}: max_connections_per_ip reached", req.path(), peer(req));
+                return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "too many connections from your address"));
+            }
+        },
+        _ => None,
+    };
     let id = SessionId(state.next_id.fetch_add(1, Ordering::Relaxed));
-    let socket = req.conn_data::<ConnSocket>().cloned();
-    let handle = SessionHandle::new(id, state.settings.limits.outbound_queue, socket);
+    let socket = req.conn_data::<SocketId>().copied().map(ConnSocket::new);
+    let limits = &state.settings.limits;
+    let outbound = OutboundLimits {
+        frames: limits.outbound_queue,
+        bytes: limits.outbound_bytes.bytes(),
+        stall_ms: state.watchdog.timing().stall().as_millis() as u64,
+    };
+    let handle = SessionHandle::new(id, outbound, socket);
     log::debug!("session {id}: {} from {}", req.path(), peer(req));
-    Ok(Admitted { handle, slot })
+    Ok(Admitted { handle, slot, peer_slot })
 }
 
 /// Upgrades the connection and starts the session actor.
@@ -71,24 +165,23 @@ fn start<E: Endpoint>(
     state: &AppState,
     admitted: Admitted,
     endpoint: E,
-    protocols: Option<&'static [&'static str]>,
-) -> Result<HttpResponse, actix_web::Error> {
-    let limit = state.settings.limits.max_message_bytes;
-    let (payload, tripped) = FrameGuard::new(payload, limit);
+    protocols: &'static [&'static str],
+) -> HttpResponse {
+    let mut response = match ws::handshake_with_protocols(req, protocols) {
+        Ok(response) => response,
+        Err(error) => return Refusal::new(StatusCode::BAD_REQUEST, error.to_string()).response(),
+    };
     let parts = SessionParts {
         handle: admitted.handle,
         slot: admitted.slot,
-        tripped,
+        peer_slot: admitted.peer_slot,
         metrics: state.metrics.clone(),
         watchdog: state.watchdog.clone(),
         draining: state.draining.clone(),
-        max_message_bytes: limit,
+        max_message_bytes: state.settings.limits.max_message_bytes,
+        input: payload,
     };
-    let mut builder = ws::WsResponseBuilder::new(Session::new(parts, endpoint), req, payload).frame_size(limit);
-    if let Some(protocols) = protocols {
-        builder = builder.protocols(protocols);
-    }
-    builder.start()
+    response.streaming(Session::body(parts, endpoint))
 }
 
 fn bucket(state: &AppState) -> TokenBucket {
@@ -101,19 +194,16 @@ pub async fn json(req: HttpRequest, payload: web::Payload, state: web::Data<AppS
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.response(),
     };
-    let handle = admitted.handle.clone();
-    state.registry.do_send(Connect { handle: handle.clone() });
+    let registration = Registration::new(state.registry.clone(), admitted.handle.id());
+    state.registry.do_send(Connect { handle: admitted.handle.clone() });
     let heartbeat = &state.settings.heartbeat;
     let endpoint = JsonRoom::new(
-        state.registry.clone(),
+        registration,
         bucket(&state),
         heartbeat.interval.as_millis() as u64,
         heartbeat.timeout.as_millis() as u64,
     );
-    start(&req, payload, &state, admitted, endpoint, Some(&[SUBPROTOCOL])).unwrap_or_else(|error| {
-        state.registry.do_send(Disconnect { id: handle.id() });
-        error.error_response()
-    })
+    start(&req, payload, &state, admitted, endpoint, &[SUBPROTOCOL])
 }
 
 /// `GET /ws/{room}`: the raw relay.
@@ -131,24 +221,27 @@ pub async fn raw(
     let Ok(name) = name else {
         return Refusal::new(StatusCode::BAD_REQUEST, "bad room name").response();
     };
-    let handle = admitted.handle.clone();
-    let joined = state.registry.send(ConnectRaw { handle: handle.clone(), room: name.clone() }).await;
-    match joined {
-        Ok(Ok(())) => {}
-        Ok(Err(_full)) => {
-            log::info!("refused /ws/{name} from {}: room is full", peer(&req));
-            return Refusal::new(StatusCode::CONFLICT, "room is full").response();
+    // Before the registry hears of the session: if this future is dropped
+    // while it waits (the client went away), the registration still ends.
+    let registration = Registration::new(state.registry.clone(), admitted.handle.id());
+    let joined = state.registry.send(ConnectRaw { handle: admitted.handle.clone(), room: name.clone() }).await;
+    let refusal = match joined {
+        Ok(Ok(())) => None,
+        Ok(Err(RawRefusal::RoomFull)) => Some(Refusal::new(StatusCode::CONFLICT, "room is full")),
+        Ok(Err(RawRefusal::TooManyRooms)) => {
+            Some(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "the server holds its most rooms; try an existing room"))
         }
         Err(error) => {
             log::warn!("room registry unavailable: {error}");
-            return Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "room registry unavailable").response();
+            Some(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "room registry unavailable"))
         }
+    };
+    if let Some(refusal) = refusal {
+        log::info!("refused /ws/{name} from {}: {}", peer(&req), refusal.reason());
+        return refusal.response();
     }
-    let endpoint = RawRelay::new(state.registry.clone(), bucket(&state));
-    start(&req, payload, &state, admitted, endpoint, None).unwrap_or_else(|error| {
-        state.registry.do_send(Disconnect { id: handle.id() });
-        error.error_response()
-    })
+    let endpoint = RawRelay::new(registration, bucket(&state));
+    start(&req, payload, &state, admitted, endpoint, &[])
 }
 
 /// `GET /echo`: echoes every message.
@@ -157,5 +250,20 @@ pub async fn echo(req: HttpRequest, payload: web::Payload, state: web::Data<AppS
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.response(),
     };
-    start(&req, payload, &state, admitted, Echo, None).unwrap_or_else(|error| error.error_response())
+    start(&req, payload, &state, admitted, Echo, &[])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn websocket_keys() {
+        assert!(is_websocket_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        for bad in
+            [&b"x"[..], b"dGhlIHNhbXBsZSBub25jZQ=", b"dGhlIHNhbXBsZSBub25jZQ!=", b"dGhlIHNhbXBsZSBub25jZ===", b""]
+        {
+            assert!(!is_websocket_key(bad), "{}", String::from_utf8_lossy(bad));
+        }
+    }
 }

@@ -121,6 +121,92 @@ impl ErrorCode {
     }
 }
 
+/// How deep a body may nest arrays and objects.
+pub const MAX_BODY_DEPTH: usize = 64;
+
+/// JSON that parses but is refused: what other people's parsers choke on
+/// when it is stored and replayed to them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Poison {
+    /// A `\uD800`-`\uDFFF` escape that is not half of a pair: not Unicode.
+    LoneSurrogate,
+    /// Arrays and objects nested deeper than allowed.
+    TooDeep,
+}
+
+impl Poison {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Poison::LoneSurrogate => "a string holds a lone surrogate escape (such as \\ud800), which is not Unicode",
+            Poison::TooDeep => "nested deeper than 64 arrays or objects",
+        }
+    }
+}
+
+/// Checks JSON text that already parsed, whose values may nest at most
+/// `max_depth` arrays or objects deep. Text without `\u` escapes and with
+/// few brackets (nearly every message) is passed after two quick scans.
+pub fn check_poison(text: &str, max_depth: usize) -> Result<(), Poison> {
+    let bytes = text.as_bytes();
+    let deep = memchr::memchr2_iter(b'[', b'{', bytes).nth(max_depth).is_some();
+    if !deep && memchr::memmem::find(bytes, b"\\u").is_none() {
+        return Ok(());
+    }
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                i = string_end(bytes, i + 1)?;
+                continue;
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max_depth {
+                    return Err(Poison::TooDeep);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// The index after the string whose contents start at `i`, checking its
+/// `\u` escapes pair up.
+fn string_end(bytes: &[u8], mut i: usize) -> Result<usize, Poison> {
+    let unit =
+        |at: usize| bytes.get(at..at + 4).and_then(|hex| u16::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok());
+    while let Some(&byte) = bytes.get(i) {
+        match byte {
+            b'"' => return Ok(i + 1),
+            b'\\' if bytes.get(i + 1) == Some(&b'u') => match unit(i + 2) {
+                Some(0xD800..=0xDBFF) => {
+                    let low_follows =
+                        bytes.get(i + 6..i + 8) == Some(b"\\u") && matches!(unit(i + 8), Some(0xDC00..=0xDFFF));
+                    if !low_follows {
+                        return Err(Poison::LoneSurrogate);
+                    }
+                    i += 12;
+                }
+                Some(0xDC00..=0xDFFF) => return Err(Poison::LoneSurrogate),
+                _ => i += 6,
+            },
+            b'\\' => i += 2,
+            _ => i += 1,
+        }
+    }
+    Ok(i)
+}
+
+/// Client text quoted in a reply or a log line, cut to a readable length.
+pub fn quoted(text: &str) -> String {
+    const MAX: usize = 64;
+    if text.len() <= MAX { format!("{text:?}") } else { format!("{:?}...", &text[..text.floor_char_boundary(MAX)]) }
+}
+
 /// Whether a raw JSON value is a string literal.
 pub fn is_string(raw: &RawValue) -> bool {
     raw.get().starts_with('"')
@@ -207,6 +293,28 @@ mod tests {
             let back: String = serde_json::from_str(&json_str(s)).unwrap();
             assert_eq!(back, s);
         }
+    }
+
+    #[test]
+    fn poison() {
+        let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert_eq!(check_poison(&nested(64), 64), Ok(()));
+        assert_eq!(check_poison(&nested(65), 64), Err(Poison::TooDeep));
+        assert_eq!(check_poison(&format!("{{\"a\":{}}}", nested(64)), 65), Ok(()));
+        assert_eq!(check_poison(&format!("[\"{}\"]", "[".repeat(100)), 64), Ok(()), "brackets in strings");
+        for bad in [r#""\ud800""#, r#""\uDC00""#, r#""\ud800\u0041""#, r#""x\ud83d""#, r#"{"\udfff":1}"#] {
+            assert_eq!(check_poison(bad, 64), Err(Poison::LoneSurrogate), "{bad}");
+        }
+        for good in [r#""\ud83d\ude00""#, r#""\\ud800""#, r#""\u0041\"\\""#, r#""😀""#, "12", r#""\\""#] {
+            assert_eq!(check_poison(good, 64), Ok(()), "{good}");
+        }
+    }
+
+    #[test]
+    fn quoting_cuts_long_text() {
+        assert_eq!(quoted("dance"), "\"dance\"");
+        let long = "é".repeat(100);
+        assert!(quoted(&long).len() < 80 && quoted(&long).ends_with("..."));
     }
 
     #[test]

@@ -5,7 +5,9 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{ErrorCode, RoomName, as_string, is_integer, is_string, validate_nick};
+use super::{
+    ErrorCode, MAX_BODY_DEPTH, Poison, RoomName, as_string, check_poison, is_integer, is_string, quoted, validate_nick,
+};
 
 /// The `ref` of a request, kept as its JSON text so the reply carries it
 /// with its JSON type (string or integer).
@@ -97,6 +99,12 @@ pub fn parse_request(text: &str) -> Result<Request, RequestError> {
         Err(e) if e.is_data() => return Err(RequestError::new(BadRequest, e.to_string(), None)),
         Err(_) => return Err(RequestError::new(BadJson, "frame is not valid JSON", None)),
     };
+    // The body sits one level inside the request object.
+    let poison = check_poison(text, MAX_BODY_DEPTH + 1).err();
+    if poison == Some(Poison::LoneSurrogate) {
+        let message = format!("frame is not valid JSON: {}", Poison::LoneSurrogate.describe());
+        return Err(RequestError::new(BadJson, message, None));
+    }
     let reference = match fields.reference.0 {
         None => None,
         Some(raw) if is_string(raw) || is_integer(raw) => Some(raw.to_owned()),
@@ -105,6 +113,9 @@ pub fn parse_request(text: &str) -> Result<Request, RequestError> {
         }
     };
     let bad = |message: String| Err(RequestError::new(BadRequest, message, reference.clone()));
+    if poison == Some(Poison::TooDeep) {
+        return bad(format!("the request is {}", Poison::TooDeep.describe()));
+    }
     let Some(kind) = fields.kind.0.and_then(as_string) else {
         return bad("`type` must be a string".into());
     };
@@ -153,7 +164,7 @@ pub fn parse_request(text: &str) -> Result<Request, RequestError> {
     match parsed {
         Ok(kind) => Ok(Request { reference, kind }),
         Err(message) if message.is_empty() => {
-            Err(RequestError::new(UnknownType, format!("unknown type {:?}", kind.as_ref()), reference))
+            Err(RequestError::new(UnknownType, format!("unknown type {}", quoted(&kind)), reference))
         }
         Err(message) => bad(message),
     }
@@ -281,6 +292,12 @@ mod tests {
         assert_eq!(err("{\"type\":\"nick\",\"name\":\"a\\u0007b\"}"), (BadRequest, None));
         assert_eq!(err("{\"type\":\"nick\",\"name\":\"123456789012345678901234567890123\"}"), (BadRequest, None));
         assert_eq!(err("{\"type\":\"ping\",\"type\":\"ping\"}"), (BadRequest, None));
+        assert_eq!(err(r#"{"type":"publish","room":"a","body":"\ud800"}"#), (BadJson, None));
+        assert_eq!(err(r#"{"type":"ping","ref":"\udc00"}"#), (BadJson, None));
+        let nested = |n: usize| format!(r#"{{"type":"publish","room":"a","body":{}{}}}"#, "[".repeat(n), "]".repeat(n));
+        assert!(parse_request(&nested(64)).is_ok());
+        assert_eq!(err(&nested(65)), (BadRequest, None));
+        assert_eq!(err(&nested(10_000)), (BadRequest, None));
     }
 
     #[test]

@@ -2,12 +2,39 @@
 //! HTTP API) and room state. A registry spanning several processes would
 //! answer these same messages.
 
-use actix::Message;
+use actix::{Addr, Message};
 use serde_json::value::RawValue;
 
+use super::Registry;
 use crate::protocol::request::Request;
 use crate::protocol::{RoomName, SessionId};
-use crate::session::handle::{OutFrame, SessionHandle};
+use crate::session::handle::{InFlight, OutFrame, SessionHandle};
+
+/// A session's place in the registry, taken before the registry hears of
+/// the session: dropping it sends [`Disconnect`]. It lives in the session's
+/// endpoint, so however the connection ends, even while the upgrade is
+/// still being answered or before the session's actor ever ran, the
+/// registry forgets the session and its memberships.
+pub struct Registration {
+    registry: Addr<Registry>,
+    id: SessionId,
+}
+
+impl Registration {
+    pub fn new(registry: Addr<Registry>, id: SessionId) -> Self {
+        Registration { registry, id }
+    }
+
+    pub fn registry(&self) -> &Addr<Registry> {
+        &self.registry
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.registry.do_send(Disconnect { id: self.id });
+    }
+}
 
 /// A `/ws` session is open: it may now send [`Command`]s.
 #[derive(Message)]
@@ -19,16 +46,27 @@ pub struct Connect {
 /// A `/ws/{room}` connection asks to be a member of `room` before its
 /// upgrade, so a full room can still be answered with 409.
 #[derive(Message)]
-#[rtype(result = "Result<(), RoomFull>")]
+#[rtype(result = "Result<(), RawRefusal>")]
 pub struct ConnectRaw {
     pub handle: SessionHandle,
     pub room: RoomName,
 }
 
+/// Why a raw connection was not let into its room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawRefusal {
+    /// `max_members_per_room`: 409.
+    RoomFull,
+    /// A new room, and `rooms.max_rooms` are held: 503.
+    TooManyRooms,
+}
+
+/// A new room, and `rooms.max_rooms` are held.
 #[derive(Debug)]
-pub struct RoomFull;
+pub struct TooManyRooms;
 
 /// The session has ended: its memberships end with `presence` leave events.
+/// Sent by [`Registration`] only.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Disconnect {
@@ -42,6 +80,8 @@ pub struct Disconnect {
 pub struct Command {
     pub id: SessionId,
     pub request: Request,
+    /// Released when the registry is done with the request.
+    pub ticket: InFlight,
 }
 
 /// A data frame from a raw member, relayed to its room.
@@ -50,11 +90,12 @@ pub struct Command {
 pub struct RawFrame {
     pub id: SessionId,
     pub frame: OutFrame,
+    pub ticket: InFlight,
 }
 
 /// `POST /api/rooms/{room}/publish`: returns the message's `seq`.
 #[derive(Message)]
-#[rtype(result = "u64")]
+#[rtype(result = "Result<u64, TooManyRooms>")]
 pub struct ApiPublish {
     pub room: RoomName,
     pub body: Box<RawValue>,

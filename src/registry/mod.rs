@@ -13,6 +13,7 @@ pub mod room;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::{Actor, AsyncContext, Context, Handler, MessageResult};
@@ -23,14 +24,15 @@ use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::protocol::frame::{self, PresenceEvent};
 use crate::protocol::request::RequestKind;
-use crate::protocol::{self, ErrorCode, RoomName, SessionId, close};
-use crate::session::handle::{CloseRequest, OutFrame, Push, SessionHandle};
-use messages::{ApiPublish, Command, Connect, ConnectRaw, Disconnect, ListRooms, RawFrame, RoomFull};
-use room::{Member, MemberKind, Room};
+use crate::protocol::{self, ErrorCode, RoomName, SessionId};
+use crate::session::handle::{OutFrame, Push, SessionHandle};
+use messages::{ApiPublish, Command, Connect, ConnectRaw, Disconnect, ListRooms, RawFrame, RawRefusal, TooManyRooms};
+use room::{HistoryLimits, Member, MemberKind, Room};
 
 #[derive(Debug, Clone)]
 pub struct Limits {
-    pub history: usize,
+    pub history: HistoryLimits,
+    pub max_rooms: usize,
     pub empty_ttl: Duration,
     pub max_rooms_per_session: usize,
     pub max_members_per_room: usize,
@@ -39,7 +41,8 @@ pub struct Limits {
 impl Limits {
     pub fn new(settings: &Settings) -> Self {
         Limits {
-            history: settings.rooms.history,
+            history: HistoryLimits { messages: settings.rooms.history, bytes: settings.rooms.history_bytes.bytes() },
+            max_rooms: settings.rooms.max_rooms,
             empty_ttl: settings.rooms.empty_ttl,
             max_rooms_per_session: settings.limits.max_rooms_per_session,
             max_members_per_room: settings.limits.max_members_per_room,
@@ -142,7 +145,7 @@ impl Registry {
             return;
         }
         if room.is_empty() {
-            self.metrics.rooms.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            self.metrics.rooms.fetch_sub(1, Ordering::Relaxed);
             self.emptied.push(name.clone());
             return;
         }
@@ -159,16 +162,17 @@ impl Registry {
         }
     }
 
+    /// Whether `name` is a room that exists, or one more may be made.
+    fn room_allowed(&self, name: &RoomName) -> bool {
+        self.rooms.len() < self.limits.max_rooms || self.rooms.contains_key(name)
+    }
+
     /// Runs after every message: closes and removes slow consumers (which
     /// can make more: presence events), then starts `empty_ttl` timers.
     fn settle(&mut self, ctx: &mut Context<Self>) {
         while let Some(id) = self.slow.pop() {
             if let Some(entry) = self.sessions.get(&id) {
-                let request = CloseRequest { code: close::TRY_AGAIN_LATER, cut_after_grace: true };
-                if entry.handle.request_close(request) {
-                    Metrics::inc(&self.metrics.slow_consumer_closes);
-                    log::info!("session {id}: outbound queue full, closing 1013");
-                }
+                entry.handle.close_slow(&self.metrics);
             }
             self.remove_session(id);
         }
@@ -180,18 +184,27 @@ impl Registry {
                 continue;
             }
             if self.limits.empty_ttl.is_zero() {
-                self.rooms.remove(&name);
+                self.forget(&name);
                 continue;
             }
             let epoch = room.empty_epoch();
             ctx.run_later(self.limits.empty_ttl, move |registry, _| {
                 let forget = registry.rooms.get(&name).is_some_and(|r| r.is_empty() && r.empty_epoch() == epoch);
                 if forget {
-                    registry.rooms.remove(&name);
+                    registry.forget(&name);
                     log::debug!("room {name} forgotten after empty_ttl");
                 }
             });
         }
+        self.metrics.rooms_held.store(self.rooms.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Drops a room and its history.
+    fn forget(&mut self, name: &RoomName) {
+        if let Some(room) = self.rooms.remove(name) {
+            self.metrics.history_bytes.fetch_sub(room.history_bytes() as u64, Ordering::Relaxed);
+        }
+        self.metrics.rooms_held.store(self.rooms.len() as u64, Ordering::Relaxed);
     }
 
     fn join(
@@ -216,6 +229,11 @@ impl Registry {
                 let message = format!("room {name} has {members} members, the most allowed");
                 return self.error(id, ErrorCode::RoomFull, &message, reference);
             }
+            if !self.room_allowed(&name) {
+                let message =
+                    format!("the server holds its most rooms ({}); try an existing room", self.limits.max_rooms);
+                return self.error(id, ErrorCode::TooManyRooms, &message, reference);
+            }
             self.add_member(id, &name);
         }
         let Some(room) = self.rooms.get(&name) else {
@@ -227,7 +245,7 @@ impl Registry {
                 frame::joined(&name, room.len(), kept.into_iter(), Some(recovered), reference)
             }
             None => {
-                let count = history.unwrap_or(0).min(self.limits.history as u64) as usize;
+                let count = history.unwrap_or(0).min(self.limits.history.messages as u64) as usize;
                 frame::joined(&name, room.len(), room.recent(count), None, reference)
             }
         };
@@ -254,7 +272,7 @@ impl Registry {
         let Some(room) = self.rooms.get_mut(&name).filter(|room| room.contains(id)) else {
             return self.error(id, ErrorCode::NotMember, &format!("join {name} before publishing to it"), reference);
         };
-        let seq = publish_to(room, &name, &entry.sender, body, &mut self.slow);
+        let seq = publish_to(room, &self.metrics, &name, &entry.sender, body, &mut self.slow);
         if let Some(reference) = reference {
             self.reply(id, frame::ok(Some(seq), Some(reference)));
         }
@@ -309,15 +327,35 @@ impl Registry {
 }
 
 /// The room called `name`, made empty if it does not exist.
-fn room_entry<'a>(rooms: &'a mut HashMap<RoomName, Room>, name: &RoomName, history: usize) -> &'a mut Room {
+fn room_entry<'a>(rooms: &'a mut HashMap<RoomName, Room>, name: &RoomName, history: HistoryLimits) -> &'a mut Room {
     rooms.entry(name.clone()).or_insert_with(|| Room::new(history))
+}
+
+/// Appends a message to `room`, keeping `roomcast_history_bytes` up to date.
+fn append(room: &mut Room, metrics: &Metrics, build: impl FnOnce(u64) -> String) -> (u64, ByteString) {
+    let before = room.history_bytes() as u64;
+    let appended = room.append(build);
+    let after = room.history_bytes() as u64;
+    if after >= before {
+        metrics.history_bytes.fetch_add(after - before, Ordering::Relaxed);
+    } else {
+        metrics.history_bytes.fetch_sub(before - after, Ordering::Relaxed);
+    }
+    appended
 }
 
 /// Appends a message to `room` and fans it out: the JSON `message` frame to
 /// JSON members, the bare body to raw members. Returns its `seq`.
-fn publish_to(room: &mut Room, name: &RoomName, sender: &str, body: &RawValue, slow: &mut Vec<SessionId>) -> u64 {
+fn publish_to(
+    room: &mut Room,
+    metrics: &Metrics,
+    name: &RoomName,
+    sender: &str,
+    body: &RawValue,
+    slow: &mut Vec<SessionId>,
+) -> u64 {
     let ts = now_epoch_ms();
-    let (seq, frame) = room.append(|seq| frame::message(name, seq, sender, ts, body.get()));
+    let (seq, frame) = append(room, metrics, |seq| frame::message(name, seq, sender, ts, body.get()));
     let raw = room.has_raw_members().then(|| text(protocol::body_as_raw_text(body)));
     room.fan_out(None, Some(&OutFrame::Text(frame)), raw.as_ref(), slow);
     seq
@@ -332,12 +370,15 @@ impl Handler<Connect> for Registry {
 }
 
 impl Handler<ConnectRaw> for Registry {
-    type Result = Result<(), RoomFull>;
+    type Result = Result<(), RawRefusal>;
 
     fn handle(&mut self, msg: ConnectRaw, ctx: &mut Context<Self>) -> Self::Result {
-        let members = room_entry(&mut self.rooms, &msg.room, self.limits.history).len();
+        if !self.room_allowed(&msg.room) {
+            return Err(RawRefusal::TooManyRooms);
+        }
+        let members = self.rooms.get(&msg.room).map_or(0, Room::len);
         if members >= self.limits.max_members_per_room {
-            return Err(RoomFull);
+            return Err(RawRefusal::RoomFull);
         }
         let id = msg.handle.id();
         self.sessions.insert(id, Entry::new(msg.handle, MemberKind::Raw));
@@ -399,8 +440,10 @@ impl Handler<RawFrame> for Registry {
                 // JSON members get a `message` (with a seq, kept in history)
                 // whose body is the text; raw members get the same bytes.
                 let ts = now_epoch_ms();
-                let (_, frame) =
-                    room.append(|seq| frame::message(name, seq, &entry.sender, ts, &protocol::json_str(&body)));
+                let sender = &entry.sender;
+                let (_, frame) = append(room, &self.metrics, |seq| {
+                    frame::message(name, seq, sender, ts, &protocol::json_str(&body))
+                });
                 let json = OutFrame::Text(frame);
                 room.fan_out(Some(msg.id), Some(&json), Some(&OutFrame::Text(body)), &mut self.slow);
             }
@@ -411,18 +454,21 @@ impl Handler<RawFrame> for Registry {
 }
 
 impl Handler<ApiPublish> for Registry {
-    type Result = u64;
+    type Result = Result<u64, TooManyRooms>;
 
-    fn handle(&mut self, msg: ApiPublish, ctx: &mut Context<Self>) -> u64 {
+    fn handle(&mut self, msg: ApiPublish, ctx: &mut Context<Self>) -> Self::Result {
+        if !self.room_allowed(&msg.room) {
+            return Err(TooManyRooms);
+        }
         if !self.rooms.contains_key(&msg.room) {
             // Created empty by this publish: forgotten after empty_ttl like
             // any room nobody is in.
             self.emptied.push(msg.room.clone());
         }
         let room = room_entry(&mut self.rooms, &msg.room, self.limits.history);
-        let seq = publish_to(room, &msg.room, &frame::api_sender_fields(), &msg.body, &mut self.slow);
+        let seq = publish_to(room, &self.metrics, &msg.room, &frame::api_sender_fields(), &msg.body, &mut self.slow);
         self.settle(ctx);
-        seq
+        Ok(seq)
     }
 }
 

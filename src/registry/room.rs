@@ -29,20 +29,31 @@ pub struct Room {
     raw_members: usize,
     /// Stored `message` frames, oldest first; their seqs are consecutive.
     history: VecDeque<(u64, ByteString)>,
-    history_limit: usize,
+    /// Total length of the frames in `history`.
+    history_bytes: usize,
+    limits: HistoryLimits,
     /// Counts how often the room became empty; a timer that forgets the
     /// room carries the epoch it was set in and does nothing if it changed.
     empty_epoch: u64,
 }
 
+/// How much history a room keeps: `rooms.history` messages and
+/// `rooms.history_bytes` bytes of them, whichever is less.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryLimits {
+    pub messages: usize,
+    pub bytes: usize,
+}
+
 impl Room {
-    pub fn new(history_limit: usize) -> Self {
+    pub fn new(limits: HistoryLimits) -> Self {
         Room {
             seq: 0,
             members: IndexMap::new(),
             raw_members: 0,
-            history: VecDeque::with_capacity(history_limit.min(64)),
-            history_limit,
+            history: VecDeque::new(),
+            history_bytes: 0,
+            limits,
             empty_epoch: 0,
         }
     }
@@ -96,17 +107,34 @@ impl Room {
     }
 
     /// Gives the next message its `seq`, builds its frame once with `build`,
-    /// and keeps it in the history.
+    /// and keeps it in the history, dropping the oldest to stay within the
+    /// limits. A frame larger than the byte limit is not kept, and then
+    /// neither is anything before it: the history is always the newest
+    /// messages without a gap.
     pub fn append(&mut self, build: impl FnOnce(u64) -> String) -> (u64, ByteString) {
         self.seq += 1;
         let frame = ByteString::from(build(self.seq));
-        if self.history_limit > 0 {
-            if self.history.len() == self.history_limit {
-                self.history.pop_front();
+        let fits = frame.len() <= self.limits.bytes && self.limits.messages > 0;
+        while let Some((_, oldest)) = self.history.front() {
+            let full = self.history.len() >= self.limits.messages
+                || self.history_bytes + frame.len() > self.limits.bytes
+                || !fits;
+            if !full {
+                break;
             }
+            self.history_bytes -= oldest.len();
+            self.history.pop_front();
+        }
+        if fits {
+            self.history_bytes += frame.len();
             self.history.push_back((self.seq, frame.clone()));
         }
         (self.seq, frame)
+    }
+
+    /// Bytes of history kept.
+    pub fn history_bytes(&self) -> usize {
+        self.history_bytes
     }
 
     /// The last `count` stored messages, oldest first.
@@ -159,7 +187,7 @@ mod tests {
     use super::*;
 
     fn room_with_messages(limit: usize, count: u64) -> Room {
-        let mut room = Room::new(limit);
+        let mut room = Room::new(HistoryLimits { messages: limit, bytes: usize::MAX });
         for _ in 0..count {
             room.append(|seq| format!("m{seq}"));
         }
@@ -188,9 +216,27 @@ mod tests {
     }
 
     #[test]
+    fn history_bytes_drop_the_oldest_and_never_leave_a_gap() {
+        let mut room = Room::new(HistoryLimits { messages: 10, bytes: 10 });
+        for _ in 0..3 {
+            room.append(|seq| format!("msg{seq}"));
+        }
+        assert_eq!(room.recent(10).collect::<Vec<_>>(), ["msg2", "msg3"], "10 bytes hold two");
+        assert_eq!(room.history_bytes(), 8);
+        room.append(|seq| format!("a long message {seq}"));
+        assert_eq!(room.recent(10).count(), 0, "too large to keep, and the older ones would leave a gap");
+        assert_eq!(room.history_bytes(), 0);
+        assert_eq!(room.after(3), (vec![], false), "seq 4 is lost");
+        room.append(|seq| format!("m{seq}"));
+        assert_eq!(room.recent(10).collect::<Vec<_>>(), ["m5"]);
+        assert_eq!(room.after(4), (vec!["m5"], true));
+    }
+
+    #[test]
     fn emptying_starts_a_new_epoch() {
-        let mut room = Room::new(1);
-        let member = || Member { handle: SessionHandle::new(SessionId(1), 1, None), kind: MemberKind::Raw };
+        let mut room = Room::new(HistoryLimits { messages: 1, bytes: 100 });
+        let limits = crate::session::handle::OutboundLimits { frames: 1, bytes: 1000, stall_ms: 1000 };
+        let member = || Member { handle: SessionHandle::new(SessionId(1), limits, None), kind: MemberKind::Raw };
         room.add(SessionId(1), member());
         assert!(room.has_raw_members());
         assert!(room.remove(SessionId(1)));

@@ -1,20 +1,23 @@
-//! `/echo`: every text and binary message back, unchanged.
+//! `/echo`: every text and binary message back, unchanged. Echoes wait in
+//! the session's bounded queue like any outbound frame, so a client that
+//! sends and does not read is a slow consumer like any other.
 
 use bytes::Bytes;
 use bytestring::ByteString;
 
-use super::{Core, Endpoint, WsContext};
+use super::handle::OutFrame;
+use super::{Core, Endpoint};
 
 pub struct Echo;
 
 impl Endpoint for Echo {
     const NAME: &'static str = "/echo";
 
-    fn text(&mut self, core: &mut Core, text: ByteString, ctx: &mut WsContext<Self>) {
-        core.reply(ctx, text);
+    fn text(&mut self, core: &mut Core, text: ByteString) {
+        core.send(OutFrame::Text(text));
     }
 
-    fn binary(&mut self, core: &mut Core, data: Bytes, ctx: &mut WsContext<Self>) {
-        core.reply_binary(ctx, data);
+    fn binary(&mut self, core: &mut Core, data: Bytes) {
+        core.send(OutFrame::Binary(data));
     }
 }

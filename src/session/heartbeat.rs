@@ -9,11 +9,17 @@
 //!
 //! Timing: the sweep runs every `tick` (a quarter of the interval, at most
 //! 250 ms), so a silent client is noticed within `timeout + tick`. Its actor
-//! then sends close 1011 if it can and waits for the client's close; if the
-//! session is still running `grace` later (half the interval, at most 1 s),
-//! the socket is cut. A session that ended in between has asked the kernel
-//! to abort its connection if the client does not read within `grace`.
-//! Both together stay within `timeout + interval`.
+//! then sends close 1011 if it can and waits for the client's close. The
+//! same deadline follows every close the server starts for cause (1011,
+//! 1013, and protocol errors): if the session is still running half of
+//! `grace` (half the interval, at most 1 s) later, it is asked to stop,
+//! which closes the connection after the close frame; if it is still
+//! running after `grace`, its actor cannot run (the client does not read)
+//! and the socket is cut. A session that ended in between has asked the
+//! kernel to abort its connection if the client does not read within
+//! `grace`. All of it stays within `timeout + interval`.
+//!
+//! Each sweep also moves the coarse clock of `handle` on.
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -21,7 +27,7 @@ use std::time::Duration;
 use crate::config::HeartbeatSettings;
 use crate::metrics::Metrics;
 use crate::protocol::close;
-use crate::session::handle::{CloseRequest, SessionHandle, monotonic_ms};
+use crate::session::handle::{CloseRequest, SessionHandle, tick_coarse_clock};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
@@ -36,6 +42,13 @@ impl Timing {
         let tick = (settings.interval / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
         let grace = (settings.interval / 2).min(Duration::from_secs(1));
         Timing { interval: settings.interval, timeout: settings.timeout, tick, grace }
+    }
+
+    /// How long more than `outbound_queue` frames may wait for a client
+    /// with nothing taken before it counts as not reading: the grace
+    /// period, and at least two ticks of the coarse clock that measures it.
+    pub fn stall(&self) -> Duration {
+        self.grace.max(self.tick * 2)
     }
 }
 
@@ -74,7 +87,7 @@ impl Watchdog {
     /// Asks every session to close with `code`, for the drain on shutdown.
     pub fn close_all(&self, code: u16) {
         for handle in self.sessions().iter() {
-            handle.request_close(CloseRequest { code, cut_after_grace: false });
+            handle.request_close(CloseRequest { code, deadline: false });
         }
     }
 
@@ -87,7 +100,7 @@ fn sweep_until_dropped(inner: Weak<Inner>) {
     loop {
         let Some(inner) = inner.upgrade() else { return };
         let tick = inner.timing.tick;
-        sweep(&inner, monotonic_ms());
+        sweep(&inner, tick_coarse_clock());
         drop(inner);
         std::thread::sleep(tick);
     }
@@ -102,7 +115,7 @@ fn sweep(inner: &Inner, now_ms: u64) {
         None if handle.is_ended() => false,
         None => {
             if now_ms.saturating_sub(handle.last_heard_ms()) > timeout_ms {
-                let request = CloseRequest { code: close::HEARTBEAT_TIMEOUT, cut_after_grace: true };
+                let request = CloseRequest { code: close::HEARTBEAT_TIMEOUT, deadline: true };
                 if handle.request_close(request) {
                     Metrics::inc(&inner.metrics.heartbeat_timeouts);
                     log::info!("session {}: heartbeat timeout, closing", handle.id());
@@ -112,18 +125,22 @@ fn sweep(inner: &Inner, now_ms: u64) {
             }
             true
         }
-        Some(request) if request.cut_after_grace => {
-            if now_ms.saturating_sub(handle.close_requested_ms()) < grace_ms {
-                return true;
+        Some(_) if handle.is_ended() => false,
+        Some(request) if request.deadline => {
+            let waited = now_ms.saturating_sub(handle.close_requested_ms());
+            if waited >= grace_ms {
+                // Its actor cannot run: the client does not read.
+                if handle.cut() {
+                    log::info!("session {}: cut the connection ({} not delivered)", handle.id(), request.code);
+                }
+                return false;
             }
-            // Read before cutting: the cut itself makes the session end.
-            let ended = handle.is_ended();
-            if handle.cut() && !ended {
-                log::info!("session {}: cut the connection ({} not delivered)", handle.id(), request.code);
+            if waited >= grace_ms / 2 {
+                handle.request_stop();
             }
-            false
+            true
         }
-        Some(_) => !handle.is_ended(),
+        Some(_) => true,
     });
 }
 
@@ -131,6 +148,7 @@ fn sweep(inner: &Inner, now_ms: u64) {
 mod tests {
     use super::*;
     use crate::protocol::SessionId;
+    use futures_core::Stream;
 
     fn inner(timeout_ms: u64) -> Inner {
         Inner {
@@ -145,10 +163,15 @@ mod tests {
         }
     }
 
+    fn handle(id: u64) -> SessionHandle {
+        let limits = crate::session::handle::OutboundLimits { frames: 4, bytes: 1 << 20, stall_ms: 1000 };
+        SessionHandle::new(SessionId(id), limits, None)
+    }
+
     #[test]
-    fn silent_sessions_are_closed_then_forgotten_after_grace() {
+    fn silent_sessions_are_closed_asked_to_stop_then_forgotten_after_grace() {
         let inner = inner(1000);
-        let h = SessionHandle::new(SessionId(1), 4, None);
+        let h = handle(1);
         inner.sessions.lock().unwrap().push(h.clone());
         let heard = h.last_heard_ms();
         sweep(&inner, heard + 1000);
@@ -156,6 +179,21 @@ mod tests {
         sweep(&inner, heard + 1001);
         assert_eq!(h.close_request().map(|r| r.code), Some(close::HEARTBEAT_TIMEOUT));
         let closed = h.close_requested_ms();
+        let mut signals = h.signals();
+        let waker = futures_util::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut next = || loop {
+            match std::pin::Pin::new(&mut signals).poll_next(&mut cx) {
+                std::task::Poll::Ready(Some(crate::session::handle::Signal::Ping)) => {}
+                std::task::Poll::Ready(Some(signal)) => return Some(format!("{signal:?}")),
+                _ => return None,
+            }
+        };
+        assert!(next().is_some_and(|s| s.starts_with("Close")));
+        sweep(&inner, closed + 49);
+        assert_eq!(next(), None, "the client has half the grace to answer the close");
+        sweep(&inner, closed + 50);
+        assert_eq!(next().as_deref(), Some("Stop"));
         sweep(&inner, closed + 99);
         assert_eq!(inner.sessions.lock().unwrap().len(), 1, "kept during the grace");
         sweep(&inner, closed + 100);
@@ -166,7 +204,7 @@ mod tests {
     #[test]
     fn ended_sessions_are_dropped() {
         let inner = inner(1000);
-        let h = SessionHandle::new(SessionId(2), 4, None);
+        let h = handle(2);
         inner.sessions.lock().unwrap().push(h.clone());
         h.set_ended(Duration::from_secs(1));
         sweep(&inner, h.last_heard_ms());
@@ -183,6 +221,7 @@ mod tests {
             let t = Timing::new(&settings);
             assert!(t.tick * 2 + t.grace <= settings.interval, "{interval}: {t:?}");
             assert!(t.grace <= Duration::from_secs(1));
+            assert!(t.stall() >= t.tick * 2 && t.stall() <= Duration::from_secs(1), "{t:?}");
         }
     }
 }

@@ -155,12 +155,26 @@ impl Server {
 
     /// Resident memory of the server process, from /proc.
     pub fn rss_kib(&self) -> u64 {
+        self.proc_status_kib("VmRSS:")
+    }
+
+    /// The most resident memory since the start or `reset_peak_rss`.
+    pub fn peak_rss_kib(&self) -> u64 {
+        self.proc_status_kib("VmHWM:")
+    }
+
+    /// Starts measuring the peak anew (Linux: clear_refs 5).
+    pub fn reset_peak_rss(&self) {
+        std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5").expect("clear_refs");
+    }
+
+    fn proc_status_kib(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS")
+            .unwrap_or_else(|| panic!("{field} in /proc/PID/status"))
     }
 
     /// The value of one metric from `/metrics`.
@@ -231,7 +245,23 @@ impl Client {
 
     /// Connects to `/ws` and reads the `welcome`.
     pub async fn json(server: &Server) -> Client {
-        let mut client = Self::connect(&server.url("/ws")).await;
+        Self::welcomed(Self::connect(&server.url("/ws")).await).await
+    }
+
+    /// Like `json`, over a socket with a small receive buffer, for a client
+    /// that stops reading: the server's writes back up sooner.
+    pub async fn json_small_buffer(server: &Server) -> Client {
+        let request = server.url("/ws").into_client_request().expect("request");
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        let stream = socket.connect(server.addr).await.expect("connect");
+        let tls = TLS_CLIENT.get().map(|config| tokio_tungstenite::Connector::Rustls(config.clone()));
+        let (ws, _) =
+            tokio_tungstenite::client_async_tls_with_config(request, stream, None, tls).await.expect("upgrade");
+        Self::welcomed(Client { ws, id: String::new(), next_ref: 0 }).await
+    }
+
+    async fn welcomed(mut client: Client) -> Client {
         let welcome = client.recv_json().await;
         assert_eq!(welcome["type"], "welcome", "{welcome}");
         client.id = welcome["id"].as_str().expect("id is a string").to_string();

@@ -71,6 +71,38 @@ impl RawConn {
         Self::handshake(stream, addr, path, headers).await
     }
 
+    /// Like `upgrade`, from the source address `source` (any 127.x.y.z
+    /// reaches a server on 127.0.0.1).
+    pub async fn upgrade_from(source: std::net::IpAddr, addr: SocketAddr, path: &str) -> Result<RawConn, Refused> {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket.bind(SocketAddr::new(source, 0)).expect("bind the source address");
+        let stream = socket.connect(addr).await.expect("connect");
+        Self::handshake(stream, addr, path, &[]).await
+    }
+
+    /// Sends `request` as the whole handshake and returns the status line
+    /// and headers of the answer.
+    pub async fn handshake_text(addr: SocketAddr, request: &str) -> String {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut head = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = tokio::time::timeout(DEADLINE, stream.read(&mut chunk)).await.expect("an answer").unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&chunk[..n]);
+        }
+        String::from_utf8_lossy(&head).to_string()
+    }
+
+    /// Closes the TCP connection with a reset (SO_LINGER 0), as a client
+    /// that crashed or a middlebox would.
+    pub fn reset(self) {
+        let _ = socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO));
+    }
+
     /// Like `upgrade`, with a small receive buffer, for clients that stop
     /// reading: the server's writes back up sooner.
     pub async fn upgrade_small_buffer(addr: SocketAddr, path: &str) -> RawConn {
@@ -169,6 +201,26 @@ impl RawConn {
                 Ok(Ok(0)) | Ok(Err(_)) => return code,
                 Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
             }
+        }
+    }
+}
+
+/// Reads frames from `reader` up to the close frame; its code, or `None` if
+/// the connection ended (or was reset) first.
+pub async fn read_close_from(reader: &mut (impl tokio::io::AsyncRead + Unpin)) -> Option<u16> {
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 65536];
+    loop {
+        while let Some((frame, used)) = parse_server_frame(&buf) {
+            buf.drain(..used);
+            if frame.opcode == 8 {
+                return frame.close_code().or(Some(1005));
+            }
+        }
+        match tokio::time::timeout(DEADLINE, reader.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            Ok(_) => return None,
+            Err(_) => panic!("no close frame within {DEADLINE:?}"),
         }
     }
 }

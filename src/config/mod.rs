@@ -10,8 +10,15 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod values;
+
+pub use values::ByteSize;
+
 /// Where `serve` and `check-config` look when no `--config` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "config/roomcast.toml";
+
+/// actix runs at most this many worker threads (and panics beyond).
+const MAX_WORKERS: usize = 512;
 
 /// Prefix of environment overrides: `ROOMCAST_SERVER__PORT=9000`.
 const ENV_PREFIX: &str = "ROOMCAST";
@@ -32,10 +39,16 @@ pub struct Settings {
 #[serde(default, deny_unknown_fields)]
 pub struct ServerSettings {
     pub host: String,
+    #[serde(deserialize_with = "values::count")]
     pub port: u16,
+    #[serde(deserialize_with = "values::count")]
     pub workers: usize,
+    #[serde(deserialize_with = "values::count")]
     pub max_connections: usize,
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "values::count")]
+    pub max_connections_per_ip: usize,
+    pub hosts: Vec<String>,
+    #[serde(with = "values::duration")]
     pub shutdown_timeout: Duration,
     pub tls: TlsSettings,
 }
@@ -63,34 +76,46 @@ pub enum OriginPolicy {
 pub struct OriginSettings {
     pub policy: OriginPolicy,
     pub allow: Vec<String>,
+    #[serde(deserialize_with = "values::boolean")]
     pub allow_missing: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HeartbeatSettings {
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "values::duration")]
     pub interval: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "values::duration")]
     pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitSettings {
+    #[serde(deserialize_with = "values::count")]
     pub max_message_bytes: usize,
+    #[serde(deserialize_with = "values::count")]
     pub max_rooms_per_session: usize,
+    #[serde(deserialize_with = "values::count")]
     pub max_members_per_room: usize,
+    #[serde(deserialize_with = "values::count")]
     pub messages_per_second: u32,
+    #[serde(deserialize_with = "values::count")]
     pub burst: u32,
+    #[serde(deserialize_with = "values::count")]
     pub outbound_queue: usize,
+    pub outbound_bytes: ByteSize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RoomSettings {
+    #[serde(deserialize_with = "values::count")]
     pub history: usize,
-    #[serde(with = "humantime_serde")]
+    pub history_bytes: ByteSize,
+    #[serde(deserialize_with = "values::count")]
+    pub max_rooms: usize,
+    #[serde(with = "values::duration")]
     pub empty_ttl: Duration,
 }
 
@@ -113,6 +138,8 @@ impl Default for ServerSettings {
             port: 8080,
             workers: 0,
             max_connections: 100_000,
+            max_connections_per_ip: 0,
+            hosts: Vec::new(),
             shutdown_timeout: Duration::from_secs(10),
             tls: TlsSettings::default(),
         }
@@ -140,13 +167,14 @@ impl Default for LimitSettings {
             messages_per_second: 50,
             burst: 100,
             outbound_queue: 1024,
+            outbound_bytes: ByteSize::mib(4),
         }
     }
 }
 
 impl Default for RoomSettings {
     fn default() -> Self {
-        Self { history: 50, empty_ttl: Duration::from_secs(300) }
+        Self { history: 50, history_bytes: ByteSize::mib(1), max_rooms: 100_000, empty_ttl: Duration::from_secs(300) }
     }
 }
 
@@ -206,20 +234,15 @@ impl Settings {
         if let Some(file) = file {
             builder = builder.add_source(config_file(file));
         }
-        builder = builder.add_source(
-            config::Environment::with_prefix(ENV_PREFIX)
-                .prefix_separator("_")
-                .separator("__")
-                .list_separator(",")
-                .with_list_parse_key("origin.allow")
-                .try_parsing(true)
-                .source(env),
-        );
+        // Environment values stay strings; `values` reads them as the key's type.
+        builder = builder
+            .add_source(config::Environment::with_prefix(ENV_PREFIX).prefix_separator("_").separator("__").source(env));
         let merged = builder.build().map_err(ConfigError::new)?;
         reject_unknown_keys(&merged)?;
-        let mut settings: Settings = merged.try_deserialize().map_err(ConfigError::new)?;
-        // `ROOMCAST_ORIGIN__ALLOW=` means "no entries", not one empty entry.
-        settings.origin.allow.retain(|entry| !entry.trim().is_empty());
+        let mut tree: serde_json::Value = merged.try_deserialize().map_err(ConfigError::new)?;
+        split_lists(&mut tree);
+        let settings: Settings = serde_path_to_error::deserialize(tree)
+            .map_err(|error| ConfigError::key(&error.path().to_string(), error.inner()))?;
         settings.validate()?;
         Ok(settings)
     }
@@ -240,9 +263,26 @@ impl Settings {
                 return Err(ConfigError::key(key, "must be at least 1"));
             }
         }
+        if self.rooms.max_rooms == 0 {
+            return Err(ConfigError::key("rooms.max_rooms", "must be at least 1"));
+        }
+        if self.limits.outbound_bytes.0 == 0 {
+            return Err(ConfigError::key("limits.outbound_bytes", "must be at least 1"));
+        }
+        if self.server.workers > MAX_WORKERS {
+            return Err(ConfigError::key(
+                "server.workers",
+                format!("{} is more than {MAX_WORKERS}, the most actix runs", self.server.workers),
+            ));
+        }
         if self.server.host.trim().is_empty() {
             return Err(ConfigError::key("server.host", "must not be empty"));
         }
+        use std::net::ToSocketAddrs;
+        if let Err(problem) = (self.server.host.as_str(), self.server.port).to_socket_addrs() {
+            return Err(ConfigError::key("server.host", format!("cannot resolve {:?}: {problem}", self.server.host)));
+        }
+        crate::http::hosts::HostCheck::new(&self.server)?;
         if self.heartbeat.interval.is_zero() {
             return Err(ConfigError::key("heartbeat.interval", "must be longer than 0s"));
         }
@@ -283,6 +323,21 @@ impl Settings {
     /// The effective settings as TOML, as `check-config` prints them.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_else(|e| format!("# cannot render settings: {e}\n"))
+    }
+}
+
+/// Keys whose values are lists; from the environment they are one
+/// comma-separated string (`ROOMCAST_ORIGIN__ALLOW=https://a,https://b`).
+const LIST_KEYS: [(&str, &str); 2] = [("origin", "allow"), ("server", "hosts")];
+
+fn split_lists(tree: &mut serde_json::Value) {
+    for (section, key) in LIST_KEYS {
+        if let Some(value) = tree.get_mut(section).and_then(|s| s.get_mut(key))
+            && let Some(text) = value.as_str()
+        {
+            let items = text.split(',').map(str::trim).filter(|item| !item.is_empty());
+            *value = serde_json::Value::Array(items.map(|item| item.into()).collect());
+        }
     }
 }
 
@@ -375,6 +430,8 @@ mod tests {
             "server.port",
             "server.workers",
             "server.max_connections",
+            "server.max_connections_per_ip",
+            "server.hosts",
             "server.shutdown_timeout",
             "server.tls.cert",
             "server.tls.key",
@@ -389,7 +446,10 @@ mod tests {
             "limits.messages_per_second",
             "limits.burst",
             "limits.outbound_queue",
+            "limits.outbound_bytes",
             "rooms.history",
+            "rooms.history_bytes",
+            "rooms.max_rooms",
             "rooms.empty_ttl",
             "api.key",
             "log.level",
@@ -407,8 +467,18 @@ mod tests {
             ("ROOMCAST_ORIGIN__POLICY", "allow-list"),
             ("ROOMCAST_ORIGIN__ALLOW", "https://a.example,http://b.example:8080"),
             ("ROOMCAST_API__KEY", "12345"),
+            ("ROOMCAST_SERVER__HOSTS", "chat.example.com, localhost:8080"),
+            ("ROOMCAST_LIMITS__OUTBOUND_BYTES", "256KiB"),
+            ("ROOMCAST_ROOMS__HISTORY_BYTES", "65536"),
+            ("ROOMCAST_ORIGIN__ALLOW_MISSING", "false"),
         ])
         .expect("valid");
+        assert_eq!(s.server.hosts, vec!["chat.example.com", "localhost:8080"]);
+        assert_eq!(s.limits.outbound_bytes, ByteSize::kib(256));
+        assert_eq!(s.rooms.history_bytes, ByteSize::kib(64));
+        assert!(!s.origin.allow_missing);
+        let empty = from_env(&[("ROOMCAST_ORIGIN__ALLOW", "")]).expect("valid");
+        assert!(empty.origin.allow.is_empty());
         assert_eq!(s.server.port, 9000);
         assert_eq!(s.heartbeat.interval, Duration::from_millis(1500));
         assert_eq!(s.origin.allow, vec!["https://a.example", "http://b.example:8080"]);
@@ -428,6 +498,15 @@ mod tests {
             (&[("ROOMCAST_LIMITS__BURST", "0")], "limits.burst"),
             (&[("ROOMCAST_LOG__LEVEL", "loud")], "log.level"),
             (&[("ROOMCAST_SERVER__TLS__CERT", "/x.pem")], "server.tls.key"),
+            (&[("ROOMCAST_SERVER__WORKERS", "513")], "server.workers"),
+            (&[("ROOMCAST_SERVER__MAX_CONNECTIONS", "1.5")], "server.max_connections"),
+            (&[("ROOMCAST_ORIGIN__ALLOW_MISSING", "yes")], "origin.allow_missing"),
+            (&[("ROOMCAST_SERVER__HOSTS", "a b")], "server.hosts"),
+            (&[("ROOMCAST_SERVER__HOST", "nonexistent.invalid")], "server.host"),
+            (&[("ROOMCAST_LIMITS__OUTBOUND_BYTES", "4MB")], "limits.outbound_bytes"),
+            (&[("ROOMCAST_LIMITS__OUTBOUND_BYTES", "0")], "limits.outbound_bytes"),
+            (&[("ROOMCAST_ROOMS__MAX_ROOMS", "0")], "rooms.max_rooms"),
+            (&[("ROOMCAST_ROOMS__HISTORY_BYTES", "-1")], "rooms.history_bytes"),
         ];
         for (env, key) in cases {
             let err = from_env(env).expect_err("must fail").to_string();
@@ -440,6 +519,7 @@ mod tests {
     fn toml_round_trip() {
         let text = Settings::default().to_toml();
         assert!(text.contains("interval = \"5s\""), "{text}");
+        assert!(text.contains("outbound_bytes = \"4MiB\""), "{text}");
         let back: Settings = toml::from_str(&text).expect("parses back");
         assert_eq!(back.heartbeat.timeout, Duration::from_secs(10));
     }
