@@ -161,3 +161,64 @@ fn terminal_mode_chats_reconnects_and_quits() {
     });
     assert_eq!(left["nick"], "ann");
 }
+
+/// A free port on loopback, for a server that must come back on the same
+/// port.
+fn free_port() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string()
+}
+
+/// Messages published in a room restarted with its server (the room's seq
+/// starts at 1 again, under a new epoch) are every one shown, once, and no
+/// "could not recover" notice appears: before epochs, the client took them
+/// for ones it had seen.
+#[tokio::test]
+async fn pipe_mode_after_a_server_restart_shows_every_new_message_once() {
+    let port = free_port();
+    let server = Server::start(&[("ROOMCAST_SERVER__PORT", &port)]);
+    let mut observer = Client::json(&server).await;
+    observer.join("feed").await;
+    let url = format!("ws://127.0.0.1:{port}");
+    let mut child = tokio::process::Command::from(command(&["client", &url, "--room", "feed"], &[]))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the client");
+    let stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut bodies = Vec::new();
+    let joined = until(&mut lines, "joined", &mut bodies).await;
+    let old_epoch = joined["epoch"].clone();
+    for n in 0..4 {
+        observer.request(json!({"type":"publish","room":"feed","body":format!("before {n}")})).await;
+    }
+    for _ in 0..4 {
+        until(&mut lines, "message", &mut bodies).await;
+    }
+
+    // The server goes (killed: nothing is kept) and comes back on the port.
+    drop(observer);
+    drop(server);
+    let server = Server::start(&[("ROOMCAST_SERVER__PORT", &port)]);
+    let rejoined = until(&mut lines, "joined", &mut bodies).await;
+    assert_ne!(rejoined["epoch"], old_epoch, "a new room");
+    let mut observer = Client::json(&server).await;
+    observer.join("feed").await;
+    for n in 0..3 {
+        observer.request(json!({"type":"publish","room":"feed","body":format!("after {n}")})).await;
+    }
+    for _ in 0..3 {
+        until(&mut lines, "message", &mut bodies).await;
+    }
+    drop(stdin);
+    let status = tokio::time::timeout(DEADLINE, child.wait()).await.expect("exits").unwrap();
+    assert!(status.success());
+    let expected: Vec<Value> =
+        (0..4).map(|n| json!(format!("before {n}"))).chain((0..3).map(|n| json!(format!("after {n}")))).collect();
+    assert_eq!(bodies, expected, "each once, in order");
+    let mut stderr = String::new();
+    tokio::io::AsyncReadExt::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).await.unwrap();
+    assert!(!stderr.contains("could not recover"), "a false notice: {stderr}");
+    assert!(stderr.contains("started again"), "{stderr}");
+}

@@ -49,9 +49,15 @@ async fn join_presence_and_idempotent_rejoin() {
     let mut a = Client::json(&server).await;
     let mut b = Client::json(&server).await;
     let joined = a.join("lobby").await;
-    assert_eq!(joined, json!({"type":"joined","room":"lobby","members":1,"history":[],"ref":joined["ref"]}));
+    let epoch = joined["epoch"].as_str().expect("an epoch string").to_string();
+    assert!(!epoch.is_empty());
+    assert_eq!(
+        joined,
+        json!({"type":"joined","room":"lobby","members":1,"epoch":epoch,"history":[],"ref":joined["ref"]})
+    );
     let joined = b.join("lobby").await;
     assert_eq!(joined["members"], 2);
+    assert_eq!(joined["epoch"], json!(epoch), "one room, one epoch");
     assert_eq!(
         a.expect("presence").await,
         json!({"type":"presence","room":"lobby","event":"join","id":b.id,"nick":null})

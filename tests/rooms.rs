@@ -59,6 +59,15 @@ async fn recovery_with_since() {
         assert_eq!(seqs(&joined["history"]), expected, "since {since}");
         assert_eq!(joined["recovered"], recovered, "since {since}");
     }
+    // With the epoch: the room's own recovers as before; another one is a
+    // room that was started again, so nothing after `since` can be vouched for.
+    let epoch = b.join("s").await["epoch"].clone();
+    let joined = b.request(json!({"type":"join","room":"s","since":6,"epoch":epoch})).await;
+    assert_eq!((seqs(&joined["history"]), &joined["recovered"]), (vec![7, 8], &json!(true)));
+    let joined = b.request(json!({"type":"join","room":"s","since":6,"epoch":"0123456789abcdef"})).await;
+    assert_eq!((seqs(&joined["history"]), &joined["recovered"]), (vec![4, 5, 6, 7, 8], &json!(false)));
+    let refused = b.request(json!({"type":"join","room":"s","since":6,"epoch":6})).await;
+    assert_eq!(refused["code"], "bad_request", "an epoch is a string");
 }
 
 #[tokio::test]
@@ -71,13 +80,15 @@ async fn empty_room_keeps_seq_and_history_for_empty_ttl_then_forgets() {
     // Within the TTL the room comes back as it was.
     let joined = a.request(json!({"type":"join","room":"t","history":10})).await;
     assert_eq!(seqs(&joined["history"]), vec![1, 2, 3]);
+    let epoch = joined["epoch"].clone();
     assert_eq!(a.request(json!({"type":"publish","room":"t","body":4})).await["seq"], 4);
     a.request(json!({"type":"leave","room":"t"})).await;
     // Nothing announces the end of the TTL: let the time pass.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let joined = a.request(json!({"type":"join","room":"t","history":10,"since":4})).await;
+    let joined = a.request(json!({"type":"join","room":"t","history":10,"since":4,"epoch":epoch})).await;
     assert_eq!(joined["history"], json!([]));
     assert_eq!(joined["recovered"], false, "seq 4 is beyond the new room's seq");
+    assert_ne!(joined["epoch"], epoch, "a room started again has a new epoch");
     assert_eq!(a.request(json!({"type":"publish","room":"t","body":1})).await["seq"], 1);
 }
 

@@ -1,11 +1,15 @@
 //! The connection behind `roomcast client`, whichever the front end.
 //!
 //! It owns the WebSocket and what must survive it: the rooms joined, the
-//! current room, the last `seq` seen in each, the nick. When the connection
-//! drops it reconnects with exponential backoff and jitter, sets the nick
-//! again and rejoins every room with `since`, so the missed messages come
-//! back in the `joined` reply; messages it has already shown are skipped by
-//! `seq`, and a `recovered: false` becomes a notice.
+//! current room, where it is in each (the room's epoch and the last `seq`
+//! seen), the nick. When the connection drops it reconnects with exponential
+//! backoff and jitter, sets the nick again and rejoins every room with
+//! `since` and `epoch`, so the missed messages come back in the `joined`
+//! reply; messages it has already shown are skipped by `seq`, and a
+//! `recovered: false` becomes a notice. A room whose epoch changed was
+//! started again (the server restarted, or forgot it): its `seq` counts from
+//! 1 again, so the client starts afresh there rather than skipping the new
+//! messages as old ones.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -86,11 +90,20 @@ pub struct Setup {
     pub history: u64,
 }
 
+/// Where the client is in a room.
+#[derive(Default)]
+struct Position {
+    /// The room's epoch, from its last `joined`.
+    epoch: Option<String>,
+    /// The last `seq` shown.
+    seq: u64,
+}
+
 #[derive(Default)]
 struct State {
     rooms: Vec<String>,
     current: Option<String>,
-    last_seq: HashMap<String, u64>,
+    positions: HashMap<String, Position>,
     nick: Option<String>,
     next_ref: u64,
     /// Requests sent and not answered yet (every request carries a ref).
@@ -98,6 +111,16 @@ struct State {
 }
 
 impl State {
+    /// The `join` that picks `room` up where the client left it, or asks
+    /// for `history` messages the first time.
+    fn join(&mut self, room: &str, history: u64) -> String {
+        let reference = self.reference();
+        match self.positions.get(room) {
+            Some(position) => build::join(room, None, Some((position.seq, position.epoch.as_deref())), reference),
+            None => build::join(room, Some(history), None, reference),
+        }
+    }
+
     fn reference(&mut self) -> Option<u64> {
         let reference = self.next_ref;
         self.next_ref += 1;
@@ -196,9 +219,7 @@ async fn serve(
         restore.push(build::nick(&nick, reference));
     }
     for room in state.rooms.clone() {
-        let since = state.last_seq.get(&room).copied();
-        let reference = state.reference();
-        restore.push(build::join(&room, since.is_none().then_some(history), since, reference));
+        restore.push(state.join(&room, history));
     }
     for request in restore {
         if let Err(ended) = send(ws, request).await {
@@ -263,14 +284,13 @@ async fn act(
             send(ws, build::publish(&room, &json_str(&text), reference)).await
         }
         Command::Join(room) => {
-            let since = state.last_seq.get(&room).copied();
             if !state.rooms.contains(&room) {
                 state.rooms.push(room.clone());
             }
             state.current = Some(room.clone());
             let _ = events.send(Event::Current(state.current.clone())).await;
-            let reference = state.reference();
-            send(ws, build::join(&room, since.is_none().then_some(history), since, reference)).await
+            let join = state.join(&room, history);
+            send(ws, join).await
         }
         Command::Leave(room) => {
             let Some(room) = room.or_else(|| state.current.clone()) else {
@@ -278,7 +298,7 @@ async fn act(
                 return Ok(());
             };
             state.rooms.retain(|r| *r != room);
-            state.last_seq.remove(&room);
+            state.positions.remove(&room);
             if state.current.as_ref() == Some(&room) {
                 state.current = state.rooms.last().cloned();
                 let _ = events.send(Event::Current(state.current.clone())).await;
@@ -314,27 +334,38 @@ async fn received(state: &mut State, mut value: Value, events: &mpsc::Sender<Eve
     match value["type"].as_str() {
         Some("message") => {
             let (Some(room), Some(seq)) = (value["room"].as_str(), value["seq"].as_u64()) else { return };
-            let last = state.last_seq.entry(room.to_string()).or_insert(0);
-            if seq <= *last {
+            let position = state.positions.entry(room.to_string()).or_default();
+            if seq <= position.seq {
                 return;
             }
-            if *last > 0 && seq > *last + 1 {
-                let notice = format!("{} messages in {room} were missed", seq - *last - 1);
+            if position.seq > 0 && seq > position.seq + 1 {
+                let notice = format!("{} messages in {room} were missed", seq - position.seq - 1);
                 let _ = events.send(Event::Notice(notice)).await;
             }
-            *last = seq;
+            position.seq = seq;
         }
         Some("joined") => {
             let room = value["room"].as_str().unwrap_or_default().to_string();
-            let last = state.last_seq.get(&room).copied().unwrap_or(0);
+            let epoch = value["epoch"].as_str().map(str::to_string);
+            let position = state.positions.entry(room.clone()).or_default();
+            // A new epoch: the room started again at seq 1, and what the
+            // client saw before belongs to the old one.
+            let restarted = position.epoch.is_some() && epoch.is_some() && position.epoch != epoch;
+            if restarted {
+                position.seq = 0;
+                let notice = format!("{room} was started again on the server; its messages begin anew");
+                let _ = events.send(Event::Notice(notice)).await;
+            }
+            position.epoch = epoch;
             if let Some(history) = value["history"].as_array_mut() {
                 // Only what was not shown before; the rest is the gap being filled.
+                let last = position.seq;
                 history.retain(|m| m["seq"].as_u64().is_some_and(|seq| seq > last));
                 if let Some(newest) = history.iter().filter_map(|m| m["seq"].as_u64()).max() {
-                    state.last_seq.insert(room.clone(), newest);
+                    position.seq = newest;
                 }
             }
-            if value["recovered"] == Value::Bool(false) {
+            if value["recovered"] == Value::Bool(false) && !restarted {
                 let notice = format!("could not recover some messages in {room}");
                 let _ = events.send(Event::Notice(notice)).await;
             }

@@ -140,6 +140,7 @@ pub async fn run(args: FanoutArgs) -> Result<Report, String> {
     report.add("deliveries_per_s", "deliveries", received as f64 / publishing_time, Unit::PerSecond);
     report.count("gaps", "seq gaps", members.gaps.load(Ordering::Acquire));
     report.count("out_of_order", "seq out of order", members.reorders.load(Ordering::Acquire));
+    members.report_restarts(&mut report);
     let errors = members.connect_errors()
         + members.error_frames.load(Ordering::Acquire)
         + members.dropped_live.load(Ordering::Acquire);

@@ -55,6 +55,27 @@ pub struct RoomCounts {
     /// Publishes sent, and refused with an `error`.
     pub sent: AtomicU64,
     pub refused: AtomicU64,
+    /// The room's epochs its members found when they joined: more than one
+    /// means the room was started again during the run.
+    pub epochs: Mutex<Vec<String>>,
+    /// Times a reader saw the room's `seq` begin again at 1.
+    pub restarts: AtomicU64,
+}
+
+impl RoomCounts {
+    /// Whether the room was started again (a new epoch) during the run.
+    pub fn restarted(&self) -> bool {
+        self.restarts.load(Ordering::Acquire) > 0 || self.epochs.lock().unwrap_or_else(|p| p.into_inner()).len() > 1
+    }
+
+    fn joined_in(&self, epoch: Option<&str>) {
+        if let Some(epoch) = epoch {
+            let mut epochs = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
+            if !epochs.iter().any(|e| e == epoch) {
+                epochs.push(epoch.to_string());
+            }
+        }
+    }
 }
 
 /// Everything the members of a run share.
@@ -128,6 +149,20 @@ impl Members {
         self.rooms.iter().map(|r| r.refused.load(Ordering::Acquire)).sum()
     }
 
+    /// Reports rooms that were started again during the run (a server or
+    /// its Redis restarted): their `seq` began again at 1, which is not a
+    /// gap or disorder; those are counted within each epoch.
+    pub fn report_restarts(&self, report: &mut super::report::Report) {
+        let restarted = self.rooms.iter().filter(|r| r.restarted()).count();
+        report.count("rooms_restarted", "rooms started again", restarted as u64);
+        if restarted > 0 {
+            report.notes.push(format!(
+                "{restarted} rooms were started again during the run (a new epoch, seq from 1): \
+                 gaps and order are counted within each epoch"
+            ));
+        }
+    }
+
     /// Publishes neither acknowledged nor refused yet.
     pub fn unresolved(&self) -> u64 {
         self.sent().saturating_sub(self.acked.load(Ordering::Acquire) + self.refused())
@@ -144,6 +179,14 @@ impl Members {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+}
+
+/// The string after the first `key` (such as `"epoch":`) in `text`, for
+/// strings without escapes.
+pub fn scan_str<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let start = memchr::memmem::find(text.as_bytes(), key.as_bytes())? + key.len();
+    let rest = text.get(start..)?.trim_start().strip_prefix('"')?;
+    Some(&rest[..memchr::memchr(b'"', rest.as_bytes())?])
 }
 
 /// The value of the first `"key":<digits>` in `text`.
@@ -249,6 +292,7 @@ async fn connect_and_join(members: &Members, room: usize, role: &Role) -> Option
                     if !matches!(role, Role::Silent { .. }) {
                         members.rooms[room].joined.fetch_add(1, Ordering::AcqRel);
                     }
+                    members.rooms[room].joined_in(scan_str(&text, "\"epoch\":"));
                     return Some(ws);
                 }
                 Some("welcome") => {
@@ -469,6 +513,12 @@ impl Reader {
                     match seq.cmp(&(self.last_seq + 1)) {
                         std::cmp::Ordering::Equal => {}
                         std::cmp::Ordering::Greater => tally.gaps += seq - self.last_seq - 1,
+                        // seq 1 again: the room was started again (a new
+                        // epoch), which is no disorder.
+                        std::cmp::Ordering::Less if seq == 1 => {
+                            counts.restarts.fetch_add(1, Ordering::Relaxed);
+                            self.last_seq = 0;
+                        }
                         std::cmp::Ordering::Less => tally.reorders += 1,
                     }
                     self.last_seq = self.last_seq.max(seq);
@@ -551,6 +601,29 @@ mod tests {
         assert_eq!(scan_u64(frame, "\"missing\":"), None);
         assert_eq!(scan_type(r#"{ "type" : "ok" }"#), None, "only the compact form servers send");
         assert_eq!(scan_type(r#"{"type": "ok"}"#), Some("ok"));
+        let joined = r#"{"type":"joined","room":"r","members":2,"epoch":"5f3a","history":[]}"#;
+        assert_eq!(scan_str(joined, "\"epoch\":"), Some("5f3a"));
+        assert_eq!(scan_str(frame, "\"epoch\":"), None);
+    }
+
+    #[test]
+    fn a_room_started_again_is_told_from_disorder() {
+        let counts = RoomCounts::default();
+        counts.joined_in(Some("a"));
+        counts.joined_in(Some("a"));
+        assert!(!counts.restarted());
+        counts.joined_in(Some("b"));
+        assert!(counts.restarted(), "two epochs");
+        let counts = RoomCounts::default();
+        let mut reader = Reader { last_seq: 0 };
+        let (mut tally, latency) = (Tally::default(), super::super::stats::Latency::new());
+        let mut recorder = latency.recorder();
+        for seq in [1, 2, 3, 1, 2, 4] {
+            let frame = format!(r#"{{"type":"message","room":"r","seq":{seq},"body":1}}"#);
+            reader.text(&frame, &mut tally, &mut recorder, &counts, None);
+        }
+        assert!(counts.restarted());
+        assert_eq!((tally.reorders, tally.gaps), (0, 1), "seq 1 again is a restart; 2 -> 4 a gap");
     }
 
     #[test]

@@ -91,11 +91,12 @@ pub fn message(room: &RoomName, seq: u64, sender: &str, ts_ms: u64, body: &str) 
 pub fn joined<'a>(
     room: &RoomName,
     members: usize,
+    epoch: &str,
     history: impl Iterator<Item = &'a str>,
     recovered: Option<bool>,
     reference: Option<&RawValue>,
 ) -> String {
-    let mut frame = Frame::new("joined").str("room", room.as_str()).num("members", members as u64);
+    let mut frame = Frame::new("joined").str("room", room.as_str()).num("members", members as u64).str("epoch", epoch);
     let out = frame.key("history");
     out.push('[');
     for (i, stored) in history.enumerate() {
@@ -217,11 +218,11 @@ mod tests {
             parse(&m),
             json!({"type":"message","room":"lobby","seq":7,"from":"3","nick":nick,"ts":1_700_000_000_000u64,"body":{"a":[1,2]}})
         );
-        let j = joined(&room, 2, [m.as_str(), m.as_str()].into_iter(), Some(true), None);
+        let j = joined(&room, 2, "e1", [m.as_str(), m.as_str()].into_iter(), Some(true), None);
         assert_eq!(parse(&j)["history"][1]["seq"], 7);
         assert_eq!(parse(&j)["recovered"], true);
-        let j = joined(&room, 1, std::iter::empty(), None, None);
-        assert_eq!(parse(&j), json!({"type":"joined","room":"lobby","members":1,"history":[]}));
+        let j = joined(&room, 1, "e2", std::iter::empty(), None, None);
+        assert_eq!(parse(&j), json!({"type":"joined","room":"lobby","members":1,"epoch":"e2","history":[]}));
         let p = presence(&room, PresenceEvent::Leave, SessionId(9), None);
         assert_eq!(parse(&p), json!({"type":"presence","room":"lobby","event":"leave","id":"9","nick":null}));
         let e = error(ErrorCode::NotMember, "no", Some(&RawValue::from_string("5".into()).unwrap()));

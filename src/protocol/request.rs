@@ -22,13 +22,31 @@ pub struct Request {
 
 #[derive(Debug)]
 pub enum RequestKind {
-    Join { room: RoomName, history: Option<u64>, since: Option<u64> },
-    Leave { room: RoomName },
-    Publish { room: RoomName, body: Box<RawValue> },
-    Direct { to: String, body: Box<RawValue> },
-    Nick { name: String },
+    /// `epoch` is the room's epoch the client's `since` belongs to.
+    Join {
+        room: RoomName,
+        history: Option<u64>,
+        since: Option<u64>,
+        epoch: Option<String>,
+    },
+    Leave {
+        room: RoomName,
+    },
+    Publish {
+        room: RoomName,
+        body: Box<RawValue>,
+    },
+    Direct {
+        to: String,
+        body: Box<RawValue>,
+    },
+    Nick {
+        name: String,
+    },
     Rooms,
-    Members { room: RoomName },
+    Members {
+        room: RoomName,
+    },
     Ping,
 }
 
@@ -74,6 +92,8 @@ struct Fields<'a> {
     history: Field<'a>,
     #[serde(borrow, default)]
     since: Field<'a>,
+    #[serde(borrow, default)]
+    epoch: Field<'a>,
     #[serde(borrow, default)]
     body: Field<'a>,
     #[serde(borrow, default)]
@@ -143,6 +163,11 @@ pub fn parse_request(text: &str) -> Result<Request, RequestError> {
                 room: room()?,
                 history: count("history", &fields.history)?,
                 since: count("since", &fields.since)?,
+                epoch: match fields.epoch.0 {
+                    None => None,
+                    Some(raw) if raw.get() == "null" => None,
+                    Some(raw) => Some(as_string(raw).ok_or("`epoch` must be a string")?.into_owned()),
+                },
             },
             "leave" => RequestKind::Leave { room: room()? },
             "publish" => RequestKind::Publish { room: room()?, body: body()? },
@@ -202,10 +227,19 @@ pub mod build {
         Json(&'a str),
     }
 
-    pub fn join(room: &str, history: Option<u64>, since: Option<u64>, reference: Option<u64>) -> String {
+    /// `since` with the room's epoch it belongs to, when the client has it.
+    pub fn join(
+        room: &str,
+        history: Option<u64>,
+        since: Option<(u64, Option<&str>)>,
+        reference: Option<u64>,
+    ) -> String {
         let mut fields = vec![("room", Field::Str(room))];
         fields.extend(history.map(|h| ("history", Field::Num(h))));
-        fields.extend(since.map(|s| ("since", Field::Num(s))));
+        if let Some((since, epoch)) = since {
+            fields.push(("since", Field::Num(since)));
+            fields.extend(epoch.map(|e| ("epoch", Field::Str(e))));
+        }
         request("join", &fields, reference)
     }
 
@@ -247,7 +281,8 @@ mod tests {
     #[test]
     fn built_requests_parse_back() {
         let cases = [
-            build::join("r", Some(5), Some(9), Some(1)),
+            build::join("r", Some(5), Some((9, Some("e1"))), Some(1)),
+            build::join("r", None, Some((9, None)), None),
             build::join("r", None, None, None),
             build::leave("r", Some(2)),
             build::publish("r", "{\"a\":[1]}", Some(3)),
@@ -312,7 +347,10 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let r = parse_request(r#" {"type":"join","room":"r","history":3,"since":null}"#).unwrap();
-        assert!(matches!(r.kind, RequestKind::Join { history: Some(3), since: None, .. }));
+        assert!(matches!(r.kind, RequestKind::Join { history: Some(3), since: None, epoch: None, .. }));
+        let r = parse_request(r#"{"type":"join","room":"r","since":4,"epoch":"a1b2"}"#).unwrap();
+        assert!(matches!(r.kind, RequestKind::Join { since: Some(4), epoch: Some(ref e), .. } if e == "a1b2"));
+        assert!(parse_request(r#"{"type":"join","room":"r","since":4,"epoch":7}"#).is_err());
         let r = parse_request(r#"{"type":"nick","name":"\u00e9l\u00e8ve 😀"}"#).unwrap();
         assert!(matches!(r.kind, RequestKind::Nick { ref name } if name == "élève 😀"));
         let r = parse_request(r#"{"type":"ping","ref":-12}"#).unwrap();

@@ -187,9 +187,9 @@ impl Registry {
                 self.forget(&name);
                 continue;
             }
-            let epoch = room.empty_epoch();
+            let epoch = room.empty_generation();
             ctx.run_later(self.limits.empty_ttl, move |registry, _| {
-                let forget = registry.rooms.get(&name).is_some_and(|r| r.is_empty() && r.empty_epoch() == epoch);
+                let forget = registry.rooms.get(&name).is_some_and(|r| r.is_empty() && r.empty_generation() == epoch);
                 if forget {
                     registry.forget(&name);
                     log::debug!("room {name} forgotten after empty_ttl");
@@ -212,7 +212,7 @@ impl Registry {
         id: SessionId,
         name: RoomName,
         history: Option<u64>,
-        since: Option<u64>,
+        since: Option<(u64, Option<String>)>,
         reference: Option<&RawValue>,
     ) {
         let Some(entry) = self.sessions.get(&id) else {
@@ -240,13 +240,13 @@ impl Registry {
             return;
         };
         let frame = match since {
-            Some(since) => {
-                let (kept, recovered) = room.after(since);
-                frame::joined(&name, room.len(), kept.into_iter(), Some(recovered), reference)
+            Some((since, epoch)) => {
+                let (kept, recovered) = room.after(since, epoch.as_deref());
+                frame::joined(&name, room.len(), room.epoch(), kept.into_iter(), Some(recovered), reference)
             }
             None => {
                 let count = history.unwrap_or(0).min(self.limits.history.messages as u64) as usize;
-                frame::joined(&name, room.len(), room.recent(count), None, reference)
+                frame::joined(&name, room.len(), room.epoch(), room.recent(count), None, reference)
             }
         };
         self.reply(id, frame);
@@ -404,7 +404,9 @@ impl Handler<Command> for Registry {
         let id = msg.id;
         let reference = msg.request.reference.as_deref();
         match msg.request.kind {
-            RequestKind::Join { room, history, since } => self.join(id, room, history, since, reference),
+            RequestKind::Join { room, history, since, epoch } => {
+                self.join(id, room, history, since.map(|since| (since, epoch)), reference)
+            }
             RequestKind::Leave { room } => self.leave(id, room, reference),
             RequestKind::Publish { room, body } => self.publish(id, room, &body, reference),
             RequestKind::Direct { to, body } => self.direct(id, &to, &body, reference),

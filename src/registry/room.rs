@@ -33,8 +33,11 @@ pub struct Room {
     history_bytes: usize,
     limits: HistoryLimits,
     /// Counts how often the room became empty; a timer that forgets the
-    /// room carries the epoch it was set in and does nothing if it changed.
-    empty_epoch: u64,
+    /// room carries the count it was set at and does nothing if it changed.
+    empty_generation: u64,
+    /// The protocol's `epoch`: new whenever a room starts at `seq` 1, so a
+    /// client can tell a restarted room from the one it knew.
+    epoch: Box<str>,
 }
 
 /// How much history a room keeps: `rooms.history` messages and
@@ -54,8 +57,13 @@ impl Room {
             history: VecDeque::new(),
             history_bytes: 0,
             limits,
-            empty_epoch: 0,
+            empty_generation: 0,
+            epoch: format!("{:016x}", fastrand::u64(..)).into(),
         }
+    }
+
+    pub fn epoch(&self) -> &str {
+        &self.epoch
     }
 
     pub fn len(&self) -> usize {
@@ -77,8 +85,8 @@ impl Room {
         self.members.insert(id, member);
     }
 
-    /// Removes a member; when that empties the room, starts a new empty
-    /// epoch.
+    /// Removes a member; when that empties the room, counts a new empty
+    /// generation.
     pub fn remove(&mut self, id: SessionId) -> bool {
         match self.members.swap_remove(&id) {
             Some(member) => {
@@ -86,7 +94,7 @@ impl Room {
                     self.raw_members -= 1;
                 }
                 if self.members.is_empty() {
-                    self.empty_epoch += 1;
+                    self.empty_generation += 1;
                 }
                 true
             }
@@ -94,8 +102,8 @@ impl Room {
         }
     }
 
-    pub fn empty_epoch(&self) -> u64 {
-        self.empty_epoch
+    pub fn empty_generation(&self) -> u64 {
+        self.empty_generation
     }
 
     pub fn member_ids(&self) -> impl Iterator<Item = SessionId> + '_ {
@@ -143,10 +151,11 @@ impl Room {
         self.history.iter().skip(skip).map(|(_, frame)| &**frame)
     }
 
-    /// Recovery for `join` with `since`: the stored messages after `since`,
-    /// and whether they are every message after it.
-    pub fn after(&self, since: u64) -> (Vec<&str>, bool) {
-        if since > self.seq {
+    /// Recovery for `join` with `since` (and the epoch it belongs to): the
+    /// stored messages after `since`, and whether they are every message
+    /// after it.
+    pub fn after(&self, since: u64, epoch: Option<&str>) -> (Vec<&str>, bool) {
+        if since > self.seq || epoch.is_some_and(|epoch| epoch != &*self.epoch) {
             // The room was forgotten and started again.
             return (self.recent(usize::MAX).collect(), false);
         }
@@ -205,14 +214,16 @@ mod tests {
     #[test]
     fn recovery() {
         let room = room_with_messages(3, 5);
-        assert_eq!(room.after(5), (vec![], true));
-        assert_eq!(room.after(3), (vec!["m4", "m5"], true));
-        assert_eq!(room.after(2), (vec!["m3", "m4", "m5"], true));
-        assert_eq!(room.after(1), (vec!["m3", "m4", "m5"], false), "m2 was dropped");
-        assert_eq!(room.after(9), (vec!["m3", "m4", "m5"], false), "the room restarted");
+        assert_eq!(room.after(5, None), (vec![], true));
+        assert_eq!(room.after(3, None), (vec!["m4", "m5"], true));
+        assert_eq!(room.after(2, Some(room.epoch())), (vec!["m3", "m4", "m5"], true));
+        assert_eq!(room.after(1, None), (vec!["m3", "m4", "m5"], false), "m2 was dropped");
+        assert_eq!(room.after(9, None), (vec!["m3", "m4", "m5"], false), "the room restarted");
+        assert_eq!(room.after(4, Some("another")), (vec!["m3", "m4", "m5"], false), "another epoch");
         let no_history = room_with_messages(0, 2);
-        assert_eq!(no_history.after(2), (vec![], true));
-        assert_eq!(no_history.after(1), (vec![], false));
+        assert_eq!(no_history.after(2, None), (vec![], true));
+        assert_eq!(no_history.after(1, None), (vec![], false));
+        assert_ne!(room.epoch(), no_history.epoch(), "each room starts its own epoch");
     }
 
     #[test]
@@ -226,10 +237,10 @@ mod tests {
         room.append(|seq| format!("a long message {seq}"));
         assert_eq!(room.recent(10).count(), 0, "too large to keep, and the older ones would leave a gap");
         assert_eq!(room.history_bytes(), 0);
-        assert_eq!(room.after(3), (vec![], false), "seq 4 is lost");
+        assert_eq!(room.after(3, None), (vec![], false), "seq 4 is lost");
         room.append(|seq| format!("m{seq}"));
         assert_eq!(room.recent(10).collect::<Vec<_>>(), ["m5"]);
-        assert_eq!(room.after(4), (vec!["m5"], true));
+        assert_eq!(room.after(4, None), (vec!["m5"], true));
     }
 
     #[test]
@@ -241,7 +252,7 @@ mod tests {
         assert!(room.has_raw_members());
         assert!(room.remove(SessionId(1)));
         assert!(!room.remove(SessionId(1)));
-        assert_eq!(room.empty_epoch(), 1);
+        assert_eq!(room.empty_generation(), 1);
         assert!(!room.has_raw_members());
     }
 }
