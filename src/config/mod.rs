@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -184,36 +184,89 @@ impl Default for LogSettings {
     }
 }
 
-/// A configuration problem, as one line that names the key.
+/// A configuration problem, as one line that names the key and, when it is
+/// known, where its value came from (a file, or the environment variable).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError(String);
+pub struct ConfigError {
+    key: Option<String>,
+    source: Option<String>,
+    problem: String,
+}
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match (&self.key, &self.source) {
+            (Some(key), Some(source)) => write!(f, "{key} (from {source}): {}", self.problem),
+            (Some(key), None) => write!(f, "{key}: {}", self.problem),
+            _ => f.write_str(&self.problem),
+        }
     }
 }
 
 impl std::error::Error for ConfigError {}
 
+/// Keys whose values are secrets: never printed, not even in an error.
+const SECRET_KEYS: [&str; 1] = ["api.key"];
+
+/// What `check-config` prints in place of a secret.
+pub const REDACTED: &str = "<redacted>";
+
 impl ConfigError {
     fn new(message: impl fmt::Display) -> Self {
-        // Parser errors (TOML) span several lines with a caret drawing; the
-        // contract wants one line.
+        // The contract wants one line.
         let text = message.to_string();
         let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
-        Self(line)
+        Self { key: None, source: None, problem: line }
     }
 
     pub(crate) fn key(key: &str, problem: impl fmt::Display) -> Self {
-        Self::new(format!("{key}: {problem}"))
+        Self { key: Some(key.to_string()), ..Self::new(problem) }
+    }
+
+    /// Adds where the key's value came from: `file`, or the environment
+    /// variable, as `merged` knows it.
+    fn from_source(mut self, merged: &config::Config, file: Option<&Path>) -> Self {
+        let Some(key) = &self.key else { return self };
+        let (section, name) = key.rsplit_once('.').unwrap_or(("", key));
+        let origin = merged.get_table(section).ok().and_then(|table| Some(table.get(name)?.origin()?.to_string()));
+        self.source = match origin.as_deref() {
+            None => None,
+            Some("the environment") => Some(format!("{ENV_PREFIX}_{}", key.replace('.', "__").to_ascii_uppercase())),
+            Some(other) => Some(file.map_or_else(|| other.to_string(), |file| file.display().to_string())),
+        };
+        self
+    }
+
+    /// A problem with a secret's value says nothing of the value.
+    fn hiding_secrets(mut self) -> Self {
+        if self.key.as_deref().is_some_and(|key| SECRET_KEYS.contains(&key)) {
+            self.problem = "must be a string (the value given is not repeated here)".into();
+        }
+        self
+    }
+}
+
+/// Which configuration is in effect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    File(PathBuf),
+    Defaults,
+}
+
+impl fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigSource::File(path) => write!(f, "{}", path.display()),
+            ConfigSource::Defaults => f.write_str("built-in defaults"),
+        }
     }
 }
 
 impl Settings {
     /// Loads `path` (or `config/roomcast.toml` when present, or nothing),
-    /// applies environment overrides from the process, and validates.
-    pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
+    /// applies environment overrides from the process, and validates; says
+    /// which file it read.
+    pub fn load(path: Option<&Path>) -> Result<(Settings, ConfigSource), ConfigError> {
         let file = match path {
             Some(path) if !path.is_file() => {
                 return Err(ConfigError::new(format!("configuration file {} does not exist", path.display())));
@@ -221,7 +274,8 @@ impl Settings {
             Some(path) => Some(path),
             None => Some(Path::new(DEFAULT_CONFIG_PATH)).filter(|p| p.is_file()),
         };
-        Self::load_from(file, None)
+        let settings = Self::load_from(file, None)?;
+        Ok((settings, file.map_or(ConfigSource::Defaults, |file| ConfigSource::File(file.to_path_buf()))))
     }
 
     /// Loads exactly `file` (if any) and the environment `env` (`None`: the
@@ -232,18 +286,20 @@ impl Settings {
     ) -> Result<Settings, ConfigError> {
         let mut builder = config::Config::builder();
         if let Some(file) = file {
+            check_toml(file)?;
             builder = builder.add_source(config_file(file));
         }
         // Environment values stay strings; `values` reads them as the key's type.
         builder = builder
             .add_source(config::Environment::with_prefix(ENV_PREFIX).prefix_separator("_").separator("__").source(env));
         let merged = builder.build().map_err(ConfigError::new)?;
-        reject_unknown_keys(&merged)?;
-        let mut tree: serde_json::Value = merged.try_deserialize().map_err(ConfigError::new)?;
+        reject_unknown_keys(&merged).map_err(|error| error.from_source(&merged, file))?;
+        let mut tree: serde_json::Value = merged.clone().try_deserialize().map_err(ConfigError::new)?;
         split_lists(&mut tree);
-        let settings: Settings = serde_path_to_error::deserialize(tree)
-            .map_err(|error| ConfigError::key(&error.path().to_string(), error.inner()))?;
-        settings.validate()?;
+        let settings: Settings = serde_path_to_error::deserialize(tree).map_err(|error| {
+            ConfigError::key(&error.path().to_string(), error.inner()).hiding_secrets().from_source(&merged, file)
+        })?;
+        settings.validate().map_err(|error| error.from_source(&merged, file))?;
         Ok(settings)
     }
 
@@ -320,9 +376,14 @@ impl Settings {
         validate_log_filter(&self.log.level).map_err(|problem| ConfigError::key("log.level", problem))
     }
 
-    /// The effective settings as TOML, as `check-config` prints them.
+    /// The effective settings as TOML, as `check-config` prints them:
+    /// secrets that are set show as `"<redacted>"`.
     pub fn to_toml(&self) -> String {
-        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render settings: {e}\n"))
+        let mut shown = self.clone();
+        if !shown.api.key.is_empty() {
+            shown.api.key = REDACTED.into();
+        }
+        toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot render settings: {e}\n"))
     }
 }
 
@@ -339,6 +400,25 @@ fn split_lists(tree: &mut serde_json::Value) {
             *value = serde_json::Value::Array(items.map(|item| item.into()).collect());
         }
     }
+}
+
+/// Parses the file as TOML first, for an error that says where: the
+/// `config` crate's spans several lines.
+fn check_toml(path: &Path) -> Result<(), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::new(format!("{}: {e}", path.display())))?;
+    let Err(error) = toml::from_str::<toml::Table>(&text) else {
+        return Ok(());
+    };
+    let at = match error.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!(":{line}:{column}")
+        }
+        None => String::new(),
+    };
+    Err(ConfigError::new(format!("{}{at}: {}", path.display(), error.message())))
 }
 
 fn config_file(path: &Path) -> config::File<config::FileSourceFile, config::FileFormat> {
@@ -372,8 +452,7 @@ fn reject_unknown_keys(merged: &config::Config) -> Result<(), ConfigError> {
     let mut stack: Vec<(String, config::Value)> = root.into_iter().collect();
     while let Some((key, value)) = stack.pop() {
         if !known.contains(&key) {
-            let origin = value.origin().map(|o| format!(" (from {o})")).unwrap_or_default();
-            return Err(ConfigError::key(&key, format!("unknown key{origin}")));
+            return Err(ConfigError::key(&key, "unknown key"));
         }
         // Only the sections are tables; a table where a value belongs is a
         // type error that deserialization reports with its key.
