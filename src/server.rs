@@ -165,9 +165,10 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
 async fn drain_on_signal(mut signals: Signals, state: AppState, server: ServerHandle) {
     let first = signals.next().await;
     let timeout = state.settings.server.shutdown_timeout;
+    let open = state.metrics.connections();
     log::info!(
-        "{first}: draining {} connections (at most {})",
-        state.metrics.connections(),
+        "{first}: draining {open} connection{} (at most {})",
+        if open == 1 { "" } else { "s" },
         humantime::format_duration(timeout)
     );
     state.draining.store(true, Ordering::Release);

@@ -55,8 +55,16 @@ async fn healthz_metrics_and_page() {
     let page = reqwest::get(server.http("/")).await.unwrap();
     assert_eq!(page.status(), 200);
     assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
-    assert!(page.text().await.unwrap().contains("<title>roomcast</title>"));
+    let html = page.text().await.unwrap();
+    assert!(html.contains("<title>roomcast</title>"));
+    assert!(html.contains(r#"<link rel="icon" href="data:,">"#), "no request for /favicon.ico, no 404");
     assert_eq!(reqwest::get(server.http("/nope")).await.unwrap().status(), 404);
+    // HEAD, as load balancers and uptime checkers send it.
+    let http = reqwest::Client::new();
+    for path in ["/healthz", "/metrics", "/"] {
+        let head = http.head(server.http(path)).send().await.unwrap();
+        assert_eq!(head.status(), 200, "HEAD {path}");
+    }
 }
 
 #[tokio::test]
@@ -73,6 +81,11 @@ async fn api_publish_reaches_members_and_is_authorized() {
     assert_eq!(publish(&server, "r", None, "1").await.0, 401);
     assert_eq!(publish(&server, "r", Some("Bearer wrong"), "1").await.0, 401);
     assert_eq!(publish(&server, "r", Some(KEY), "1").await.0, 401, "the Bearer scheme is needed");
+    // The scheme's name is case-insensitive (RFC 9110); the key is not.
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        assert_eq!(publish(&server, "r", Some(&format!("{scheme} {KEY}")), "1").await.0, 200, "{scheme}");
+    }
+    assert_eq!(publish(&server, "r", Some(&format!("Bearer {}", KEY.to_uppercase())), "1").await.0, 401);
     let unauthorized = reqwest::Client::new().get(server.http("/api/rooms")).send().await.unwrap();
     assert_eq!(unauthorized.status(), 401);
     assert_eq!(unauthorized.headers()["www-authenticate"], "Bearer");

@@ -212,6 +212,39 @@ fn slow_members_are_closed_and_the_others_lose_nothing() {
     assert!(doc["server_rss_series"].as_array().is_some_and(|s| !s.is_empty()));
     let rt = tokio::runtime::Runtime::new().unwrap();
     assert_eq!(rt.block_on(server.metric("roomcast_slow_consumer_closes_total")), 1, "closed by the bound (1013)");
+    assert_eq!(figure(&doc, "slow_consumer_closes"), 1.0, "the report says why");
+    assert_eq!(figure(&doc, "heartbeat_closes"), 0.0);
+}
+
+#[test]
+fn a_slow_run_says_when_the_heartbeat_closed_the_slow_members() {
+    // Small messages, slowly: the queue never fills before the heartbeat's
+    // 1.5 s timeout, and the report says so.
+    let server = Server::start(&[("ROOMCAST_HEARTBEAT__INTERVAL", "500ms"), ("ROOMCAST_HEARTBEAT__TIMEOUT", "1500ms")]);
+    let (code, doc, _) = load(
+        &server,
+        &[
+            "slow",
+            "--rooms",
+            "1",
+            "--members",
+            "2",
+            "--slow",
+            "1",
+            "--rate",
+            "5",
+            "--size",
+            "100",
+            "--duration",
+            "10s",
+            "--until-dropped",
+        ],
+    );
+    assert_eq!(code, Some(0), "{doc:#}");
+    assert_eq!(figure(&doc, "slow_dropped"), 1.0);
+    assert_eq!((figure(&doc, "slow_consumer_closes"), figure(&doc, "heartbeat_closes")), (0.0, 1.0));
+    let notes = doc["notes"].to_string();
+    assert!(notes.contains("closed by the heartbeat, not as slow consumers"), "{notes}");
 }
 
 #[test]

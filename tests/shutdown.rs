@@ -18,6 +18,7 @@ async fn sigterm_closes_1001_and_exits_0_once_clients_are_gone() {
     let mut raw_client = Client::connect(&server.url("/ws/r")).await;
     let mut echo_client = Client::connect(&server.url("/echo")).await;
     server.signal("TERM");
+    server.wait_for_log("SIGTERM: draining 3 connections (at most 10s)");
     assert_eq!(json_client.close_code().await, 1001);
     assert_eq!(raw_client.close_code().await, 1001);
     assert_eq!(echo_client.close_code().await, 1001);

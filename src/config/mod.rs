@@ -225,7 +225,7 @@ impl ConfigError {
 
     /// Adds where the key's value came from: `file`, or the environment
     /// variable, as `merged` knows it.
-    fn from_source(mut self, merged: &config::Config, file: Option<&Path>) -> Self {
+    fn with_source(mut self, merged: &config::Config, file: Option<&Path>) -> Self {
         let Some(key) = &self.key else { return self };
         let (section, name) = key.rsplit_once('.').unwrap_or(("", key));
         let origin = merged.get_table(section).ok().and_then(|table| Some(table.get(name)?.origin()?.to_string()));
@@ -293,13 +293,13 @@ impl Settings {
         builder = builder
             .add_source(config::Environment::with_prefix(ENV_PREFIX).prefix_separator("_").separator("__").source(env));
         let merged = builder.build().map_err(ConfigError::new)?;
-        reject_unknown_keys(&merged).map_err(|error| error.from_source(&merged, file))?;
+        reject_unknown_keys(&merged).map_err(|error| error.with_source(&merged, file))?;
         let mut tree: serde_json::Value = merged.clone().try_deserialize().map_err(ConfigError::new)?;
         split_lists(&mut tree);
         let settings: Settings = serde_path_to_error::deserialize(tree).map_err(|error| {
-            ConfigError::key(&error.path().to_string(), error.inner()).hiding_secrets().from_source(&merged, file)
+            ConfigError::key(&error.path().to_string(), error.inner()).hiding_secrets().with_source(&merged, file)
         })?;
-        settings.validate().map_err(|error| error.from_source(&merged, file))?;
+        settings.validate().map_err(|error| error.with_source(&merged, file))?;
         Ok(settings)
     }
 

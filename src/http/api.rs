@@ -30,12 +30,13 @@ fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), Refusal> {
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim);
+        // The scheme is case-insensitive (RFC 9110 §11.1).
+        .and_then(|value| value.split_once(' ').filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer")))
+        .map(|(_, key)| key.trim());
     match given {
         Some(given) if constant_time_eq::constant_time_eq(given.as_bytes(), key.as_bytes()) => Ok(()),
         _ => {
-            log::info!("refused {} from {:?}: bad or missing API key", req.path(), req.peer_addr());
+            log::info!("refused {} from {}: bad or missing API key", req.path(), super::peer(req));
             Err(Refusal::new(StatusCode::UNAUTHORIZED, "a valid Authorization: Bearer key is required"))
         }
     }

@@ -51,10 +51,15 @@ impl AppState {
     /// and scrapers often reach by address.
     pub fn check_host(&self, req: &HttpRequest) -> Result<(), Refusal> {
         self.hosts.check(request_host(req)).map_err(|why| {
-            log::info!("refused {} from {:?}: {why}", req.path(), req.peer_addr());
+            log::info!("refused {} from {}: {why}", req.path(), peer(req));
             Refusal::new(StatusCode::MISDIRECTED_REQUEST, why)
         })
     }
+}
+
+/// The client's address, for the log.
+pub fn peer(req: &HttpRequest) -> String {
+    req.peer_addr().map_or_else(|| "an unknown address".into(), |addr| addr.to_string())
 }
 
 /// The name and port a request was sent to: its `Host` header, or over
@@ -107,8 +112,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/ws/{room}", web::route().to(upgrade::raw))
         .route("/echo", web::route().to(upgrade::echo))
         .route("/healthz", web::get().to(status::healthz))
+        .route("/healthz", web::head().to(status::healthz))
         .route("/metrics", web::get().to(status::metrics))
+        .route("/metrics", web::head().to(status::metrics))
         .route("/", web::get().to(status::page))
+        .route("/", web::head().to(status::page))
         .service(
             web::scope("/api")
                 .route("/rooms/{room}/publish", web::post().to(api::publish))

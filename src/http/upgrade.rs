@@ -20,7 +20,7 @@ use actix_web_actors::ws;
 
 use super::conn::{ConnSocket, SocketId};
 use super::peers::{Peer, PeerSlot};
-use super::{AppState, Refusal};
+use super::{AppState, Refusal, peer};
 use crate::metrics::{ConnectionSlot, Metrics};
 use crate::protocol::{RoomName, SUBPROTOCOL, SessionId};
 use crate::registry::messages::{Connect, ConnectRaw, RawRefusal, Registration};
@@ -43,15 +43,11 @@ struct Admitted {
     peer_slot: Option<PeerSlot>,
 }
 
-fn peer(req: &HttpRequest) -> String {
-    req.peer_addr().map_or_else(|| "?".into(), |addr| addr.to_string())
-}
-
 /// A header value for the log: clients choose them, so keep them short.
 fn shown(value: Option<&str>) -> String {
     match value {
         Some(value) if value.len() > 80 => {
-            format!("{:?}... ({} bytes)", &value[..value.floor_char_boundary(80)], value.len())
+            format!("{:?}... ({} bytes)", crate::protocol::cut(value, 80), value.len())
         }
         Some(value) => format!("{value:?}"),
         None => "none".into(),

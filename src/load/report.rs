@@ -177,6 +177,8 @@ pub struct Slo {
 pub struct SloResult {
     pub flag: &'static str,
     pub limit: f64,
+    /// How `limit` and `value` read (the JSON keeps the plain numbers).
+    pub unit: Unit,
     /// `None`: the run did not measure it.
     pub value: Option<f64>,
     pub ok: bool,
@@ -187,27 +189,24 @@ impl Slo {
     pub fn check(&self, report: &Report, rate_key: &str) -> Vec<SloResult> {
         let micros = |d: Duration| d.as_secs_f64() * 1e6;
         let mut results = Vec::new();
-        let mut at_most = |flag: &'static str, limit: Option<f64>, key: &str| {
+        let mut check = |flag: &'static str, limit: Option<f64>, key: &str, unit: Unit, at_most: bool| {
             if let Some(limit) = limit {
                 let value = report.get(key);
-                results.push(SloResult { flag, limit, value, ok: value.is_some_and(|v| v <= limit) });
+                let ok = value.is_some_and(|v| if at_most { v <= limit } else { v >= limit });
+                results.push(SloResult { flag, limit, unit, value, ok });
             }
         };
-        at_most("--max-p50", self.max_p50.map(micros), "latency_p50_us");
-        at_most("--max-p99", self.max_p99.map(micros), "latency_p99_us");
-        at_most("--max-p999", self.max_p999.map(micros), "latency_p999_us");
-        at_most("--max-loss", self.max_loss.map(|n| n as f64), "lost");
-        at_most("--max-errors", self.max_errors.map(|n| n as f64), "errors");
-        at_most("--max-drop-time", self.max_drop_time.map(|d| d.as_secs_f64()), "drop_time_max_s");
-        at_most("--max-rss-per-conn", self.max_rss_per_conn.map(|n| n as f64), "server_rss_per_conn_bytes");
-        let mut at_least = |flag: &'static str, limit: Option<f64>, key: &str| {
-            if let Some(limit) = limit {
-                let value = report.get(key);
-                results.push(SloResult { flag, limit, value, ok: value.is_some_and(|v| v >= limit) });
-            }
-        };
-        at_least("--min-held", self.min_held.map(|n| n as f64), "held");
-        at_least("--min-rate", self.min_rate, rate_key);
+        check("--max-p50", self.max_p50.map(micros), "latency_p50_us", Unit::Micros, true);
+        check("--max-p99", self.max_p99.map(micros), "latency_p99_us", Unit::Micros, true);
+        check("--max-p999", self.max_p999.map(micros), "latency_p999_us", Unit::Micros, true);
+        check("--max-loss", self.max_loss.map(|n| n as f64), "lost", Unit::Count, true);
+        check("--max-errors", self.max_errors.map(|n| n as f64), "errors", Unit::Count, true);
+        let drop_time = self.max_drop_time.map(|d| d.as_secs_f64());
+        check("--max-drop-time", drop_time, "drop_time_max_s", Unit::Seconds, true);
+        let rss = self.max_rss_per_conn.map(|n| n as f64);
+        check("--max-rss-per-conn", rss, "server_rss_per_conn_bytes", Unit::Bytes, true);
+        check("--min-held", self.min_held.map(|n| n as f64), "held", Unit::Count, false);
+        check("--min-rate", self.min_rate, rate_key, Unit::PerSecond, false);
         results
     }
 }
@@ -217,10 +216,14 @@ pub fn describe(results: &[SloResult]) -> Vec<String> {
     results
         .iter()
         .map(|r| match r.value {
-            Some(value) => {
-                format!("{} {}: measured {} ({})", r.flag, r.limit, value, if r.ok { "ok" } else { "MISSED" })
-            }
-            None => format!("{} {}: not measured by this scenario (MISSED)", r.flag, r.limit),
+            Some(value) => format!(
+                "{} {}: measured {} ({})",
+                r.flag,
+                format_value(r.limit, r.unit),
+                format_value(value, r.unit),
+                if r.ok { "ok" } else { "MISSED" }
+            ),
+            None => format!("{} {}: not measured by this scenario (MISSED)", r.flag, format_value(r.limit, r.unit)),
         })
         .collect()
 }
@@ -247,6 +250,9 @@ mod tests {
             Slo { max_p99: Some(Duration::from_millis(5)), max_loss: Some(0), min_held: Some(1), ..Default::default() };
         let results = slo.check(&report, "rate");
         assert_eq!(results.iter().map(|r| r.ok).collect::<Vec<_>>(), vec![true, false, false]);
+        let lines = describe(&results);
+        assert_eq!(lines[0], "--max-p99 5.00 ms: measured 4.00 ms (ok)", "{lines:?}");
+        assert_eq!(lines[2], "--min-held 1: not measured by this scenario (MISSED)");
         let doc = report.to_json(&results);
         assert_eq!(doc["passed"], false);
         assert_eq!(doc["results"]["lost"], 2);

@@ -12,7 +12,7 @@ use serde_json::json;
 use super::fanout::{parse_rate, roles};
 use super::gate::Phase;
 use super::members::{Members, PublishPlan, Role, report_drops, spawn_members, wait_for_drops};
-use super::monitor::{CpuWatch, Progress, Rate, rss_bytes, short};
+use super::monitor::{CpuWatch, Progress, Rate, rss_bytes, server_counters, short};
 use super::report::{Report, Unit};
 use super::{Common, run_tag};
 
@@ -47,6 +47,33 @@ pub struct SlowArgs {
     /// End as soon as every slow member was closed (--duration is then the longest wait).
     #[arg(long)]
     pub until_dropped: bool,
+}
+
+/// How many clients the server closed as slow and by the heartbeat during
+/// the run, and a note when the heartbeat did the work the run was meant to
+/// measure.
+fn report_close_reasons(
+    report: &mut Report,
+    before: Option<std::collections::HashMap<String, u64>>,
+    after: Option<std::collections::HashMap<String, u64>>,
+) {
+    let (Some(before), Some(after)) = (before, after) else {
+        report.notes.push("the server has no roomcast /metrics: why it dropped the slow members is unknown".into());
+        return;
+    };
+    let delta =
+        |name: &str| after.get(name).copied().unwrap_or(0).saturating_sub(before.get(name).copied().unwrap_or(0));
+    let slow = delta("roomcast_slow_consumer_closes_total");
+    let heartbeat = delta("roomcast_heartbeat_timeouts_total");
+    report.count("slow_consumer_closes", "closed as slow consumers (1013)", slow);
+    report.count("heartbeat_closes", "closed by the heartbeat (1011)", heartbeat);
+    if slow == 0 && heartbeat > 0 {
+        report.notes.push(
+            "the slow members were closed by the heartbeat, not as slow consumers: their queues did not fill \
+             before its timeout; a higher --rate or --size measures the slow-consumer bound"
+                .into(),
+        );
+    }
 }
 
 pub async fn run(args: SlowArgs) -> Result<Report, String> {
@@ -84,6 +111,10 @@ pub async fn run(args: SlowArgs) -> Result<Report, String> {
             shown.dropped_live.load(Ordering::Relaxed)
         )
     });
+    // What closed the slow members, from a roomcast server's own counters:
+    // the slow-consumer bound (1013), or the heartbeat (1011) when their
+    // queues did not fill before its timeout.
+    let counters_before = server_counters(members.dialer.url()).await;
     let cpu = CpuWatch::start(args.common.server_pid);
     let started = Instant::now();
     members.gate.set_phase(Phase::Go);
@@ -101,6 +132,8 @@ pub async fn run(args: SlowArgs) -> Result<Report, String> {
     progress.finish();
 
     report_drops(&members, &mut report, "slow", "slow members");
+    let counters_after = server_counters(members.dialer.url()).await;
+    report_close_reasons(&mut report, counters_before, counters_after);
     let received = members.received.load(Ordering::Acquire);
     report.count("deliveries", "deliveries to the others", received);
     report.count("lost", "lost by the others", members.expected().saturating_sub(received));

@@ -204,7 +204,16 @@ fn string_end(bytes: &[u8], mut i: usize) -> Result<usize, Poison> {
 /// Client text quoted in a reply or a log line, cut to a readable length.
 pub fn quoted(text: &str) -> String {
     const MAX: usize = 64;
-    if text.len() <= MAX { format!("{text:?}") } else { format!("{:?}...", &text[..text.floor_char_boundary(MAX)]) }
+    if text.len() <= MAX { format!("{text:?}") } else { format!("{:?}...", cut(text, MAX)) }
+}
+
+/// At most the first `max` bytes of `text`, ending on a character boundary.
+pub fn cut(text: &str, max: usize) -> &str {
+    let mut end = max.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// Whether a raw JSON value is a string literal.
@@ -315,6 +324,8 @@ mod tests {
         assert_eq!(quoted("dance"), "\"dance\"");
         let long = "é".repeat(100);
         assert!(quoted(&long).len() < 80 && quoted(&long).ends_with("..."));
+        assert_eq!(cut("aé", 2), "a", "not inside a character");
+        assert_eq!(cut("ab", 9), "ab");
     }
 
     #[test]
