@@ -222,3 +222,37 @@ async fn pipe_mode_after_a_server_restart_shows_every_new_message_once() {
     assert!(!stderr.contains("could not recover"), "a false notice: {stderr}");
     assert!(stderr.contains("started again"), "{stderr}");
 }
+
+/// A deploy script notifying a room must learn that it did not: with the
+/// server down, the piped client says the line was not sent and exits 1.
+#[tokio::test]
+async fn pipe_mode_against_a_dead_server_exits_non_zero() {
+    let url = format!("ws://127.0.0.1:{}", free_port());
+    let mut child = tokio::process::Command::from(command(&["client", &url, "--room", "ops"], &[]))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the client");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"deploy done\n").await.unwrap();
+    drop(stdin);
+    let output = tokio::time::timeout(DEADLINE, child.wait_with_output()).await.expect("exits").unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not sent"), "{stderr}");
+    assert!(stderr.contains("1 requests may not have reached the server"), "{stderr}");
+    // Publishing with no room joined is not a delivery either.
+    let server = Server::start(&[]);
+    let mut child = tokio::process::Command::from(command(&["client", &server.url("")], &[]))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the client");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"to nowhere\n").await.unwrap();
+    drop(stdin);
+    let output = tokio::time::timeout(DEADLINE, child.wait_with_output()).await.expect("exits").unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stderr));
+}

@@ -72,12 +72,34 @@ fn fanout_as_fast_as_possible_counts_what_the_server_refused() {
     // The server's rate limit refuses part of an unbounded flood: those are
     // counted as refused, not lost.
     let server = Server::start(&[("ROOMCAST_LIMITS__MESSAGES_PER_SECOND", "200"), ("ROOMCAST_LIMITS__BURST", "50")]);
-    let (_, doc, _) = load(
+    let (code, doc, output) = load(
         &server,
         &["fanout", "--rooms", "2", "--members", "3", "--rate", "max", "--window", "4", "--duration", "1s"],
     );
     let refused = figure(&doc, "refused");
     assert!(refused > 0.0, "the rate limit refused some: {doc:#}");
+    // Publishes the server refused were not delivered: the run fails and
+    // says so, unless --max-refused allows them.
+    assert_eq!(code, Some(1), "{doc:#}");
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(table.contains("slo: refused") && table.contains("--max-refused allows some"), "{table}");
+    let (code, _, _) = load(
+        &server,
+        &[
+            "fanout",
+            "--rooms",
+            "1",
+            "--members",
+            "2",
+            "--rate",
+            "max",
+            "--duration",
+            "300ms",
+            "--max-refused",
+            "1000000",
+        ],
+    );
+    assert_eq!(code, Some(0));
     let accepted = figure(&doc, "published") - refused;
     assert_eq!(figure(&doc, "deliveries"), accepted * 3.0);
     assert_eq!(figure(&doc, "lost"), 0.0);

@@ -7,7 +7,9 @@
 //! published (or is a command), each frame from the server is printed as one
 //! JSON line, and at the end of input it waits for every publish to be
 //! acknowledged and exits. Both reconnect and recover what they missed (see
-//! [`session`]).
+//! [`session`]). The exit status is 1 when a request may not have reached
+//! the server (not sent while disconnected, or never answered), 2 for a bad
+//! URL or `--ca`, 0 otherwise.
 
 pub mod pipe;
 pub mod session;
@@ -71,7 +73,12 @@ pub fn run(args: ClientArgs) -> ExitCode {
         let connection = tokio::spawn(session::run(dialer, setup, command_rx, event_tx));
         let code =
             if interactive { terminal::run(command_tx, event_rx).await } else { pipe::run(command_tx, event_rx).await };
-        let _ = connection.await;
+        let Ok(outcome) = connection.await else { return ExitCode::from(1) };
+        if outcome.undelivered > 0 {
+            // A script that notifies a room must know it did not.
+            eprintln!("roomcast client: {} requests may not have reached the server", outcome.undelivered);
+            return ExitCode::from(1);
+        }
         code
     })
 }

@@ -108,6 +108,10 @@ struct State {
     next_ref: u64,
     /// Requests sent and not answered yet (every request carries a ref).
     unanswered: usize,
+    /// Requests that were not sent (no connection) or never answered
+    /// (the connection ended first, or the answer did not come at the end):
+    /// whether they took effect is unknown.
+    undelivered: u64,
 }
 
 impl State {
@@ -134,7 +138,18 @@ enum Ended {
     Lost(String),
 }
 
-pub async fn run(dialer: Dialer, setup: Setup, mut commands: mpsc::Receiver<Command>, events: mpsc::Sender<Event>) {
+/// How a session ended: how many requests may not have taken effect.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub undelivered: u64,
+}
+
+pub async fn run(
+    dialer: Dialer,
+    setup: Setup,
+    mut commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<Event>,
+) -> Outcome {
     let mut state = State { nick: setup.nick, next_ref: 1, ..State::default() };
     if let Some(room) = setup.room {
         state.rooms.push(room.clone());
@@ -153,9 +168,14 @@ pub async fn run(dialer: Dialer, setup: Setup, mut commands: mpsc::Receiver<Comm
                         let _ =
                             tokio::time::timeout(Duration::from_secs(2), async { while ws.next().await.is_some() {} })
                                 .await;
-                        return;
+                        return Outcome { undelivered: state.undelivered };
                     }
-                    Ended::Lost(why) => why,
+                    Ended::Lost(why) => {
+                        // What was on its way when the connection went may or
+                        // may not have arrived.
+                        state.undelivered += std::mem::take(&mut state.unanswered) as u64;
+                        why
+                    }
                 }
             }
             Err(e) => e.to_string(),
@@ -170,7 +190,7 @@ pub async fn run(dialer: Dialer, setup: Setup, mut commands: mpsc::Receiver<Comm
             tokio::select! {
                 _ = tokio::time::sleep_until(wake) => break,
                 command = commands.recv() => match command {
-                    None | Some(Command::Quit { .. }) => return,
+                    None | Some(Command::Quit { .. }) => return Outcome { undelivered: state.undelivered },
                     Some(command) => offline(&mut state, command, &events).await,
                 }
             }
@@ -194,7 +214,10 @@ async fn offline(state: &mut State, command: Command, events: &mpsc::Sender<Even
             state.nick = Some(name);
             "not connected: the nick is set on reconnect".into()
         }
-        _ => "not connected: not sent".into(),
+        _ => {
+            state.undelivered += 1;
+            "not connected: not sent".into()
+        }
     };
     let _ = events.send(Event::Notice(notice)).await;
 }
@@ -261,6 +284,7 @@ async fn serve(
             }
             _ = tokio::time::sleep(Duration::from_secs(5)), if quitting => {
                 let _ = events.send(Event::Notice(format!("{} requests were not answered", state.unanswered))).await;
+                state.undelivered += std::mem::take(&mut state.unanswered) as u64;
                 return Ended::Quit;
             }
         }
@@ -277,6 +301,7 @@ async fn act(
     match command {
         Command::Publish(text) => {
             let Some(room) = state.current.clone() else {
+                state.undelivered += 1;
                 let _ = events.send(Event::Notice("join a room first: /join ROOM".into())).await;
                 return Ok(());
             };

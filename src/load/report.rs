@@ -87,7 +87,10 @@ impl Report {
         let results: Map<String, Value> = self.figures.iter().map(|f| (f.key.clone(), json_number(f.value))).collect();
         let slo: Vec<Value> = slo
             .iter()
-            .map(|r| json!({"flag": r.flag, "limit": json_number(r.limit), "value": r.value.map(json_number), "ok": r.ok}))
+            .map(|r| {
+                json!({"flag": r.flag, "implicit": r.implicit, "limit": json_number(r.limit),
+                       "value": r.value.map(json_number), "ok": r.ok})
+            })
             .collect();
         let mut doc = json!({
             "scenario": self.scenario,
@@ -159,6 +162,9 @@ pub struct Slo {
     /// Fail when more errors than this happened (refused connections, error frames, unexpected closes).
     #[arg(long, value_name = "N")]
     pub max_errors: Option<u64>,
+    /// Fail when the server refused more publishes than this (its rate limit).
+    #[arg(long, value_name = "N")]
+    pub max_refused: Option<u64>,
     /// Fail when a dead or stalled client took longer than this to be dropped (heartbeat, slow).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub max_drop_time: Option<Duration>,
@@ -176,6 +182,9 @@ pub struct Slo {
 #[derive(Debug, Clone)]
 pub struct SloResult {
     pub flag: &'static str,
+    /// Not given on the command line: messages lost or refused and errors
+    /// fail a run unless a flag allows them.
+    pub implicit: bool,
     pub limit: f64,
     /// How `limit` and `value` read (the JSON keeps the plain numbers).
     pub unit: Unit,
@@ -193,7 +202,7 @@ impl Slo {
             if let Some(limit) = limit {
                 let value = report.get(key);
                 let ok = value.is_some_and(|v| if at_most { v <= limit } else { v >= limit });
-                results.push(SloResult { flag, limit, unit, value, ok });
+                results.push(SloResult { flag, implicit: false, limit, unit, value, ok });
             }
         };
         check("--max-p50", self.max_p50.map(micros), "latency_p50_us", Unit::Micros, true);
@@ -201,21 +210,52 @@ impl Slo {
         check("--max-p999", self.max_p999.map(micros), "latency_p999_us", Unit::Micros, true);
         check("--max-loss", self.max_loss.map(|n| n as f64), "lost", Unit::Count, true);
         check("--max-errors", self.max_errors.map(|n| n as f64), "errors", Unit::Count, true);
+        check("--max-refused", self.max_refused.map(|n| n as f64), "refused", Unit::Count, true);
         let drop_time = self.max_drop_time.map(|d| d.as_secs_f64());
         check("--max-drop-time", drop_time, "drop_time_max_s", Unit::Seconds, true);
         let rss = self.max_rss_per_conn.map(|n| n as f64);
         check("--max-rss-per-conn", rss, "server_rss_per_conn_bytes", Unit::Bytes, true);
         check("--min-held", self.min_held.map(|n| n as f64), "held", Unit::Count, false);
         check("--min-rate", self.min_rate, rate_key, Unit::PerSecond, false);
+        // What the run measured of these must be 0 unless a flag allows
+        // more: a load test that lost or had refused messages, or errors,
+        // did not do what was asked, whatever its figures say.
+        for (flag, given, key) in [
+            ("--max-loss", self.max_loss, "lost"),
+            ("--max-errors", self.max_errors, "errors"),
+            ("--max-refused", self.max_refused, "refused"),
+        ] {
+            if given.is_none()
+                && let Some(value) = report.get(key)
+            {
+                let result = SloResult {
+                    flag,
+                    implicit: true,
+                    limit: 0.0,
+                    unit: Unit::Count,
+                    value: Some(value),
+                    ok: value <= 0.0,
+                };
+                results.push(result);
+            }
+        }
         results
     }
 }
 
-/// The lines that explain missed objectives.
+/// The lines that explain the objectives given, and the implicit ones
+/// that were missed.
 pub fn describe(results: &[SloResult]) -> Vec<String> {
     results
         .iter()
+        .filter(|r| !r.implicit || !r.ok)
         .map(|r| match r.value {
+            Some(value) if r.implicit => format!(
+                "{} {} (MISSED: {} allows some)",
+                r.flag.trim_start_matches("--max-").replace("loss", "lost"),
+                format_value(value, r.unit),
+                r.flag
+            ),
             Some(value) => format!(
                 "{} {}: measured {} ({})",
                 r.flag,
@@ -256,5 +296,13 @@ mod tests {
         let doc = report.to_json(&results);
         assert_eq!(doc["passed"], false);
         assert_eq!(doc["results"]["lost"], 2);
+        // Without --max-loss, losing messages fails the run too.
+        let results = Slo::default().check(&report, "rate");
+        assert_eq!(results.len(), 1);
+        assert!(!results[0].ok && results[0].implicit);
+        assert_eq!(describe(&results), ["lost 2 (MISSED: --max-loss allows some)"]);
+        report.count("refused", "refused", 0);
+        assert_eq!(Slo::default().check(&report, "rate").len(), 2, "refused 0 passes, and is not printed");
+        assert_eq!(describe(&Slo::default().check(&report, "rate")).len(), 1);
     }
 }
