@@ -3,7 +3,7 @@
 //!
 //! `wss:` URLs go through rustls, trusting the system's roots plus, with
 //! `--ca FILE`, the certificates in that PEM file (a self-signed server's
-//! own certificate, or a private CA).
+//! own certificate, or a private CA; see `tls::client_config`).
 //!
 //! Many connections to one server address from one source address run out
 //! of ephemeral ports near 28k, so the dialer can spread connections over
@@ -87,7 +87,10 @@ impl Dialer {
     /// loopback (other targets use the system's choice). `ca` adds trusted
     /// certificates for `wss:`.
     pub async fn new(url: Url, sources: usize, ca: Option<&Path>) -> io::Result<Dialer> {
-        let tls = if url.scheme() == "wss" { Some(Arc::new(client_tls(ca)?)) } else { None };
+        let tls = match url.scheme() {
+            "wss" => Some(Arc::new(crate::tls::client_config(ca).map_err(io::Error::other)?)),
+            _ => None,
+        };
         let host = url.host_str().ok_or_else(|| io::Error::other("URL without a host"))?.to_string();
         let port = url.port_or_known_default().unwrap_or(80);
         let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -208,27 +211,6 @@ pub fn tcp(ws: &Ws) -> Option<&TcpStream> {
         // The enum is non-exhaustive; the dialer makes only the two above.
         _ => None,
     }
-}
-
-/// A rustls client configuration trusting the system's roots and the
-/// certificates in `ca`.
-fn client_tls(ca: Option<&Path>) -> io::Result<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    // Unreadable system certificates are skipped: `--ca` may be all we need.
-    let system = rustls_native_certs::load_native_certs();
-    roots.add_parsable_certificates(system.certs);
-    if let Some(path) = ca {
-        let problem = |e: String| io::Error::other(format!("--ca {}: {e}", path.display()));
-        for cert in crate::tls::read_certificates(path).map_err(problem)? {
-            roots.add(cert).map_err(|e| problem(e.to_string()))?;
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(io::Error::other)?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
 }
 
 #[cfg(test)]

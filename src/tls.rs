@@ -1,14 +1,22 @@
 //! TLS for `[server.tls]`: the PEM certificate chain and private key, read
 //! into a rustls server configuration. Every problem names its key, so a
-//! bad file stops start-up (and `check-config`) with exit status 2. The
-//! client side (`wss:` in `roomcast load` and `roomcast client`) reads its
-//! `--ca` file with the same [`read_certificates`].
+//! bad file stops start-up (and `check-config`) with exit status 2.
+//!
+//! And the client side (`wss:` in `roomcast load` and `roomcast client`):
+//! the system's roots, plus the certificates of `--ca FILE` both as
+//! authorities and, like curl, as server certificates trusted as they are
+//! (a self-signed certificate, which webpki would refuse as "a CA used as
+//! an end entity").
 
 use std::path::Path;
 use std::sync::Arc;
 
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use crate::config::ConfigError;
 
@@ -37,4 +45,90 @@ pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, St
         return Err("holds no PEM certificate".into());
     }
     Ok(certs)
+}
+
+/// A rustls client configuration trusting the system's roots and the
+/// certificates in `ca`.
+pub fn client_config(ca: Option<&Path>) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    // Unreadable system certificates are skipped: `--ca` may be all we need.
+    let system = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(system.certs);
+    let mut pinned = Vec::new();
+    if let Some(path) = ca {
+        let problem = |e: String| format!("--ca {}: {e}", path.display());
+        for cert in read_certificates(path).map_err(problem)? {
+            // Some certificates cannot be authorities (no CA flag, say):
+            // they are still trusted as server certificates.
+            let _ = roots.add(cert.clone());
+            pinned.push(cert);
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // No roots at all (no system store, and --ca holds server certificates
+    // only) leaves the pinned certificates.
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build().ok();
+    if webpki.is_none() && pinned.is_empty() {
+        return Err("no certificate to trust: the system has none; give one with --ca".into());
+    }
+    let verifier = Arc::new(TrustedCertificates { pinned, webpki, provider: provider.clone() });
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth())
+}
+
+/// Accepts a server certificate that is one of `pinned` byte for byte (its
+/// name must still match, and the handshake's signatures must be its key's),
+/// and otherwise whatever webpki accepts from the roots.
+#[derive(Debug)]
+struct TrustedCertificates {
+    pinned: Vec<CertificateDer<'static>>,
+    webpki: Option<Arc<WebPkiServerVerifier>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for TrustedCertificates {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if self.pinned.iter().any(|cert| cert.as_ref() == end_entity.as_ref()) {
+            let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
+            rustls::client::verify_server_name(&parsed, server_name)?;
+            return Ok(ServerCertVerified::assertion());
+        }
+        match &self.webpki {
+            Some(webpki) => webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now),
+            None => Err(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
 }

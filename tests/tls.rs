@@ -267,3 +267,151 @@ async fn the_client_pipes_over_wss() {
     let status = tokio::time::timeout(common::DEADLINE, child.wait()).await.expect("exits at end of input").unwrap();
     assert!(status.success());
 }
+
+/// Runs `openssl` with `args` in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let output = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("openssl is needed (apt-get install openssl): {e}"));
+    assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// `roomcast load echo` over wss with `--ca ca`: whether it connected.
+fn load_over_wss(server: &Server, ca: Option<&std::path::Path>) -> (Option<i32>, String) {
+    let url = format!("wss://localhost:{}", server.addr.port());
+    let mut args = vec!["load", "echo", "--url", &url, "--connections", "2", "--duration", "300ms", "--quiet"];
+    let ca = ca.map(|ca| ca.display().to_string());
+    if let Some(ca) = &ca {
+        args.extend(["--ca", ca]);
+    }
+    let output = command(&args, &[]).output().expect("run roomcast load");
+    (output.status.code(), String::from_utf8_lossy(&output.stderr).to_string())
+}
+
+/// The two recipes of docs/operations.md (TLS), made with openssl as a user
+/// would: a self-signed certificate (which rustls's own checks refuse as "a
+/// CA used as an end entity": `--ca` trusts it as it is, as curl does), and
+/// a private CA that signs the server's certificate.
+#[test]
+fn certificates_made_with_openssl_work_with_ca() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("openssl-certificates");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let names = "subjectAltName=DNS:localhost,IP:127.0.0.1";
+    // Recipe 1: self-signed.
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+            "-days",
+            "365",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            names,
+        ],
+    );
+    let env = |cert: &str, key: &str| {
+        [
+            ("ROOMCAST_SERVER__TLS__CERT", dir.join(cert).display().to_string()),
+            ("ROOMCAST_SERVER__TLS__KEY", dir.join(key).display().to_string()),
+        ]
+    };
+    let [cert, key] = env("cert.pem", "key.pem");
+    let server = Server::start(&[(cert.0, &cert.1), (key.0, &key.1)]);
+    let (code, stderr) = load_over_wss(&server, Some(&dir.join("cert.pem")));
+    assert_eq!(code, Some(0), "self-signed with --ca: {stderr}");
+    let (code, stderr) = load_over_wss(&server, None);
+    assert_eq!(code, Some(2), "without --ca the certificate is unknown: {stderr}");
+    assert!(stderr.contains("certificate"), "{stderr}");
+    drop(server);
+
+    // Recipe 2: a private CA.
+    std::fs::write(dir.join("names.ext"), format!("{names}\n")).unwrap();
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "3650",
+            "-subj",
+            "/CN=roomcast CA",
+        ],
+    );
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    openssl(
+        &dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "365",
+            "-extfile",
+            "names.ext",
+        ],
+    );
+    let [cert, key] = env("server.pem", "server.key");
+    let server = Server::start(&[(cert.0, &cert.1), (key.0, &key.1)]);
+    let (code, stderr) = load_over_wss(&server, Some(&dir.join("ca.pem")));
+    assert_eq!(code, Some(0), "signed by a private CA: {stderr}");
+    // The CA's certificate is not the server's: a name mismatch still fails.
+    let url = format!("wss://127.0.0.2:{}", server.addr.port());
+    let output = command(
+        &[
+            "load",
+            "echo",
+            "--url",
+            &url,
+            "--ca",
+            dir.join("ca.pem").to_str().unwrap(),
+            "--duration",
+            "200ms",
+            "--quiet",
+        ],
+        &[],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(output.status.code(), Some(2), "127.0.0.2 is not a name in the certificate");
+}
