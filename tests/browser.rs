@@ -1,9 +1,9 @@
 //! The chat page (page.md) in a real browser: headless Chromium driven
 //! through chromedriver (WebDriver), against a real roomcast.
 //!
-//! Needs Debian's `chromium` and `chromium-driver` (CI installs them). Where
-//! they are missing these tests say so and pass, unless
-//! CI_REQUIRE_TOOLS is set (CI sets it), which makes them fail.
+//! Needs Debian's `chromium` and `chromium-driver` (scripts/test.sh
+//! installs them). Where they are missing these tests fail and say so;
+//! SKIP_MISSING_TOOLS=1 compiles them as ignored instead (build.rs).
 
 mod common;
 
@@ -30,16 +30,10 @@ impl Drop for Driver {
     }
 }
 
-/// chromedriver, or `None` (after saying why) when the browser is missing.
-async fn driver() -> Option<Driver> {
-    if !(std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists()) {
-        let why = format!("{CHROMIUM} or {CHROMEDRIVER} is missing (apt-get install chromium chromium-driver)");
-        if std::env::var_os("CI_REQUIRE_TOOLS").is_some() {
-            panic!("{why}");
-        }
-        eprintln!("SKIPPED: browser tests need Chromium: {why}");
-        return None;
-    }
+/// chromedriver; a missing browser fails the test, saying what to install.
+async fn driver() -> Driver {
+    common::tool("chromium", "chromium");
+    common::tool("chromedriver", "chromium-driver");
     let mut child = Command::new(CHROMEDRIVER)
         .arg("--port=0")
         .stdout(Stdio::piped())
@@ -60,7 +54,7 @@ async fn driver() -> Option<Driver> {
     });
     let port = rx.recv_timeout(DEADLINE).expect("chromedriver said on which port it listens");
     let url = format!("http://127.0.0.1:{port}");
-    Some(Driver { child, url })
+    Driver { child, url }
 }
 
 /// A browser session with a fresh profile, showing the page at `page`.
@@ -206,8 +200,9 @@ fn member_list_is(names: &[&str]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(skip_browser, ignore = "Chromium or chromedriver is missing and SKIP_MISSING_TOOLS=1")]
 async fn two_people_chat_with_presence_and_nicks() {
-    let Some(driver) = driver().await else { return };
+    let driver = driver().await;
     let server = Server::start(&[]);
     let page = server.http("/");
     let ann = Browser::open(&driver, &page).await;
@@ -241,8 +236,9 @@ async fn two_people_chat_with_presence_and_nicks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(skip_browser, ignore = "Chromium or chromedriver is missing and SKIP_MISSING_TOOLS=1")]
 async fn everything_displayed_is_escaped() {
-    let Some(driver) = driver().await else { return };
+    let driver = driver().await;
     let server = Server::start(&[]);
     let viewer = Browser::open(&driver, &server.http("/")).await;
     viewer.join("x").await;
@@ -272,8 +268,9 @@ async fn viewer_id(browser: &Browser) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(skip_browser, ignore = "Chromium or chromedriver is missing and SKIP_MISSING_TOOLS=1")]
 async fn several_rooms_with_tabs() {
-    let Some(driver) = driver().await else { return };
+    let driver = driver().await;
     let server = Server::start(&[]);
     let me = Browser::open(&driver, &server.http("/")).await;
     me.join("first").await;
@@ -299,8 +296,9 @@ async fn several_rooms_with_tabs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(skip_browser, ignore = "Chromium or chromedriver is missing and SKIP_MISSING_TOOLS=1")]
 async fn a_reconnect_recovers_missed_messages_without_duplicates() {
-    let Some(driver) = driver().await else { return };
+    let driver = driver().await;
     let server = Server::start(&[]);
     // The page is served through a proxy, so its WebSocket goes through it
     // too and can be cut while the server runs on.
@@ -336,8 +334,9 @@ async fn a_reconnect_recovers_missed_messages_without_duplicates() {
 /// the restart is shown, once, and nothing claims that messages were lost
 /// (before epochs, the page took seq 1, 2, 3 for ones it had seen).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(skip_browser, ignore = "Chromium or chromedriver is missing and SKIP_MISSING_TOOLS=1")]
 async fn after_a_server_restart_every_new_message_is_shown_once() {
-    let Some(driver) = driver().await else { return };
+    let driver = driver().await;
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
     let server = Server::start(&[("ROOMCAST_SERVER__PORT", &port)]);
     let me = Browser::open(&driver, &server.http("/")).await;
@@ -372,8 +371,9 @@ async fn after_a_server_restart_every_new_message_is_shown_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(skip_browser, ignore = "Chromium or chromedriver is missing and SKIP_MISSING_TOOLS=1")]
 async fn messages_that_cannot_be_recovered_are_announced() {
-    let Some(driver) = driver().await else { return };
+    let driver = driver().await;
     // Two messages of history: a longer absence cannot be recovered.
     let server = Server::start(&[("ROOMCAST_ROOMS__HISTORY", "2")]);
     let proxy = Proxy::start(server.addr).await;
@@ -396,8 +396,9 @@ async fn messages_that_cannot_be_recovered_are_announced() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(skip_browser, ignore = "Chromium or chromedriver is missing and SKIP_MISSING_TOOLS=1")]
 async fn screenshot_of_the_page() {
-    let Some(driver) = driver().await else { return };
+    let driver = driver().await;
     let server = Server::start(&[]);
     let page = server.http("/");
     let ann = Browser::open(&driver, &page).await;
@@ -425,8 +426,9 @@ async fn screenshot_of_the_page() {
 /// On a phone-sized window the page fits its width (nothing to scroll
 /// sideways) and the message field and send button stay on screen.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(skip_browser, ignore = "Chromium or chromedriver is missing and SKIP_MISSING_TOOLS=1")]
 async fn fits_a_phone_screen() {
-    let Some(driver) = driver().await else { return };
+    let driver = driver().await;
     let server = Server::start(&[]);
     let phone = Browser::open(&driver, &server.http("/")).await;
     phone.client.set_window_size(390, 844).await.expect("resize");
@@ -461,8 +463,9 @@ async fn fits_a_phone_screen() {
 /// Served over https, the page connects with wss (a ws: socket from an https
 /// page would be blocked as mixed content) and the origin check passes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(skip_browser, ignore = "Chromium or chromedriver is missing and SKIP_MISSING_TOOLS=1")]
 async fn over_https_the_page_uses_wss() {
-    let Some(driver) = driver().await else { return };
+    let driver = driver().await;
     let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).expect("a certificate");
     let dir = std::env::temp_dir().join(format!("roomcast-browser-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -423,3 +423,18 @@ impl Proxy {
         self.cut.send_modify(|n| *n += 1);
     }
 }
+
+/// The path of `program` on PATH, or a failure that says which package
+/// brings it and how to skip the tests that need it (SKIP_MISSING_TOOLS=1,
+/// see build.rs).
+pub fn tool(program: &str, package: &str) -> std::path::PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).map(|dir| dir.join(program)).find(|candidate| candidate.is_file()).unwrap_or_else(
+        || {
+            panic!(
+                "{program} is missing: install it (apt-get install {package}), or run with SKIP_MISSING_TOOLS=1 \
+             to skip the tests that need it (they then show as ignored)"
+            )
+        },
+    )
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The tests, as README.md gives them. Installs the programs the tests drive
+# when they are missing and this machine can (apt-get, as root or through
+# sudo without a password): Chromium and chromedriver for the chat page,
+# systemd-analyze for the unit file, openssl for the TLS guide's
+# certificates, curl for README's tour, procps for `kill`. Then runs
+# `cargo test` with any arguments given.
+#
+# A test whose program is still missing fails and says so. To skip those
+# tests instead (they then show as ignored), run with SKIP_MISSING_TOOLS=1;
+# CI (CI=true) never skips.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+type -P kill >/dev/null || missing+=(procps)   # the program, not bash's builtin
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v openssl >/dev/null || missing+=(openssl)
+command -v curl >/dev/null || missing+=(curl)
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then
+        sudo=()
+    elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+        sudo=(sudo)
+    else
+        sudo=(none)
+    fi
+    if [ "${sudo[0]:-}" != none ] && command -v apt-get >/dev/null; then
+        echo "test.sh: installing ${missing[*]}" >&2
+        "${sudo[@]}" apt-get update -q >/dev/null
+        DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q "${missing[@]}" >/dev/null
+    else
+        echo "test.sh: missing ${missing[*]}, which this script cannot install here: the tests that need" >&2
+        echo "test.sh: them will fail (or, with SKIP_MISSING_TOOLS=1, be skipped and shown as ignored)" >&2
+    fi
+fi
+exec cargo test "$@"
