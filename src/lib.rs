@@ -15,6 +15,8 @@
 //! - [`registry`]: the actor that owns rooms and the session directory and
 //!   relays messages.
 //! - [`metrics`]: counters and gauges in the Prometheus text format.
+//! - [`logging`]: env_logger behind a filter SIGHUP can change.
+//! - [`reload`]: SIGHUP: the configuration read again and applied live.
 //! - [`load`]: `roomcast load`, the load tester, one module per scenario.
 //! - [`client`]: `roomcast client`, interactive or for scripts.
 //! - [`dial`]: opening client connections, for the load tester and the client.
@@ -24,9 +26,11 @@ pub mod config;
 pub mod dial;
 pub mod http;
 pub mod load;
+pub mod logging;
 pub mod metrics;
 pub mod protocol;
 pub mod registry;
+pub mod reload;
 pub mod server;
 pub mod session;
 pub mod tls;

@@ -44,15 +44,6 @@ fn load(args: &ConfigArgs) -> Result<(Settings, ConfigSource), ExitCode> {
     })
 }
 
-fn init_logging(level: &str) {
-    let mut builder = env_logger::Builder::new();
-    match std::env::var("RUST_LOG") {
-        Ok(filters) if !filters.is_empty() => builder.parse_filters(&filters),
-        _ => builder.parse_filters(level),
-    };
-    builder.init();
-}
-
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve(args) => {
@@ -60,7 +51,7 @@ fn main() -> ExitCode {
                 Ok(loaded) => loaded,
                 Err(code) => return code,
             };
-            init_logging(&settings.log.level);
+            roomcast::logging::init(&settings.log.level);
             log::info!("config: {source}");
             match roomcast::server::run(settings, args.config) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -75,11 +66,11 @@ fn main() -> ExitCode {
             }
         }
         Command::Client(args) => {
-            init_logging("warn");
+            roomcast::logging::init("warn");
             roomcast::client::run(args)
         }
         Command::Load(args) => {
-            init_logging("warn");
+            roomcast::logging::init("warn");
             roomcast::load::run(*args)
         }
         Command::CheckConfig(args) => match load(&args) {

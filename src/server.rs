@@ -1,4 +1,5 @@
-//! Starting the daemon, and the drain on SIGINT/SIGTERM.
+//! Starting the daemon, the drain on SIGINT/SIGTERM, and reloads on SIGHUP
+//! ([`crate::reload`]).
 //!
 //! The drain: `/healthz` and new handshakes answer 503, every session gets
 //! close 1001, and once they have all closed (or `shutdown_timeout` is
@@ -6,6 +7,7 @@
 //! exits 0.
 
 use std::io;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -13,17 +15,19 @@ use std::time::Duration;
 use actix::{Actor, Arbiter};
 use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpServer, web};
+use arc_swap::ArcSwap;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::config::{ConfigError, Settings};
-use crate::http::hosts::HostCheck;
-use crate::http::origin::OriginCheck;
 use crate::http::peers::PeerLimit;
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, Live};
 use crate::metrics::Metrics;
 use crate::protocol::close;
 use crate::registry::{self, Registry};
+use crate::reload::Reloader;
 use crate::session::heartbeat::Watchdog;
+use crate::session::ratelimit::RateLimit;
+use crate::tls::ServerCertificate;
 
 /// Why the daemon stopped other than by a signal.
 #[derive(Debug)]
@@ -57,9 +61,8 @@ impl From<ConfigError> for ServeError {
 
 /// Runs the daemon until it has drained after a signal. `config` is the
 /// `--config` it was started with, read again on SIGHUP.
-pub fn run(settings: Settings, config: Option<std::path::PathBuf>) -> Result<(), ServeError> {
-    let _ = config;
-    actix_rt::System::new().block_on(serve(settings))
+pub fn run(settings: Settings, config: Option<PathBuf>) -> Result<(), ServeError> {
+    actix_rt::System::new().block_on(serve(settings, config))
 }
 
 /// A bind failure, named by the key that would fix it.
@@ -77,32 +80,49 @@ fn bind_error(settings: &Settings, error: &io::Error) -> ConfigError {
     ConfigError::key(key, format!("cannot listen on {}:{}: {problem}", settings.server.host, settings.server.port))
 }
 
-/// SIGINT and SIGTERM, installed before the server announces itself.
+/// SIGINT, SIGTERM and SIGHUP, installed before the server announces
+/// itself.
 struct Signals {
     interrupt: Signal,
     terminate: Signal,
+    hangup: Signal,
+    reloader: Reloader,
 }
 
 impl Signals {
-    fn install() -> io::Result<Self> {
-        Ok(Signals { interrupt: signal(SignalKind::interrupt())?, terminate: signal(SignalKind::terminate())? })
+    fn install(reloader: Reloader) -> io::Result<Self> {
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
+            reloader,
+        })
     }
 
-    async fn next(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.interrupt.recv() => "SIGINT",
-            _ = self.terminate.recv() => "SIGTERM",
+    /// The next SIGINT or SIGTERM; every SIGHUP until then reloads.
+    async fn next_stop(&mut self, state: &AppState) -> &'static str {
+        loop {
+            tokio::select! {
+                _ = self.interrupt.recv() => return "SIGINT",
+                _ = self.terminate.recv() => return "SIGTERM",
+                _ = self.hangup.recv() => self.reloader.reload(state),
+            }
         }
     }
 }
 
-async fn serve(settings: Settings) -> Result<(), ServeError> {
-    let settings = Arc::new(settings);
+async fn serve(settings: Settings, config: Option<PathBuf>) -> Result<(), ServeError> {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => log::debug!("file descriptor limit: {limit}"),
         Err(e) => log::warn!("cannot raise the file descriptor limit: {e}"),
     }
-    let signals = Signals::install()?;
+    let tls = &settings.server.tls;
+    // Validated at start-up; read again here because serving needs it.
+    let certificate = match tls.cert.is_empty() {
+        true => None,
+        false => Some(ServerCertificate::new(crate::tls::certified_key(&tls.cert, &tls.key)?)),
+    };
+    let signals = Signals::install(Reloader::new(config, certificate.clone()))?;
     let metrics = Arc::new(Metrics::default());
     let limits = registry::Limits::new(&settings);
     let registry_metrics = metrics.clone();
@@ -110,12 +130,11 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
     let registry =
         Registry::start_in_arbiter(&registry_thread.handle(), move |_| Registry::new(limits, registry_metrics));
     let state = AppState {
-        settings: settings.clone(),
-        hosts: Arc::new(HostCheck::new(&settings.server)?),
-        origin: Arc::new(OriginCheck::new(&settings.origin)),
+        rate: RateLimit::new(settings.limits.messages_per_second, settings.limits.burst),
         peer_limit: PeerLimit::new(settings.server.max_connections_per_ip),
         registry,
         watchdog: Watchdog::start(&settings.heartbeat, metrics.clone()),
+        live: Arc::new(ArcSwap::from_pointee(Live::new(settings.clone())?)),
         metrics,
         draining: Arc::new(AtomicBool::new(false)),
         next_id: Arc::new(AtomicU64::new(1)),
@@ -141,13 +160,9 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
             .client_disconnect_timeout(Duration::from_secs(1));
     server = server.workers(workers);
     let listen_on = (settings.server.host.as_str(), settings.server.port);
-    let tls = &settings.server.tls;
-    let (server, scheme) = if tls.cert.is_empty() {
-        (server.bind(listen_on), "http")
-    } else {
-        // Validated at start-up; read again here because serving needs it.
-        let tls_config = crate::tls::server_config(&tls.cert, &tls.key).map_err(io::Error::other)?;
-        (server.bind_rustls_0_23(listen_on, tls_config), "https")
+    let (server, scheme) = match certificate {
+        None => (server.bind(listen_on), "http"),
+        Some(certificate) => (server.bind_rustls_0_23(listen_on, crate::tls::server_config(certificate)?), "https"),
     };
     let server = server.map_err(|e| bind_error(&settings, &e))?;
     let addresses = server.addrs();
@@ -163,8 +178,8 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
 }
 
 async fn drain_on_signal(mut signals: Signals, state: AppState, server: ServerHandle) {
-    let first = signals.next().await;
-    let timeout = state.settings.server.shutdown_timeout;
+    let first = signals.next_stop(&state).await;
+    let timeout = state.live().settings.server.shutdown_timeout;
     let open = state.metrics.connections();
     log::info!(
         "{first}: draining {open} connection{} (at most {})",
@@ -180,7 +195,7 @@ async fn drain_on_signal(mut signals: Signals, state: AppState, server: ServerHa
         _ = tokio::time::sleep(budget) => {
             log::warn!("shutdown_timeout: dropping {} connections that did not close", state.metrics.connections());
         }
-        second = signals.next() => log::warn!("{second}: stopping now"),
+        second = signals.next_stop(&state) => log::warn!("{second}: stopping now"),
     }
     server.stop(false).await;
 }

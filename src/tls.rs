@@ -1,6 +1,7 @@
 //! TLS for `[server.tls]`: the PEM certificate chain and private key, read
 //! into a rustls server configuration. Every problem names its key, so a
-//! bad file stops start-up (and `check-config`) with exit status 2.
+//! bad file stops start-up (and `check-config`) with exit status 2. SIGHUP
+//! reads the files again ([`ServerCertificate`]).
 //!
 //! And the client side (`wss:` in `roomcast load` and `roomcast client`):
 //! the system's roots, plus the certificates of `--ca FILE` both as
@@ -11,28 +12,58 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use crate::config::ConfigError;
 
 /// Reads both files and checks that the key goes with the certificate.
-pub fn server_config(cert_path: &str, key_path: &str) -> Result<rustls::ServerConfig, ConfigError> {
+pub fn certified_key(cert_path: &str, key_path: &str) -> Result<Arc<CertifiedKey>, ConfigError> {
     let cert_error = |problem: String| ConfigError::key("server.tls.cert", format!("{cert_path}: {problem}"));
     let key_error = |problem: String| ConfigError::key("server.tls.key", format!("{key_path}: {problem}"));
     let certs = read_certificates(Path::new(cert_path)).map_err(cert_error)?;
     let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| key_error(e.to_string()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| cert_error(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
+    CertifiedKey::from_der(certs, key, &rustls::crypto::ring::default_provider())
+        .map(Arc::new)
         .map_err(|e| key_error(format!("does not go with server.tls.cert: {e}")))
+}
+
+/// The server's certificate, which SIGHUP can replace while connections go
+/// on: each new TLS handshake takes the one in effect.
+#[derive(Debug)]
+pub struct ServerCertificate(ArcSwap<CertifiedKey>);
+
+impl ServerCertificate {
+    pub fn new(key: Arc<CertifiedKey>) -> Arc<Self> {
+        Arc::new(ServerCertificate(ArcSwap::new(key)))
+    }
+
+    pub fn replace(&self, key: Arc<CertifiedKey>) {
+        self.0.store(key);
+    }
+}
+
+impl ResolvesServerCert for ServerCertificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.load_full())
+    }
+}
+
+/// A rustls server configuration presenting `certificate`.
+pub fn server_config(certificate: Arc<ServerCertificate>) -> Result<rustls::ServerConfig, ConfigError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConfigError::key("server.tls.cert", e))?
+        .with_no_client_auth()
+        .with_cert_resolver(certificate))
 }
 
 /// Every PEM certificate in the file at `path`; at least one.

@@ -47,7 +47,7 @@ fn systemd_analyze_verify_is_clean() {
 }
 
 #[test]
-fn the_unit_runs_hardened_and_drains_on_sigterm() {
+fn the_unit_runs_hardened_drains_on_sigterm_and_reloads_on_sighup() {
     let settings: Vec<(&str, &str)> = UNIT
         .lines()
         .map(str::trim)
@@ -67,4 +67,5 @@ fn the_unit_runs_hardened_and_drains_on_sigterm() {
     let stop: u64 = value("TimeoutStopSec").and_then(|v| v.parse().ok()).expect("TimeoutStopSec");
     assert!(stop > 10, "TimeoutStopSec={stop} outlasts the default shutdown_timeout");
     assert!(value("ExecStart").is_some_and(|v| v.ends_with("serve --config /etc/roomcast/roomcast.toml")));
+    assert_eq!(value("ExecReload"), Some("/bin/kill -HUP $MAINPID"), "systemctl reload sends SIGHUP");
 }

@@ -416,3 +416,43 @@ fn certificates_made_with_openssl_work_with_ca() {
     .unwrap();
     assert_eq!(output.status.code(), Some(2), "127.0.0.2 is not a name in the certificate");
 }
+
+/// A renewed certificate is picked up by SIGHUP: new handshakes get it,
+/// connections made under the old one carry on.
+#[tokio::test]
+async fn sighup_serves_the_certificate_files_read_again() {
+    let harness = certificate();
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("tls-renewal");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("served-cert.pem"), dir.join("served-key.pem"));
+    std::fs::copy(&harness.cert, &cert).unwrap();
+    std::fs::copy(&harness.key, &key).unwrap();
+    let renewed = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("a certificate");
+    let renewed_cert = dir.join("renewed.pem");
+    std::fs::write(&renewed_cert, renewed.cert.pem()).unwrap();
+
+    let server = Server::start(&[
+        ("ROOMCAST_SERVER__TLS__CERT", cert.to_str().unwrap()),
+        ("ROOMCAST_SERVER__TLS__KEY", key.to_str().unwrap()),
+    ]);
+    let mut open = Client::json(&server).await;
+    let (code, stderr) = load_over_wss(&server, Some(&renewed_cert));
+    assert_eq!(code, Some(2), "not served yet: {stderr}");
+
+    // Renewed in place, as certbot and the like do.
+    std::fs::write(&cert, renewed.cert.pem()).unwrap();
+    std::fs::write(&key, renewed.signing_key.serialize_pem()).unwrap();
+    server.signal("HUP");
+    server.wait_for_log("TLS certificate read again");
+    let (code, stderr) = load_over_wss(&server, Some(&renewed_cert));
+    assert_eq!(code, Some(0), "the renewed certificate is served: {stderr}");
+    assert_eq!(open.request(json!({"type": "ping"})).await["type"], "pong", "the old connection carries on");
+
+    // A key that does not go with the certificate: nothing changes.
+    std::fs::copy(&harness.key, &key).unwrap();
+    server.signal("HUP");
+    let line = server.wait_for_log("not reloaded");
+    assert!(line.contains("server.tls.key"), "{line}");
+    let (code, stderr) = load_over_wss(&server, Some(&renewed_cert));
+    assert_eq!(code, Some(0), "still the renewed certificate: {stderr}");
+}

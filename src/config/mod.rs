@@ -370,7 +370,7 @@ impl Settings {
                 return Err(ConfigError::key("server.tls.cert", "is needed with server.tls.key"));
             }
             (false, false) => {
-                crate::tls::server_config(&tls.cert, &tls.key)?;
+                crate::tls::certified_key(&tls.cert, &tls.key)?;
             }
         }
         validate_log_filter(&self.log.level).map_err(|problem| ConfigError::key("log.level", problem))

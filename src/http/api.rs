@@ -22,7 +22,8 @@ fn json(body: String) -> HttpResponse {
 
 fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), Refusal> {
     state.check_host(req)?;
-    let key = &state.settings.api.key;
+    let live = state.live();
+    let key = &live.settings.api.key;
     if key.is_empty() {
         return Err(Refusal::new(StatusCode::NOT_FOUND, "not found"));
     }
@@ -73,7 +74,7 @@ pub async fn publish(
         Ok(room) => room,
         Err(why) => return Refusal::new(StatusCode::BAD_REQUEST, why).response(),
     };
-    let limit = state.settings.limits.max_message_bytes;
+    let limit = state.live().settings.limits.max_message_bytes;
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     if declared.is_some_and(|length| length > limit) {
         return too_big(limit).response();

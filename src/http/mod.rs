@@ -19,23 +19,40 @@ use actix::Addr;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
+use arc_swap::ArcSwap;
 
-use crate::config::Settings;
+use crate::config::{ConfigError, Settings};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::session::heartbeat::Watchdog;
+use crate::session::ratelimit::RateLimit;
 use hosts::HostCheck;
 use origin::OriginCheck;
 use peers::PeerLimit;
 
+/// The configuration in effect and the checks made from it, swapped whole
+/// by SIGHUP: a request sees either the old or the new one.
+pub struct Live {
+    pub settings: Settings,
+    pub hosts: HostCheck,
+    pub origin: OriginCheck,
+}
+
+impl Live {
+    pub fn new(settings: Settings) -> Result<Live, ConfigError> {
+        let hosts = HostCheck::new(&settings.server)?;
+        let origin = OriginCheck::new(&settings.origin);
+        Ok(Live { settings, hosts, origin })
+    }
+}
+
 /// What every request handler can reach.
 #[derive(Clone)]
 pub struct AppState {
-    pub settings: Arc<Settings>,
-    pub hosts: Arc<HostCheck>,
-    pub origin: Arc<OriginCheck>,
-    /// `None` without `max_connections_per_ip`.
-    pub peer_limit: Option<Arc<PeerLimit>>,
+    pub live: Arc<ArcSwap<Live>>,
+    /// `limits.messages_per_second` and `burst`, shared by every session.
+    pub rate: Arc<RateLimit>,
+    pub peer_limit: Arc<PeerLimit>,
     pub registry: Addr<Registry>,
     pub watchdog: Watchdog,
     pub metrics: Arc<Metrics>,
@@ -46,11 +63,16 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The configuration in effect.
+    pub fn live(&self) -> arc_swap::Guard<Arc<Live>> {
+        self.live.load()
+    }
+
     /// 421 unless the request's `Host` names this server (`server.hosts`).
     /// Everything but `/healthz` and `/metrics` asks, which load balancers
     /// and scrapers often reach by address.
     pub fn check_host(&self, req: &HttpRequest) -> Result<(), Refusal> {
-        self.hosts.check(request_host(req)).map_err(|why| {
+        self.live().hosts.check(request_host(req)).map_err(|why| {
             log::info!("refused {} from {}: {why}", req.path(), peer(req));
             Refusal::new(StatusCode::MISDIRECTED_REQUEST, why)
         })

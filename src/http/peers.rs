@@ -2,9 +2,13 @@
 //! address. IPv4 addresses count one by one; IPv6 addresses by their /64,
 //! the block one subscriber usually holds (anyone holding one can use all
 //! 2^64 addresses in it). IPv4 addresses mapped into IPv6 count as IPv4.
+//!
+//! Without a limit nothing is counted (a lock per handshake for nothing);
+//! a limit set by SIGHUP counts the connections opened from then on.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// What one address counts as.
@@ -26,26 +30,39 @@ impl Peer {
     }
 }
 
-/// Open connections per peer; `None` when there is no limit.
+/// Open connections per peer, up to `max` (0: no limit).
 pub struct PeerLimit {
-    max: usize,
+    max: AtomicUsize,
     counts: Mutex<HashMap<Peer, usize>>,
 }
 
+/// The peer already has its most connections.
+#[derive(Debug)]
+pub struct PeerFull;
+
 impl PeerLimit {
-    pub fn new(max: usize) -> Option<Arc<PeerLimit>> {
-        (max > 0).then(|| Arc::new(PeerLimit { max, counts: Mutex::new(HashMap::new()) }))
+    pub fn new(max: usize) -> Arc<PeerLimit> {
+        Arc::new(PeerLimit { max: AtomicUsize::new(max), counts: Mutex::new(HashMap::new()) })
     }
 
-    /// A slot for one more connection from `peer`, unless it has `max`.
-    pub fn admit(self: &Arc<Self>, peer: Peer) -> Option<PeerSlot> {
+    pub fn set(&self, max: usize) {
+        self.max.store(max, Ordering::Relaxed);
+    }
+
+    /// A slot for one more connection from `peer` (none when there is no
+    /// limit), or `PeerFull`.
+    pub fn admit(self: &Arc<Self>, peer: Peer) -> Result<Option<PeerSlot>, PeerFull> {
+        let max = self.max.load(Ordering::Relaxed);
+        if max == 0 {
+            return Ok(None);
+        }
         let mut counts = self.counts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let count = counts.entry(peer).or_insert(0);
-        if *count >= self.max {
-            return None;
+        if *count >= max {
+            return Err(PeerFull);
         }
         *count += 1;
-        Some(PeerSlot { limit: self.clone(), peer })
+        Ok(Some(PeerSlot { limit: self.clone(), peer }))
     }
 }
 
@@ -77,23 +94,33 @@ mod tests {
 
     #[test]
     fn counts_per_address_and_per_ipv6_block() {
-        let limit = PeerLimit::new(2).expect("a limit");
+        let limit = PeerLimit::new(2);
         let a = limit.admit(peer("10.0.0.1")).expect("first");
         let _b = limit.admit(peer("::ffff:10.0.0.1")).expect("the same address, mapped");
-        assert!(limit.admit(peer("10.0.0.1")).is_none());
-        assert!(limit.admit(peer("10.0.0.2")).is_some(), "another address");
+        assert!(limit.admit(peer("10.0.0.1")).is_err());
+        assert!(limit.admit(peer("10.0.0.2")).is_ok(), "another address");
         let _c = limit.admit(peer("2001:db8::1")).unwrap();
         let _d = limit.admit(peer("2001:db8::ffff:1")).unwrap();
-        assert!(limit.admit(peer("2001:db8::2")).is_none(), "the same /64");
-        assert!(limit.admit(peer("2001:db8:0:1::1")).is_some(), "another /64");
+        assert!(limit.admit(peer("2001:db8::2")).is_err(), "the same /64");
+        assert!(limit.admit(peer("2001:db8:0:1::1")).is_ok(), "another /64");
         drop(a);
-        assert!(limit.admit(peer("10.0.0.1")).is_some(), "a slot came back");
-        assert!(PeerLimit::new(0).is_none());
+        assert!(limit.admit(peer("10.0.0.1")).is_ok(), "a slot came back");
+    }
+
+    #[test]
+    fn no_limit_counts_nothing_and_a_new_limit_applies_at_once() {
+        let limit = PeerLimit::new(0);
+        assert!(limit.admit(peer("10.0.0.1")).unwrap().is_none());
+        limit.set(1);
+        let _a = limit.admit(peer("10.0.0.1")).unwrap();
+        assert!(limit.admit(peer("10.0.0.1")).is_err());
+        limit.set(0);
+        assert!(limit.admit(peer("10.0.0.1")).is_ok());
     }
 
     #[test]
     fn forgotten_when_the_last_connection_goes() {
-        let limit = PeerLimit::new(5).unwrap();
+        let limit = PeerLimit::new(5);
         let slots: Vec<_> = (0..5).map(|_| limit.admit(peer("10.0.0.9")).unwrap()).collect();
         drop(slots);
         assert!(limit.counts.lock().unwrap().is_empty());

@@ -19,7 +19,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use actix_web_actors::ws;
 
 use super::conn::{ConnSocket, SocketId};
-use super::peers::{Peer, PeerSlot};
+use super::peers::{Peer, PeerFull, PeerSlot};
 use super::{AppState, Refusal, peer};
 use crate::metrics::{ConnectionSlot, Metrics};
 use crate::protocol::{RoomName, SUBPROTOCOL, SessionId};
@@ -41,6 +41,7 @@ struct Admitted {
     handle: SessionHandle,
     slot: ConnectionSlot,
     peer_slot: Option<PeerSlot>,
+    max_message_bytes: usize,
 }
 
 /// A header value for the log: clients choose them, so keep them short.
@@ -114,7 +115,8 @@ fn admit(req: &HttpRequest, state: &AppState, bad_room: Option<&'static str>) ->
     }
     let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
     state.check_host(req)?;
-    if let Err(why) = state.origin.check(header(header::ORIGIN), super::request_host(req)) {
+    let live = state.live();
+    if let Err(why) = live.origin.check(header(header::ORIGIN), super::request_host(req)) {
         Metrics::inc(&state.metrics.origin_rejections);
         log::info!("refused {} from {}: {why} (Origin {})", req.path(), peer(req), shown(header(header::ORIGIN)));
         return Err(Refusal::new(StatusCode::FORBIDDEN, why));
@@ -126,24 +128,22 @@ fn admit(req: &HttpRequest, state: &AppState, bad_room: Option<&'static str>) ->
     if let Some(why) = bad_room {
         return Err(Refusal::new(StatusCode::BAD_REQUEST, why));
     }
-    let Some(slot) = state.metrics.open_connection(state.settings.server.max_connections) else {
+    let Some(slot) = state.metrics.open_connection(live.settings.server.max_connections) else {
         log::info!("refused {} from {}: max_connections reached", req.path(), peer(req));
         return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "too many connections"));
     };
-    let peer_slot = match (&state.peer_limit, req.peer_addr()) {
-        (Some(limit), Some(address)) => match limit.admit(Peer::of(address.ip())) {
-            Some(peer_slot) => Some(peer_slot),
-            None => {
-                Metrics::inc(&state.metrics.connections_refused);
-                log::info!("refused {} from {}: max_connections_per_ip reached", req.path(), peer(req));
-                return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "too many connections from your address"));
-            }
-        },
-        _ => None,
+    let peer_slot = match req.peer_addr().map(|address| state.peer_limit.admit(Peer::of(address.ip()))) {
+        Some(Ok(peer_slot)) => peer_slot,
+        Some(Err(PeerFull)) => {
+            Metrics::inc(&state.metrics.connections_refused);
+            log::info!("refused {} from {}: max_connections_per_ip reached", req.path(), peer(req));
+            return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "too many connections from your address"));
+        }
+        None => None,
     };
     let id = SessionId(state.next_id.fetch_add(1, Ordering::Relaxed));
     let socket = req.conn_data::<SocketId>().copied().map(ConnSocket::new);
-    let limits = &state.settings.limits;
+    let limits = &live.settings.limits;
     let outbound = OutboundLimits {
         frames: limits.outbound_queue,
         bytes: limits.outbound_bytes.bytes(),
@@ -151,7 +151,8 @@ fn admit(req: &HttpRequest, state: &AppState, bad_room: Option<&'static str>) ->
     };
     let handle = SessionHandle::new(id, outbound, socket);
     log::debug!("session {id}: {} from {}", req.path(), peer(req));
-    Ok(Admitted { handle, slot, peer_slot })
+    let max_message_bytes = limits.max_message_bytes;
+    Ok(Admitted { handle, slot, peer_slot, max_message_bytes })
 }
 
 /// Upgrades the connection and starts the session actor.
@@ -174,14 +175,14 @@ fn start<E: Endpoint>(
         metrics: state.metrics.clone(),
         watchdog: state.watchdog.clone(),
         draining: state.draining.clone(),
-        max_message_bytes: state.settings.limits.max_message_bytes,
+        max_message_bytes: admitted.max_message_bytes,
         input: payload,
     };
     response.streaming(Session::body(parts, endpoint))
 }
 
 fn bucket(state: &AppState) -> TokenBucket {
-    TokenBucket::new(state.settings.limits.messages_per_second, state.settings.limits.burst)
+    TokenBucket::new(state.rate.clone())
 }
 
 /// `GET /ws`: the JSON room protocol.
@@ -192,12 +193,12 @@ pub async fn json(req: HttpRequest, payload: web::Payload, state: web::Data<AppS
     };
     let registration = Registration::new(state.registry.clone(), admitted.handle.id());
     state.registry.do_send(Connect { handle: admitted.handle.clone() });
-    let heartbeat = &state.settings.heartbeat;
+    let timing = state.watchdog.timing();
     let endpoint = JsonRoom::new(
         registration,
         bucket(&state),
-        heartbeat.interval.as_millis() as u64,
-        heartbeat.timeout.as_millis() as u64,
+        timing.interval.as_millis() as u64,
+        timing.timeout.as_millis() as u64,
     );
     start(&req, payload, &state, admitted, endpoint, &[SUBPROTOCOL])
 }

@@ -105,3 +105,12 @@ pub struct ApiPublish {
 #[derive(Message)]
 #[rtype(result = "Vec<(RoomName, usize)>")]
 pub struct ListRooms;
+
+/// SIGHUP's new limits: they apply to the rooms held too (a smaller history
+/// drops the oldest messages now); `empty_ttl` applies to rooms that become
+/// empty from now on.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reconfigure {
+    pub limits: super::Limits,
+}

@@ -26,7 +26,9 @@ use crate::protocol::frame::{self, PresenceEvent};
 use crate::protocol::request::RequestKind;
 use crate::protocol::{self, ErrorCode, RoomName, SessionId};
 use crate::session::handle::{OutFrame, Push, SessionHandle};
-use messages::{ApiPublish, Command, Connect, ConnectRaw, Disconnect, ListRooms, RawFrame, RawRefusal, TooManyRooms};
+use messages::{
+    ApiPublish, Command, Connect, ConnectRaw, Disconnect, ListRooms, RawFrame, RawRefusal, Reconfigure, TooManyRooms,
+};
 use room::{HistoryLimits, Member, MemberKind, Room};
 
 #[derive(Debug, Clone)]
@@ -479,5 +481,19 @@ impl Handler<ListRooms> for Registry {
 
     fn handle(&mut self, _msg: ListRooms, _ctx: &mut Context<Self>) -> Self::Result {
         MessageResult(self.occupied_rooms())
+    }
+}
+
+impl Handler<Reconfigure> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Reconfigure, _ctx: &mut Context<Self>) {
+        self.limits = msg.limits;
+        let mut held = 0;
+        for room in self.rooms.values_mut() {
+            room.set_limits(self.limits.history);
+            held += room.history_bytes() as u64;
+        }
+        self.metrics.history_bytes.store(held, Ordering::Relaxed);
     }
 }

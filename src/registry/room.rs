@@ -114,6 +114,17 @@ impl Room {
         self.raw_members > 0
     }
 
+    /// New history limits (SIGHUP): drops the oldest messages beyond them.
+    pub fn set_limits(&mut self, limits: HistoryLimits) {
+        self.limits = limits;
+        while self.history.len() > limits.messages || self.history_bytes > limits.bytes {
+            let Some((_, oldest)) = self.history.pop_front() else {
+                break;
+            };
+            self.history_bytes -= oldest.len();
+        }
+    }
+
     /// Gives the next message its `seq`, builds its frame once with `build`,
     /// and keeps it in the history, dropping the oldest to stay within the
     /// limits. A frame larger than the byte limit is not kept, and then
@@ -224,6 +235,20 @@ mod tests {
         assert_eq!(no_history.after(2, None), (vec![], true));
         assert_eq!(no_history.after(1, None), (vec![], false));
         assert_ne!(room.epoch(), no_history.epoch(), "each room starts its own epoch");
+    }
+
+    #[test]
+    fn smaller_limits_drop_the_oldest_at_once() {
+        let mut room = room_with_messages(10, 6);
+        room.set_limits(HistoryLimits { messages: 4, bytes: usize::MAX });
+        assert_eq!(room.after(0, None).0.len(), 4);
+        assert!(!room.after(1, None).1, "3..6 kept, not 2");
+        assert!(room.after(2, None).1);
+        let per_frame = room.history_bytes() / 4;
+        room.set_limits(HistoryLimits { messages: 4, bytes: per_frame * 2 });
+        assert_eq!(room.history_bytes(), per_frame * 2);
+        room.set_limits(HistoryLimits { messages: 0, bytes: 100 });
+        assert_eq!(room.history_bytes(), 0);
     }
 
     #[test]

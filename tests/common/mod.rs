@@ -126,6 +126,22 @@ impl Server {
         }
     }
 
+    /// Waits until `count` log lines contain `needle`; returns the last.
+    pub fn wait_for_log_count(&self, needle: &str, count: usize) -> String {
+        let deadline = std::time::Instant::now() + DEADLINE;
+        loop {
+            let lines: Vec<String> = self.log.lock().unwrap().iter().filter(|l| l.contains(needle)).cloned().collect();
+            if lines.len() >= count {
+                return lines[count - 1].clone();
+            }
+            // Any new line may be the one: wait for the next.
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if self.log_lines.recv_timeout(left).is_err() && std::time::Instant::now() >= deadline {
+                panic!("fewer than {count} log lines with {needle:?}; log:\n{}", self.log_text());
+            }
+        }
+    }
+
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).join("\n")
     }
