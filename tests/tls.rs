@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use common::{Client, Server, TLS_CLIENT, binary, command, text};
+use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 
 /// A certificate for localhost and 127.0.0.1 and its key, as PEM files;
@@ -133,18 +134,33 @@ async fn a_silent_wss_client_is_dropped_by_the_heartbeat() {
     // From here on `silent` is never read again. 8 MiB of messages fill
     // its socket (and stay within its outbound_bytes), after which its
     // actor cannot run.
-    let body = "b".repeat(32 * 1024);
-    for _ in 0..256 {
-        watcher.send_json(json!({"type": "publish", "room": "hb", "body": body})).await;
-    }
-    // Reading keeps the watcher answering pings.
-    loop {
-        let frame = watcher.recv_json().await;
+    // The watcher reads while it sends, which keeps it answering pings
+    // however slowly the machine runs.
+    let (mut sink, mut stream) = watcher.ws.split();
+    let sender = tokio::spawn(async move {
+        let publish = json!({"type": "publish", "room": "hb", "body": "b".repeat(32 * 1024)}).to_string();
+        for _ in 0..256 {
+            sink.send(text(&publish)).await.expect("publish");
+        }
+        sink
+    });
+    // Until the silent client has left and the watcher's own 256 messages
+    // came back (so the sender is done).
+    let (mut left, mut messages) = (false, 0);
+    while !left || messages < 256 {
+        let frame = tokio::time::timeout(common::DEADLINE, stream.next()).await;
+        let Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(frame)))) = frame else {
+            assert!(matches!(frame, Ok(Some(Ok(_)))), "the watcher's connection: {frame:?}");
+            continue;
+        };
+        let frame: serde_json::Value = serde_json::from_str(&frame).unwrap();
         if frame["type"] == "presence" && frame["event"] == "leave" {
             assert_eq!(frame["id"], json!(silent_id));
-            break;
+            left = true;
         }
+        messages += usize::from(frame["type"] == "message");
     }
+    watcher.ws = sender.await.unwrap().reunite(stream).unwrap();
     server.wait_for_log(&format!("session {silent_id}: heartbeat timeout"));
     // The client answers neither pings nor the close, and its actor cannot
     // run: the watchdog cuts its connection through the TLS stream's socket.
