@@ -48,12 +48,7 @@ async fn pipe_mode_publishes_lines_prints_json_and_recovers_after_a_drop() {
     observer.join("feed").await;
 
     let url = format!("ws://{}", proxy.addr);
-    let mut child = tokio::process::Command::from(command(&["client", &url, "--room", "feed"], &[]))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the client");
+    let mut child = piped_client(&[&url, "--room", "feed"]);
     let mut stdin = child.stdin.take().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut bodies = Vec::new();
@@ -179,12 +174,7 @@ async fn pipe_mode_after_a_server_restart_shows_every_new_message_once() {
     let mut observer = Client::json(&server).await;
     observer.join("feed").await;
     let url = format!("ws://127.0.0.1:{port}");
-    let mut child = tokio::process::Command::from(command(&["client", &url, "--room", "feed"], &[]))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the client");
+    let mut child = piped_client(&[&url, "--room", "feed"]);
     let stdin = child.stdin.take().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut bodies = Vec::new();
@@ -223,17 +213,19 @@ async fn pipe_mode_after_a_server_restart_shows_every_new_message_once() {
     assert!(stderr.contains("started again"), "{stderr}");
 }
 
+/// `roomcast client ARGS` with its standard streams piped.
+fn piped_client(args: &[&str]) -> tokio::process::Child {
+    let mut cmd = tokio::process::Command::from(command(&["client"], &[]));
+    cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.spawn().expect("start the client")
+}
+
 /// A deploy script notifying a room must learn that it did not: with the
 /// server down, the piped client says the line was not sent and exits 1.
 #[tokio::test]
 async fn pipe_mode_against_a_dead_server_exits_non_zero() {
     let url = format!("ws://127.0.0.1:{}", free_port());
-    let mut child = tokio::process::Command::from(command(&["client", &url, "--room", "ops"], &[]))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the client");
+    let mut child = piped_client(&[&url, "--room", "ops"]);
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"deploy done\n").await.unwrap();
     drop(stdin);
@@ -244,12 +236,7 @@ async fn pipe_mode_against_a_dead_server_exits_non_zero() {
     assert!(stderr.contains("1 requests may not have reached the server"), "{stderr}");
     // Publishing with no room joined is not a delivery either.
     let server = Server::start(&[]);
-    let mut child = tokio::process::Command::from(command(&["client", &server.url("")], &[]))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the client");
+    let mut child = piped_client(&[&server.url("")]);
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"to nowhere\n").await.unwrap();
     drop(stdin);
