@@ -15,7 +15,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -53,8 +53,37 @@ impl std::fmt::Display for DialError {
 
 impl std::error::Error for DialError {}
 
+/// Who connections say they are (`auth.md`): sent as `Authorization:
+/// Bearer`.
+#[derive(Default)]
+pub enum Credentials {
+    #[default]
+    None,
+    /// One token for every connection.
+    Token(String),
+    /// A token of its own for every connection (user `load-1`, `load-2`,
+    /// ...), signed with an HMAC secret, granting every room.
+    Mint { secret: Vec<u8>, claims: crate::auth::mint::Claims, next: AtomicU64 },
+}
+
+impl Credentials {
+    fn bearer(&self) -> Result<Option<String>, DialError> {
+        let token = match self {
+            Credentials::None => return Ok(None),
+            Credentials::Token(token) => token.clone(),
+            Credentials::Mint { secret, claims, next } => {
+                let n = next.fetch_add(1, Ordering::Relaxed) + 1;
+                let claims = crate::auth::mint::Claims { sub: format!("load-{n}"), ..claims.clone() };
+                crate::auth::mint::with_secret(secret, &claims).map_err(DialError::Handshake)?
+            }
+        };
+        Ok(Some(format!("Bearer {token}")))
+    }
+}
+
 pub struct Dialer {
     url: Url,
+    credentials: Credentials,
     server: SocketAddr,
     sources: Vec<IpAddr>,
     next_source: AtomicUsize,
@@ -111,6 +140,7 @@ impl Dialer {
             .max_frame_size(Some(64 << 20));
         Ok(Dialer {
             url,
+            credentials: Credentials::None,
             server,
             sources,
             next_source: AtomicUsize::new(0),
@@ -123,6 +153,11 @@ impl Dialer {
 
     pub fn url(&self) -> &Url {
         &self.url
+    }
+
+    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = credentials;
+        self
     }
 
     pub async fn connect(&self) -> Result<Ws, DialError> {
@@ -149,6 +184,12 @@ impl Dialer {
             }
         }
         result
+    }
+
+    /// Keeps `why` as the first failure's reason, if none was kept: a
+    /// connection opened but refused after the upgrade (`auth.md`).
+    pub fn note_failure(&self, why: String) {
+        let _ = self.first_error.set(why);
     }
 
     /// How many connections could not be opened so far.
@@ -190,6 +231,10 @@ impl Dialer {
                     DialError::Handshake(e.to_string())
                 })?;
             request.headers_mut().insert(name, value);
+        }
+        if let Some(bearer) = self.credentials.bearer()? {
+            let value = bearer.parse().map_err(|_| DialError::Handshake("the token is not a header value".into()))?;
+            request.headers_mut().insert(tokio_tungstenite::tungstenite::http::header::AUTHORIZATION, value);
         }
         let tls = self.tls.clone().map(Connector::Rustls);
         match tokio_tungstenite::client_async_tls_with_config(request, stream, Some(self.config), tls).await {

@@ -8,12 +8,14 @@
 //!   session ids, close codes.
 //! - [`server`]: binds, announces `listening on ...`, drains on signals.
 //! - [`tls`]: `[server.tls]` read into a rustls configuration.
+//! - [`auth`]: signed tokens: who a connection is and which rooms it may use.
 //! - [`http`]: routes, the origin policy, `/healthz`, `/metrics`, `/api`,
 //!   and the WebSocket upgrade gate.
 //! - [`session`]: one actor per WebSocket connection (`/ws`, `/ws/{room}`,
 //!   `/echo`), its bounded outbound queue and the heartbeat watchdog.
 //! - [`registry`]: the actor that owns rooms and the session directory and
 //!   relays messages.
+//! - [`limit`]: connections counted per client address or user.
 //! - [`metrics`]: counters and gauges in the Prometheus text format.
 //! - [`logging`]: env_logger behind a filter SIGHUP can change.
 //! - [`reload`]: SIGHUP: the configuration read again and applied live.
@@ -21,10 +23,12 @@
 //! - [`client`]: `roomcast client`, interactive or for scripts.
 //! - [`dial`]: opening client connections, for the load tester and the client.
 
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod dial;
 pub mod http;
+pub mod limit;
 pub mod load;
 pub mod logging;
 pub mod metrics;

@@ -25,6 +25,9 @@ enum Command {
     Load(Box<roomcast::load::LoadArgs>),
     /// A command-line client: interactive in a terminal, JSON lines in a pipe.
     Client(roomcast::client::ClientArgs),
+    /// Print a token signed with the configured auth.hmac_secret (for
+    /// development and tests).
+    Token(roomcast::auth::mint::TokenArgs),
 }
 
 #[derive(Args)]
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
             roomcast::logging::init("warn");
             roomcast::load::run(*args)
         }
+        Command::Token(args) => roomcast::auth::mint::run(args),
         Command::CheckConfig(args) => match load(&args) {
             Ok((settings, source)) => {
                 print!("# config: {source}\n{}", settings.to_toml());

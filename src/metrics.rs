@@ -25,6 +25,36 @@ pub struct Metrics {
     pub origin_rejections: AtomicU64,
     pub rate_limited: AtomicU64,
     pub protocol_errors: AtomicU64,
+    /// `roomcast_auth_failures_total`, by [`AuthFailure`].
+    pub auth_failures: [AtomicU64; 4],
+}
+
+/// Why a connection or request was refused by authentication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// `auth.mode = "required"` and no token.
+    Missing,
+    /// A token that does not verify (signature, algorithm, claims), or a
+    /// room token for another user or room.
+    Invalid,
+    /// A token past its `exp` (at admission, on `auth`, or while open).
+    Expired,
+    /// No grant: a private room, a read-only room, the per-user limit.
+    Forbidden,
+}
+
+impl AuthFailure {
+    const ALL: [AuthFailure; 4] =
+        [AuthFailure::Missing, AuthFailure::Invalid, AuthFailure::Expired, AuthFailure::Forbidden];
+
+    fn label(self) -> &'static str {
+        match self {
+            AuthFailure::Missing => "missing",
+            AuthFailure::Invalid => "invalid",
+            AuthFailure::Expired => "expired",
+            AuthFailure::Forbidden => "forbidden",
+        }
+    }
 }
 
 /// One open WebSocket connection, counted in `roomcast_connections` until
@@ -59,6 +89,10 @@ impl Metrics {
         }
         Self::inc(&self.connections_total);
         Some(slot)
+    }
+
+    pub fn auth_failure(&self, why: AuthFailure) {
+        Self::inc(&self.auth_failures[why as usize]);
     }
 
     pub fn connections(&self) -> u64 {
@@ -134,6 +168,14 @@ impl Metrics {
         for (name, kind, help, value) in rows {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
         }
+        let name = "roomcast_auth_failures_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Connections and requests refused by authentication, by reason.\n# TYPE {name} counter"
+        );
+        for why in AuthFailure::ALL {
+            let _ = writeln!(out, "{name}{{reason=\"{}\"}} {}", why.label(), get(&self.auth_failures[why as usize]));
+        }
         out
     }
 }
@@ -170,5 +212,10 @@ mod tests {
         ] {
             assert!(text.contains(&format!("\n{name}0\n")), "{name} missing:\n{text}");
         }
+        let metrics = Metrics::default();
+        metrics.auth_failure(AuthFailure::Expired);
+        let text = metrics.render();
+        assert!(text.contains("\nroomcast_auth_failures_total{reason=\"expired\"} 1\n"), "{text}");
+        assert!(text.contains("\nroomcast_auth_failures_total{reason=\"missing\"} 0\n"), "{text}");
     }
 }

@@ -23,13 +23,14 @@ use crate::registry::{self, messages::Reconfigure};
 use crate::tls::ServerCertificate;
 
 /// Keys read only at start-up.
-pub const RESTART_KEYS: [&str; 6] = [
+pub const RESTART_KEYS: [&str; 7] = [
     "server.host",
     "server.port",
     "server.workers",
     "server.max_connections",
     "heartbeat.interval",
     "heartbeat.timeout",
+    "auth.mode",
 ];
 
 pub struct Reloader {
@@ -74,6 +75,7 @@ impl Reloader {
             state.rate.set(new.limits.messages_per_second, new.limits.burst);
         }
         state.peer_limit.set(new.server.max_connections_per_ip);
+        state.user_limit.set(new.auth.max_connections_per_user);
         state.registry.do_send(Reconfigure { limits: registry::Limits::new(new) });
         if old.log.level != new.log.level
             && let Err(why) = crate::logging::set_level(&new.log.level)
@@ -108,6 +110,9 @@ fn keep_restart_keys(old: &Settings, new: &mut Settings) -> Vec<&'static str> {
     keep(RESTART_KEYS[3], old.server.max_connections != new.server.max_connections);
     keep(RESTART_KEYS[4], old.heartbeat.interval != new.heartbeat.interval);
     keep(RESTART_KEYS[5], old.heartbeat.timeout != new.heartbeat.timeout);
+    // On or off changes what every frame carries (`user`); the keys,
+    // grants and limits reload.
+    keep(RESTART_KEYS[6], old.auth.mode != new.auth.mode);
     let tls_switched = old.server.tls.cert.is_empty() != new.server.tls.cert.is_empty();
     keep("server.tls (on or off)", tls_switched);
     new.server.host.clone_from(&old.server.host);
@@ -115,6 +120,7 @@ fn keep_restart_keys(old: &Settings, new: &mut Settings) -> Vec<&'static str> {
     new.server.workers = old.server.workers;
     new.server.max_connections = old.server.max_connections;
     new.heartbeat = old.heartbeat.clone();
+    new.auth.mode = old.auth.mode;
     if tls_switched {
         new.server.tls = old.server.tls.clone();
     }

@@ -18,6 +18,7 @@ use actix_web::{App, HttpServer, web};
 use arc_swap::ArcSwap;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
+use crate::auth::users::UserLimit;
 use crate::config::{ConfigError, Settings};
 use crate::http::peers::PeerLimit;
 use crate::http::{self, AppState, Live};
@@ -132,6 +133,7 @@ async fn serve(settings: Settings, config: Option<PathBuf>) -> Result<(), ServeE
     let state = AppState {
         rate: RateLimit::new(settings.limits.messages_per_second, settings.limits.burst),
         peer_limit: PeerLimit::new(settings.server.max_connections_per_ip),
+        user_limit: UserLimit::new(settings.auth.max_connections_per_user),
         registry,
         watchdog: Watchdog::start(&settings.heartbeat, metrics.clone()),
         live: Arc::new(ArcSwap::from_pointee(Live::new(settings.clone())?)),

@@ -78,6 +78,21 @@ impl Browser {
 
     /// Like `open`, with more Chromium arguments.
     async fn open_with(driver: &Driver, page: &str, extra_args: &[&str]) -> Browser {
+        let browser = Self::launch(driver, page, extra_args).await;
+        browser.until("document.querySelector('[data-testid=status]').textContent === 'connected'").await;
+        browser
+    }
+
+    /// Opens `page` and waits until the status starts with `status`.
+    async fn open_with_status(driver: &Driver, page: &str, status: &str) -> Browser {
+        let browser = Self::launch(driver, page, &[]).await;
+        let condition =
+            format!("document.querySelector('[data-testid=status]').textContent.startsWith({})", json!(status));
+        browser.until(&condition).await;
+        browser
+    }
+
+    async fn launch(driver: &Driver, page: &str, extra_args: &[&str]) -> Browser {
         use std::sync::atomic::{AtomicU32, Ordering};
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let profile = std::env::temp_dir().join(format!(
@@ -116,9 +131,7 @@ impl Browser {
         let timeouts = fantoccini::wd::TimeoutConfiguration::new(Some(DEADLINE), Some(DEADLINE), None);
         client.update_timeouts(timeouts).await.expect("timeouts");
         client.goto(page).await.expect("open the page");
-        let browser = Browser { client, _profile: TempDir(profile) };
-        browser.until("document.querySelector('[data-testid=status]').textContent === 'connected'").await;
-        browser
+        Browser { client, _profile: TempDir(profile) }
     }
 
     /// Waits (event-driven: a MutationObserver) until the JavaScript
@@ -487,4 +500,33 @@ async fn over_https_the_page_uses_wss() {
     me.until(&message_with("sent over wss")).await;
     me.close().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(skip_browser, ignore = "Chromium or chromedriver is missing and SKIP_MISSING_TOOLS=1")]
+async fn the_page_passes_the_token_in_its_address_and_shows_a_refusal() {
+    let secret = "browser-secret-of-at-least-32-bytes";
+    let env = [("ROOMCAST_AUTH__MODE", "required"), ("ROOMCAST_AUTH__HMAC_SECRET", secret)];
+    let server = Server::start(&env);
+    let token = |sub: &str| {
+        let output = common::command(&["token", "--sub", sub, "--name", "Ann", "--ttl", "10m"], &env).output().unwrap();
+        String::from_utf8(output.stdout).unwrap().trim().to_string()
+    };
+    let driver = driver().await;
+    let ann = Browser::open(&driver, &server.http(&format!("/?token={}", token("ann")))).await;
+    ann.join("lobby").await;
+    ann.say("signed in").await;
+    // The nick comes from the token's `name`; an outside client sees `user`.
+    ann.until(&message_with("Ann")).await;
+    let mut observer = Client::connect(&server.url(&format!("/ws?token={}", token("obs")))).await;
+    observer.expect("welcome").await;
+    let joined = observer.request(json!({"type": "join", "room": "lobby", "history": 1})).await;
+    assert_eq!(joined["history"][0]["user"], "ann", "{joined}");
+    // A bad token: refused, said so, and not retried in a loop.
+    let refused = Browser::open_with_status(&driver, &server.http("/?token=not-a-token"), "refused").await;
+    let status = refused.testid("status").await.text().await.unwrap();
+    assert!(status.contains("unauthorized"), "{status}");
+    assert_eq!(server.metric("roomcast_auth_failures_total{reason=\"invalid\"}").await, 1);
+    refused.close().await;
+    ann.close().await;
 }

@@ -94,6 +94,17 @@ fn check_config_prints_every_key_with_its_default() {
         empty_ttl = "5m"
         [api]
         key = ""
+        [auth]
+        mode = "off"
+        hmac_secret = ""
+        hmac_secret_file = ""
+        public_key = ""
+        jwks_file = ""
+        audience = ""
+        issuer = ""
+        leeway = "30s"
+        private_rooms = []
+        max_connections_per_user = 0
         [log]
         level = "info"
         "#,
@@ -128,12 +139,15 @@ fn the_shipped_file_holds_every_key_at_its_default() {
 
 #[test]
 fn check_config_names_the_configuration_and_hides_secrets() {
-    let output = run(&["check-config"], &[("ROOMCAST_API__KEY", "s3cret-value")]);
+    let secret = "auth-secret-of-at-least-32-bytes-long";
+    let output =
+        run(&["check-config"], &[("ROOMCAST_API__KEY", "s3cret-value"), ("ROOMCAST_AUTH__HMAC_SECRET", secret)]);
     let text = stdout(&output);
     assert!(text.starts_with("# config: built-in defaults\n"), "{text}");
     let settings: toml::Table = toml::from_str(&text).unwrap();
     assert_eq!(settings["api"]["key"].as_str(), Some("<redacted>"));
-    assert!(!text.contains("s3cret-value"));
+    assert_eq!(settings["auth"]["hmac_secret"].as_str(), Some("<redacted>"));
+    assert!(!text.contains("s3cret-value") && !text.contains(secret));
     // Not in an error either.
     let path = config_file("secret", "[api]\nkey = 12345678\n");
     let output = run(&["check-config", "--config", path.to_str().unwrap()], &[]);
@@ -184,6 +198,7 @@ fn environment_overrides_the_file() {
 
 #[test]
 fn bad_configuration_exits_2_with_one_line_naming_the_key() {
+    const PRIVATE_KEY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/auth/ec256-private.pem");
     /// What is wrong, the file (if any), the environment, the key named.
     struct Case(&'static str, Option<&'static str>, &'static [(&'static str, &'static str)], &'static str);
     let cases = [
@@ -212,6 +227,25 @@ fn bad_configuration_exits_2_with_one_line_naming_the_key() {
         Case("a bad size", Some("[limits]\noutbound_bytes = \"4 megabytes\"\n"), &[], "limits.outbound_bytes"),
         Case("a bad host name", Some("[server]\nhosts = [\"a b\"]\n"), &[], "server.hosts"),
         Case("no rooms", None, &[("ROOMCAST_ROOMS__MAX_ROOMS", "0")], "rooms.max_rooms"),
+        Case("auth with no key", None, &[("ROOMCAST_AUTH__MODE", "required")], "auth.mode"),
+        Case("an unknown auth mode", Some("[auth]\nmode = \"maybe\"\n"), &[], "auth.mode"),
+        Case("a short secret", Some("[auth]\nmode = \"optional\"\nhmac_secret = \"short\"\n"), &[], "auth.hmac_secret"),
+        Case(
+            "a secret file missing",
+            Some("[auth]\nhmac_secret_file = \"/nonexistent/secret\"\n"),
+            &[],
+            "auth.hmac_secret_file",
+        ),
+        Case(
+            "two secrets",
+            Some("[auth]\nhmac_secret = \"0123456789abcdef0123456789abcdef\"\nhmac_secret_file = \"/etc/hostname\"\n"),
+            &[],
+            "auth.hmac_secret_file",
+        ),
+        Case("a public key missing", None, &[("ROOMCAST_AUTH__PUBLIC_KEY", "/nonexistent/key.pem")], "auth.public_key"),
+        Case("a private key as the public key", None, &[("ROOMCAST_AUTH__PUBLIC_KEY", PRIVATE_KEY)], "auth.public_key"),
+        Case("a PEM file as the key set", None, &[("ROOMCAST_AUTH__JWKS_FILE", PRIVATE_KEY)], "auth.jwks_file"),
+        Case("a bad room pattern", Some("[auth]\nprivate_rooms = [\"a b\"]\n"), &[], "auth.private_rooms"),
     ];
     for Case(what, file, env, key) in cases {
         let path = file.map(|text| config_file(&what.replace(' ', "-"), text));

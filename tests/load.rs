@@ -293,3 +293,50 @@ fn bad_arguments_and_unreachable_servers_exit_2() {
     let output = command(&["load", "fanout", "--url", "ws://127.0.0.1:1", "--rate", "fast"], &[]).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
 }
+
+/// Authenticated load is one flag away: `--hmac-secret` signs a token per
+/// connection, each its own user (the server allows one connection per
+/// user here, and makes every room private), `--token` sends one token.
+#[test]
+fn load_authenticates_with_minted_or_given_tokens() {
+    let secret = "load-secret-of-at-least-thirty-two-bytes";
+    let mut env = fast_limits();
+    env.extend([
+        ("ROOMCAST_AUTH__MODE", "required"),
+        ("ROOMCAST_AUTH__HMAC_SECRET", secret),
+        ("ROOMCAST_AUTH__AUDIENCE", "load-tests"),
+        ("ROOMCAST_AUTH__MAX_CONNECTIONS_PER_USER", "1"),
+        ("ROOMCAST_AUTH__PRIVATE_ROOMS", "*"),
+    ]);
+    let server = Server::start(&env);
+    let fanout = ["fanout", "--rooms", "3", "--members", "5", "--rate", "50", "--duration", "1s"];
+    let minted = [&fanout[..], &["--hmac-secret", secret, "--audience", "load-tests"]].concat();
+    let (code, doc, output) = load(&server, &minted);
+    assert_eq!(code, Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(figure(&doc, "connected"), 15.0);
+    assert!(figure(&doc, "deliveries") > 0.0);
+    for key in ["lost", "gaps", "errors", "refused"] {
+        assert_eq!(figure(&doc, key), 0.0, "{key}");
+    }
+    // Without a token nothing gets through, and the run says why.
+    let url = format!("ws://{}", server.addr);
+    let output = command(&["load", "fanout", "--url", &url, "--quiet", "--rooms", "1", "--members", "2"], &[])
+        .output()
+        .expect("run roomcast load");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("unauthorized"), "{stderr}");
+    // One given token (a second connection of its user would be refused).
+    let token = command(
+        &["token", "--sub", "echoer", "--ttl", "5m"],
+        &[("ROOMCAST_AUTH__HMAC_SECRET", secret), ("ROOMCAST_AUTH__AUDIENCE", "load-tests")],
+    )
+    .output()
+    .expect("roomcast token");
+    assert!(token.status.success(), "{}", String::from_utf8_lossy(&token.stderr));
+    let token = String::from_utf8(token.stdout).unwrap();
+    let (code, doc, output) =
+        load(&server, &["echo", "--connections", "1", "--duration", "500ms", "--token", token.trim()]);
+    assert_eq!(code, Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(figure(&doc, "round_trips") > 0.0, "{doc:#}");
+}

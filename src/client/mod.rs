@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use clap::Args;
 use tokio::sync::mpsc;
 
-use crate::dial::{Dialer, endpoint};
+use crate::dial::{Credentials, Dialer, endpoint};
 use session::Setup;
 
 #[derive(Args, Debug)]
@@ -41,6 +41,11 @@ pub struct ClientArgs {
     /// self-signed server certificate or a private CA).
     #[arg(long, value_name = "FILE")]
     pub ca: Option<std::path::PathBuf>,
+    /// A connection token (when the server has `[auth]` on), sent as
+    /// `Authorization: Bearer`. Refused (close 1008): the client exits 1
+    /// rather than reconnect.
+    #[arg(long)]
+    pub token: Option<String>,
 }
 
 pub fn run(args: ClientArgs) -> ExitCode {
@@ -61,7 +66,7 @@ pub fn run(args: ClientArgs) -> ExitCode {
     let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     runtime.block_on(async {
         let dialer = match Dialer::new(url, 1, args.ca.as_deref()).await {
-            Ok(dialer) => dialer,
+            Ok(dialer) => dialer.with_credentials(args.token.map_or(Credentials::None, Credentials::Token)),
             Err(e) => {
                 eprintln!("roomcast client: {}: {e}", args.url);
                 return ExitCode::from(2);
@@ -74,6 +79,10 @@ pub fn run(args: ClientArgs) -> ExitCode {
         let code =
             if interactive { terminal::run(command_tx, event_rx).await } else { pipe::run(command_tx, event_rx).await };
         let Ok(outcome) = connection.await else { return ExitCode::from(1) };
+        if let Some(why) = &outcome.refused {
+            eprintln!("roomcast client: the server refused this connection ({why}); not reconnecting");
+            return ExitCode::from(1);
+        }
         if outcome.undelivered > 0 {
             // A script that notifies a room must know it did not.
             eprintln!("roomcast client: {} requests may not have reached the server", outcome.undelivered);

@@ -136,12 +136,17 @@ impl State {
 enum Ended {
     Quit,
     Lost(String),
+    /// Closed 1008: authentication refused us; connecting again would be
+    /// refused again.
+    Refused(String),
 }
 
-/// How a session ended: how many requests may not have taken effect.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// How a session ended: how many requests may not have taken effect, and
+/// why authentication refused it, if it did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outcome {
     pub undelivered: u64,
+    pub refused: Option<String>,
 }
 
 pub async fn run(
@@ -168,7 +173,11 @@ pub async fn run(
                         let _ =
                             tokio::time::timeout(Duration::from_secs(2), async { while ws.next().await.is_some() {} })
                                 .await;
-                        return Outcome { undelivered: state.undelivered };
+                        return Outcome { undelivered: state.undelivered, refused: None };
+                    }
+                    Ended::Refused(why) => {
+                        state.undelivered += std::mem::take(&mut state.unanswered) as u64;
+                        return Outcome { undelivered: state.undelivered, refused: Some(why) };
                     }
                     Ended::Lost(why) => {
                         // What was on its way when the connection went may or
@@ -190,7 +199,7 @@ pub async fn run(
             tokio::select! {
                 _ = tokio::time::sleep_until(wake) => break,
                 command = commands.recv() => match command {
-                    None | Some(Command::Quit { .. }) => return Outcome { undelivered: state.undelivered },
+                    None | Some(Command::Quit { .. }) => return Outcome { undelivered: state.undelivered, refused: None },
                     Some(command) => offline(&mut state, command, &events).await,
                 }
             }
@@ -262,7 +271,10 @@ async fn serve(
                     }
                 }
                 Some(Ok(Message::Close(frame))) => {
-                    let why = frame.map_or("closed".to_string(), |f| format!("closed {} {}", u16::from(f.code), f.reason));
+                    let why = frame.as_ref().map_or("closed".to_string(), |f| format!("closed {} {}", u16::from(f.code), f.reason));
+                    if frame.is_some_and(|f| u16::from(f.code) == crate::protocol::close::POLICY) {
+                        return Ended::Refused(why);
+                    }
                     return Ended::Lost(why);
                 }
                 Some(Ok(_)) => {}

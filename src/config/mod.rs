@@ -32,6 +32,7 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub rooms: RoomSettings,
     pub api: ApiSettings,
+    pub auth: AuthSettings,
     pub log: LogSettings,
 }
 
@@ -125,6 +126,62 @@ pub struct ApiSettings {
     pub key: String,
 }
 
+/// `auth.mode`: whether connections need a token (`shared/spec/auth.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// No tokens: everything as without `[auth]`.
+    Off,
+    /// Anonymous connections allowed; private rooms need grants.
+    Optional,
+    /// Every connection needs a valid token.
+    Required,
+}
+
+impl AuthMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::Off => "off",
+            AuthMode::Optional => "optional",
+            AuthMode::Required => "required",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    pub mode: AuthMode,
+    pub hmac_secret: String,
+    pub hmac_secret_file: String,
+    pub public_key: String,
+    pub jwks_file: String,
+    pub audience: String,
+    pub issuer: String,
+    #[serde(with = "values::duration")]
+    pub leeway: Duration,
+    pub private_rooms: Vec<String>,
+    #[serde(deserialize_with = "values::count")]
+    pub max_connections_per_user: usize,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            mode: AuthMode::Off,
+            hmac_secret: String::new(),
+            hmac_secret_file: String::new(),
+            public_key: String::new(),
+            jwks_file: String::new(),
+            audience: String::new(),
+            issuer: String::new(),
+            leeway: Duration::from_secs(30),
+            private_rooms: Vec::new(),
+            max_connections_per_user: 0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogSettings {
@@ -206,7 +263,7 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// Keys whose values are secrets: never printed, not even in an error.
-const SECRET_KEYS: [&str; 1] = ["api.key"];
+const SECRET_KEYS: [&str; 2] = ["api.key", "auth.hmac_secret"];
 
 /// What `check-config` prints in place of a secret.
 pub const REDACTED: &str = "<redacted>";
@@ -373,6 +430,7 @@ impl Settings {
                 crate::tls::certified_key(&tls.cert, &tls.key)?;
             }
         }
+        crate::auth::Verifier::new(&self.auth)?;
         validate_log_filter(&self.log.level).map_err(|problem| ConfigError::key("log.level", problem))
     }
 
@@ -380,8 +438,10 @@ impl Settings {
     /// secrets that are set show as `"<redacted>"`.
     pub fn to_toml(&self) -> String {
         let mut shown = self.clone();
-        if !shown.api.key.is_empty() {
-            shown.api.key = REDACTED.into();
+        for secret in [&mut shown.api.key, &mut shown.auth.hmac_secret] {
+            if !secret.is_empty() {
+                *secret = REDACTED.into();
+            }
         }
         toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot render settings: {e}\n"))
     }
@@ -389,7 +449,7 @@ impl Settings {
 
 /// Keys whose values are lists; from the environment they are one
 /// comma-separated string (`ROOMCAST_ORIGIN__ALLOW=https://a,https://b`).
-const LIST_KEYS: [(&str, &str); 2] = [("origin", "allow"), ("server", "hosts")];
+const LIST_KEYS: [(&str, &str); 3] = [("origin", "allow"), ("server", "hosts"), ("auth", "private_rooms")];
 
 fn split_lists(tree: &mut serde_json::Value) {
     for (section, key) in LIST_KEYS {

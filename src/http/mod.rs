@@ -21,6 +21,8 @@ use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use arc_swap::ArcSwap;
 
+use crate::auth::Verifier;
+use crate::auth::users::UserLimit;
 use crate::config::{ConfigError, Settings};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -36,13 +38,16 @@ pub struct Live {
     pub settings: Settings,
     pub hosts: HostCheck,
     pub origin: OriginCheck,
+    /// `[auth]`: a reload reads the keys again.
+    pub auth: Arc<Verifier>,
 }
 
 impl Live {
     pub fn new(settings: Settings) -> Result<Live, ConfigError> {
         let hosts = HostCheck::new(&settings.server)?;
         let origin = OriginCheck::new(&settings.origin);
-        Ok(Live { settings, hosts, origin })
+        let auth = Arc::new(Verifier::new(&settings.auth)?);
+        Ok(Live { settings, hosts, origin, auth })
     }
 }
 
@@ -53,6 +58,8 @@ pub struct AppState {
     /// `limits.messages_per_second` and `burst`, shared by every session.
     pub rate: Arc<RateLimit>,
     pub peer_limit: Arc<PeerLimit>,
+    /// `auth.max_connections_per_user`.
+    pub user_limit: Arc<UserLimit>,
     pub registry: Addr<Registry>,
     pub watchdog: Watchdog,
     pub metrics: Arc<Metrics>,

@@ -2,14 +2,11 @@
 //! address. IPv4 addresses count one by one; IPv6 addresses by their /64,
 //! the block one subscriber usually holds (anyone holding one can use all
 //! 2^64 addresses in it). IPv4 addresses mapped into IPv6 count as IPv4.
-//!
-//! Without a limit nothing is counted (a lock per handshake for nothing);
-//! a limit set by SIGHUP counts the connections opened from then on.
+//! Counted by [`KeyedLimit`].
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+
+use crate::limit::{KeyedLimit, Slot};
 
 /// What one address counts as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -30,59 +27,9 @@ impl Peer {
     }
 }
 
-/// Open connections per peer, up to `max` (0: no limit).
-pub struct PeerLimit {
-    max: AtomicUsize,
-    counts: Mutex<HashMap<Peer, usize>>,
-}
-
-/// The peer already has its most connections.
-#[derive(Debug)]
-pub struct PeerFull;
-
-impl PeerLimit {
-    pub fn new(max: usize) -> Arc<PeerLimit> {
-        Arc::new(PeerLimit { max: AtomicUsize::new(max), counts: Mutex::new(HashMap::new()) })
-    }
-
-    pub fn set(&self, max: usize) {
-        self.max.store(max, Ordering::Relaxed);
-    }
-
-    /// A slot for one more connection from `peer` (none when there is no
-    /// limit), or `PeerFull`.
-    pub fn admit(self: &Arc<Self>, peer: Peer) -> Result<Option<PeerSlot>, PeerFull> {
-        let max = self.max.load(Ordering::Relaxed);
-        if max == 0 {
-            return Ok(None);
-        }
-        let mut counts = self.counts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let count = counts.entry(peer).or_insert(0);
-        if *count >= max {
-            return Err(PeerFull);
-        }
-        *count += 1;
-        Ok(Some(PeerSlot { limit: self.clone(), peer }))
-    }
-}
-
-/// One connection of a peer, counted until dropped.
-pub struct PeerSlot {
-    limit: Arc<PeerLimit>,
-    peer: Peer,
-}
-
-impl Drop for PeerSlot {
-    fn drop(&mut self) {
-        let mut counts = self.limit.counts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(count) = counts.get_mut(&self.peer) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.peer);
-            }
-        }
-    }
-}
+/// Connections per client address.
+pub type PeerLimit = KeyedLimit<Peer>;
+pub type PeerSlot = Slot<Peer>;
 
 #[cfg(test)]
 mod tests {
@@ -108,21 +55,10 @@ mod tests {
     }
 
     #[test]
-    fn no_limit_counts_nothing_and_a_new_limit_applies_at_once() {
-        let limit = PeerLimit::new(0);
-        assert!(limit.admit(peer("10.0.0.1")).unwrap().is_none());
-        limit.set(1);
-        let _a = limit.admit(peer("10.0.0.1")).unwrap();
-        assert!(limit.admit(peer("10.0.0.1")).is_err());
-        limit.set(0);
-        assert!(limit.admit(peer("10.0.0.1")).is_ok());
-    }
-
-    #[test]
     fn forgotten_when_the_last_connection_goes() {
         let limit = PeerLimit::new(5);
         let slots: Vec<_> = (0..5).map(|_| limit.admit(peer("10.0.0.9")).unwrap()).collect();
         drop(slots);
-        assert!(limit.counts.lock().unwrap().is_empty());
+        assert_eq!(limit.keys(), 0);
     }
 }

@@ -5,13 +5,16 @@
 //! `Host` this server does not answer to; 403 for a refused Origin; 400 for
 //! a request that is not a valid WebSocket handshake, 426 for a version
 //! other than 13; 400 for a bad room name; 503 beyond `max_connections` or
-//! `max_connections_per_ip`. `/ws/{room}` adds 409 for a full room and 503
-//! when the room would be one more than `rooms.max_rooms`.
+//! `max_connections_per_ip`. Then authentication (`auth.md`), which refuses
+//! after the upgrade (close 1008) so that a browser can see why. `/ws/{room}`
+//! adds 403 for a private room its token grants nothing in, 409 for a full
+//! room and 503 when the room would be one more than `rooms.max_rooms`.
 //!
 //! A session is registered with the registry before anything else can
 //! refer to it, through a `Registration` that ends the registration when
 //! dropped, however the upgrade ends.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use actix_web::http::{Method, StatusCode, header};
@@ -19,16 +22,21 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use actix_web_actors::ws;
 
 use super::conn::{ConnSocket, SocketId};
-use super::peers::{Peer, PeerFull, PeerSlot};
+use super::peers::{Peer, PeerSlot};
 use super::{AppState, Refusal, peer};
-use crate::metrics::{ConnectionSlot, Metrics};
+use crate::auth::users::UserSlot;
+use crate::auth::{Access, Admission, Identity, Verifier};
+use crate::config::AuthMode;
+use crate::limit::Full;
+use crate::metrics::{AuthFailure, ConnectionSlot, Metrics};
 use crate::protocol::{RoomName, SUBPROTOCOL, SessionId};
 use crate::registry::messages::{Connect, ConnectRaw, RawRefusal, Registration};
 use crate::session::echo::Echo;
-use crate::session::handle::{OutboundLimits, SessionHandle};
+use crate::session::handle::{OutboundLimits, Policy, SessionHandle};
 use crate::session::json::JsonRoom;
 use crate::session::ratelimit::TokenBucket;
 use crate::session::raw::RawRelay;
+use crate::session::refused::Refused;
 use crate::session::{Endpoint, Session, SessionParts};
 
 /// The most header bytes a handshake may carry (the sum of every header's
@@ -41,7 +49,86 @@ struct Admitted {
     handle: SessionHandle,
     slot: ConnectionSlot,
     peer_slot: Option<PeerSlot>,
+    user_slot: Option<UserSlot>,
     max_message_bytes: usize,
+    who: Who,
+}
+
+/// Who authentication says the connection is.
+enum Who {
+    /// Authentication is off, or optional and no token came.
+    Anonymous,
+    User(Arc<Identity>),
+    /// Upgraded, then closed 1008.
+    Refused(Policy, String),
+}
+
+impl Who {
+    fn identity(&self) -> Option<Arc<Identity>> {
+        match self {
+            Who::User(identity) => Some(identity.clone()),
+            _ => None,
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+/// The connection token: `Authorization: Bearer TOKEN`, else `?token=`
+/// (browsers cannot set headers on a WebSocket).
+fn token(req: &HttpRequest) -> Result<Option<String>, &'static str> {
+    let bearer = req.headers().get(header::AUTHORIZATION).and_then(|value| value.to_str().ok()).and_then(|value| {
+        let (scheme, token) = value.trim().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string())
+    });
+    if bearer.is_some() {
+        return Ok(bearer);
+    }
+    // `?token=` (empty) is no token: a page passes on what its URL has.
+    match web::Query::<TokenQuery>::from_query(req.query_string()) {
+        Ok(query) => Ok(query.into_inner().token.filter(|token| !token.is_empty())),
+        Err(_) => Err("the query string does not parse (is `token` given twice?)"),
+    }
+}
+
+/// Authentication's part of the gate: who the connection is, and its slot
+/// under `max_connections_per_user`.
+fn authenticate(
+    req: &HttpRequest,
+    state: &AppState,
+    verifier: &Verifier,
+    handle: &SessionHandle,
+) -> (Who, Option<UserSlot>) {
+    let admission = match token(req) {
+        Ok(token) => verifier.admit(token.as_deref()),
+        Err(why) => {
+            Admission::Refused { policy: Policy::Unauthorized, failure: AuthFailure::Invalid, message: why.into() }
+        }
+    };
+    let refuse = |policy, failure, message: String| {
+        state.metrics.auth_failure(failure);
+        log::info!("refused {} from {}: {message}", req.path(), peer(req));
+        (Who::Refused(policy, message), None)
+    };
+    match admission {
+        Admission::Anonymous => (Who::Anonymous, None),
+        Admission::Refused { policy, failure, message } => refuse(policy, failure, message),
+        Admission::User(claims) => {
+            let identity = Arc::new(claims.identity);
+            let Ok(user_slot) = state.user_limit.admit(identity.user.clone()) else {
+                let message =
+                    format!("user {:?} has its most connections open (auth.max_connections_per_user)", &*identity.user);
+                return refuse(Policy::TooManyConnections, AuthFailure::Forbidden, message);
+            };
+            // The user, never the token.
+            log::debug!("session {}: user {:?}", handle.id(), &*identity.user);
+            handle.expire_in(verifier.lifetime_ms(claims.exp));
+            (Who::User(identity), user_slot)
+        }
+    }
 }
 
 /// A header value for the log: clients choose them, so keep them short.
@@ -134,7 +221,7 @@ fn admit(req: &HttpRequest, state: &AppState, bad_room: Option<&'static str>) ->
     };
     let peer_slot = match req.peer_addr().map(|address| state.peer_limit.admit(Peer::of(address.ip()))) {
         Some(Ok(peer_slot)) => peer_slot,
-        Some(Err(PeerFull)) => {
+        Some(Err(Full)) => {
             Metrics::inc(&state.metrics.connections_refused);
             log::info!("refused {} from {}: max_connections_per_ip reached", req.path(), peer(req));
             return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "too many connections from your address"));
@@ -151,8 +238,9 @@ fn admit(req: &HttpRequest, state: &AppState, bad_room: Option<&'static str>) ->
     };
     let handle = SessionHandle::new(id, outbound, socket);
     log::debug!("session {id}: {} from {}", req.path(), peer(req));
+    let (who, user_slot) = authenticate(req, state, &live.auth, &handle);
     let max_message_bytes = limits.max_message_bytes;
-    Ok(Admitted { handle, slot, peer_slot, max_message_bytes })
+    Ok(Admitted { handle, slot, peer_slot, user_slot, max_message_bytes, who })
 }
 
 /// Upgrades the connection and starts the session actor.
@@ -172,6 +260,7 @@ fn start<E: Endpoint>(
         handle: admitted.handle,
         slot: admitted.slot,
         peer_slot: admitted.peer_slot,
+        user_slot: admitted.user_slot,
         metrics: state.metrics.clone(),
         watchdog: state.watchdog.clone(),
         draining: state.draining.clone(),
@@ -185,22 +274,38 @@ fn bucket(state: &AppState) -> TokenBucket {
     TokenBucket::new(state.rate.clone())
 }
 
+/// The endpoint for a connection authentication refused: upgraded, then
+/// closed 1008.
+fn refused(who: &Who, json: bool) -> Option<Refused> {
+    match who {
+        Who::Refused(policy, message) => Some(Refused::new(*policy, message.clone(), json)),
+        _ => None,
+    }
+}
+
 /// `GET /ws`: the JSON room protocol.
 pub async fn json(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
     let admitted = match admit(&req, &state, None) {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.response(),
     };
+    let protocols = &[SUBPROTOCOL];
+    if let Some(endpoint) = refused(&admitted.who, true) {
+        return start(&req, payload, &state, admitted, endpoint, protocols);
+    }
+    let identity = admitted.who.identity();
     let registration = Registration::new(state.registry.clone(), admitted.handle.id());
-    state.registry.do_send(Connect { handle: admitted.handle.clone() });
+    state.registry.do_send(Connect { handle: admitted.handle.clone(), identity: identity.clone() });
     let timing = state.watchdog.timing();
     let endpoint = JsonRoom::new(
         registration,
         bucket(&state),
         timing.interval.as_millis() as u64,
         timing.timeout.as_millis() as u64,
+        identity,
+        state.live.clone(),
     );
-    start(&req, payload, &state, admitted, endpoint, &[SUBPROTOCOL])
+    start(&req, payload, &state, admitted, endpoint, protocols)
 }
 
 /// `GET /ws/{room}`: the raw relay.
@@ -218,10 +323,25 @@ pub async fn raw(
     let Ok(name) = name else {
         return Refusal::new(StatusCode::BAD_REQUEST, "bad room name").response();
     };
+    if let Some(endpoint) = refused(&admitted.who, false) {
+        return start(&req, payload, &state, admitted, endpoint, &[]);
+    }
+    let identity = admitted.who.identity();
+    let verifier = state.live().auth.clone();
+    let access = match identity.as_deref().and_then(|identity| identity.access(name.as_str())) {
+        _ if verifier.mode() == AuthMode::Off || !verifier.is_private(name.as_str()) => Access::Write,
+        Some(access) => access,
+        None => {
+            state.metrics.auth_failure(AuthFailure::Forbidden);
+            log::info!("refused /ws/{name} from {}: a private room, and the token grants nothing in it", peer(&req));
+            return Refusal::new(StatusCode::FORBIDDEN, "a private room: your token grants nothing in it").response();
+        }
+    };
     // Before the registry hears of the session: if this future is dropped
     // while it waits (the client went away), the registration still ends.
     let registration = Registration::new(state.registry.clone(), admitted.handle.id());
-    let joined = state.registry.send(ConnectRaw { handle: admitted.handle.clone(), room: name.clone() }).await;
+    let connect = ConnectRaw { handle: admitted.handle.clone(), room: name.clone(), identity, access };
+    let joined = state.registry.send(connect).await;
     let refusal = match joined {
         Ok(Ok(())) => None,
         Ok(Err(RawRefusal::RoomFull)) => Some(Refusal::new(StatusCode::CONFLICT, "room is full")),
@@ -247,6 +367,9 @@ pub async fn echo(req: HttpRequest, payload: web::Payload, state: web::Data<AppS
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.response(),
     };
+    if let Some(endpoint) = refused(&admitted.who, false) {
+        return start(&req, payload, &state, admitted, endpoint, &[]);
+    }
     start(&req, payload, &state, admitted, Echo, &[])
 }
 

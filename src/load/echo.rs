@@ -46,6 +46,9 @@ struct Echoes {
     size: usize,
     binary: bool,
     connected: AtomicU64,
+    /// Connections done sending: in the drain with nothing in flight, or
+    /// closed.
+    finished: AtomicU64,
     sent: AtomicU64,
     received: AtomicU64,
     mismatched: AtomicU64,
@@ -84,14 +87,27 @@ async fn connection(echoes: Arc<Echoes>, in_flight: usize) {
         let _permit = echoes.gate.handshake_permit().await;
         echoes.dialer.connect().await
     };
+    // Counted before the gate hears of it: the run reads the count as
+    // soon as every connection has settled.
+    if connected.is_ok() {
+        echoes.connected.fetch_add(1, Ordering::Relaxed);
+    }
     echoes.gate.settle();
     let mut ws = match connected {
         Ok(ws) => ws,
         Err(_) => return, // counted by the dialer
     };
-    echoes.connected.fetch_add(1, Ordering::Relaxed);
+    exchange(&echoes, &mut ws, in_flight).await;
+    // The drain waits for this rather than for `received` to catch up
+    // with `sent`, which a connection may move on after the drain began.
+    echoes.finished.fetch_add(1, Ordering::AcqRel);
+    let _ = ws.close(None).await;
+}
+
+/// Sends and takes echoes until the drain finds nothing in flight.
+async fn exchange(echoes: &Echoes, ws: &mut crate::dial::Ws, in_flight: usize) {
     let mut phase = echoes.gate.phase();
-    if !read_until(&mut ws, &mut phase, Phase::Go).await {
+    if !read_until(ws, &mut phase, Phase::Go).await {
         echoes.dropped.fetch_add(1, Ordering::Relaxed);
         return;
     }
@@ -142,7 +158,6 @@ async fn connection(echoes: Arc<Echoes>, in_flight: usize) {
             _ = phase.changed() => {}
         }
     }
-    let _ = ws.close(None).await;
 }
 
 pub async fn run(args: EchoArgs) -> Result<Report, String> {
@@ -154,6 +169,7 @@ pub async fn run(args: EchoArgs) -> Result<Report, String> {
         size: args.size,
         binary: args.binary,
         connected: AtomicU64::new(0),
+        finished: AtomicU64::new(0),
         sent: AtomicU64::new(0),
         received: AtomicU64::new(0),
         mismatched: AtomicU64::new(0),
@@ -186,10 +202,7 @@ pub async fn run(args: EchoArgs) -> Result<Report, String> {
     tokio::time::sleep(args.common.duration).await;
     echoes.gate.set_phase(Phase::Drain);
     let deadline = tokio::time::Instant::now() + args.drain;
-    while echoes.received.load(Ordering::Acquire) + echoes.mismatched.load(Ordering::Acquire)
-        < echoes.sent.load(Ordering::Acquire)
-        && tokio::time::Instant::now() < deadline
-    {
+    while echoes.finished.load(Ordering::Acquire) < connected && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     progress.finish();

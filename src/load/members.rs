@@ -303,10 +303,13 @@ async fn connect_and_join(members: &Members, room: usize, role: &Role) -> Option
                 }
                 Some("error") => {
                     log::debug!("join refused: {text}");
+                    members.dialer.note_failure(format!("refused: {text}"));
                     break;
                 }
                 _ => {}
             }
+        } else if let Message::Close(Some(close)) = frame {
+            members.dialer.note_failure(format!("closed {} {}", u16::from(close.code), close.reason));
         }
     }
     members.join_failures.fetch_add(1, Ordering::Relaxed);

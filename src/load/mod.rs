@@ -25,7 +25,8 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use crate::dial::{Dialer, endpoint};
+use crate::auth::mint::Claims;
+use crate::dial::{Credentials, Dialer, endpoint};
 use report::{Report, Slo};
 
 #[derive(Args, Debug)]
@@ -77,6 +78,19 @@ pub struct Common {
     /// self-signed server certificate or a private CA).
     #[arg(long, value_name = "FILE")]
     pub ca: Option<PathBuf>,
+    /// A connection token for every connection (servers with `[auth]` on).
+    #[arg(long, conflicts_with = "hmac_secret")]
+    pub token: Option<String>,
+    /// Sign a token of its own for every connection (users load-1,
+    /// load-2, ..., granted every room) with the server's auth.hmac_secret.
+    #[arg(long, value_name = "SECRET")]
+    pub hmac_secret: Option<String>,
+    /// With --hmac-secret: the tokens' `aud` (the server's auth.audience).
+    #[arg(long, requires = "hmac_secret")]
+    pub audience: Option<String>,
+    /// With --hmac-secret: the tokens' `iss` (the server's auth.issuer).
+    #[arg(long, requires = "hmac_secret")]
+    pub issuer: Option<String>,
     /// No progress line.
     #[arg(long, short)]
     pub quiet: bool,
@@ -90,7 +104,29 @@ pub struct Common {
 impl Common {
     pub async fn dialer(&self, default_path: &str) -> Result<Dialer, String> {
         let url = endpoint(&self.url, default_path)?;
-        Dialer::new(url, self.sources, self.ca.as_deref()).await.map_err(|e| format!("{}: {e}", self.url))
+        let dialer =
+            Dialer::new(url, self.sources, self.ca.as_deref()).await.map_err(|e| format!("{}: {e}", self.url))?;
+        Ok(dialer.with_credentials(self.credentials()?))
+    }
+
+    fn credentials(&self) -> Result<Credentials, String> {
+        if let Some(token) = &self.token {
+            return Ok(Credentials::Token(token.clone()));
+        }
+        let Some(secret) = &self.hmac_secret else {
+            return Ok(Credentials::None);
+        };
+        let claims = Claims {
+            rooms: vec!["*".into()],
+            // Longer than any run, so that no session expires under load.
+            ttl: self.duration.saturating_mul(2) + Duration::from_secs(3600),
+            audience: self.audience.clone(),
+            issuer: self.issuer.clone(),
+            ..Claims::default()
+        };
+        let secret = secret.as_bytes().to_vec();
+        crate::auth::mint::with_secret(&secret, &claims)?;
+        Ok(Credentials::Mint { secret, claims, next: Default::default() })
     }
 }
 

@@ -43,6 +43,22 @@ impl Frame {
         self
     }
 
+    /// `"key":"text"` or `"key":null`.
+    fn opt_str(self, key: &str, value: Option<&str>) -> Self {
+        match value {
+            Some(value) => self.str(key, value),
+            None => self.raw(key, "null"),
+        }
+    }
+
+    /// The `user` field, present only while authentication is on.
+    fn user(self, user: User) -> Self {
+        match user {
+            Some(user) => self.opt_str("user", user),
+            None => self,
+        }
+    }
+
     fn finish(mut self, reference: Option<&RawValue>) -> String {
         if let Some(reference) = reference {
             self.key("ref").push_str(reference.get());
@@ -52,28 +68,43 @@ impl Frame {
     }
 }
 
-/// `"from":ID,"nick":NICK` for a session, built when its nick changes and
-/// spliced into every `message` and `direct` it sends.
-pub fn sender_fields(id: SessionId, nick: Option<&str>) -> String {
-    let mut out = format!("\"from\":\"{id}\",\"nick\":");
-    match nick {
-        Some(nick) => push_json_str(&mut out, nick),
+/// A session's `user` on the wire: `None` while authentication is off (no
+/// field at all), `Some(None)` for an anonymous session (`null`).
+pub type User<'a> = Option<Option<&'a str>>;
+
+fn push_opt_str(out: &mut String, value: Option<&str>) {
+    match value {
+        Some(value) => push_json_str(out, value),
         None => out.push_str("null"),
+    }
+}
+
+/// `"from":ID,"nick":NICK` (and `"user":USER` with authentication on) for
+/// a session, built when its nick changes and spliced into every `message`
+/// and `direct` it sends.
+pub fn sender_fields(id: SessionId, nick: Option<&str>, user: User) -> String {
+    let mut out = format!("\"from\":\"{id}\",\"nick\":");
+    push_opt_str(&mut out, nick);
+    if let Some(user) = user {
+        out.push_str(",\"user\":");
+        push_opt_str(&mut out, user);
     }
     out
 }
 
 /// The `sender_fields` of messages published through `/api`.
-pub fn api_sender_fields() -> String {
-    "\"from\":\"api\",\"nick\":null".to_string()
+pub fn api_sender_fields(auth: bool) -> String {
+    let user = if auth { ",\"user\":null" } else { "" };
+    format!("\"from\":\"api\",\"nick\":null{user}")
 }
 
-pub fn welcome(id: SessionId, heartbeat_ms: u64, timeout_ms: u64) -> String {
+pub fn welcome(id: SessionId, heartbeat_ms: u64, timeout_ms: u64, user: User) -> String {
     Frame::new("welcome")
         .str("id", &id.to_string())
         .num("heartbeat_ms", heartbeat_ms)
         .num("timeout_ms", timeout_ms)
         .str("server", SERVER_NAME)
+        .user(user)
         .finish(None)
 }
 
@@ -128,17 +159,18 @@ pub enum PresenceEvent {
     Leave,
 }
 
-pub fn presence(room: &RoomName, event: PresenceEvent, id: SessionId, nick: Option<&str>) -> String {
+pub fn presence(room: &RoomName, event: PresenceEvent, id: SessionId, nick: Option<&str>, user: User) -> String {
     let event = match event {
         PresenceEvent::Join => "join",
         PresenceEvent::Leave => "leave",
     };
-    let frame = Frame::new("presence").str("room", room.as_str()).str("event", event).str("id", &id.to_string());
-    match nick {
-        Some(nick) => frame.str("nick", nick),
-        None => frame.raw("nick", "null"),
-    }
-    .finish(None)
+    Frame::new("presence")
+        .str("room", room.as_str())
+        .str("event", event)
+        .str("id", &id.to_string())
+        .opt_str("nick", nick)
+        .user(user)
+        .finish(None)
 }
 
 /// A `rooms` reply, or the body of `GET /api/rooms` when `kind` is `None`.
@@ -163,18 +195,19 @@ pub fn rooms<'a>(
 
 pub fn members<'a>(
     room: &RoomName,
-    members: impl Iterator<Item = (SessionId, Option<&'a str>)>,
+    members: impl Iterator<Item = (SessionId, Option<&'a str>, User<'a>)>,
     reference: Option<&RawValue>,
 ) -> String {
     let mut list = String::from("[");
-    for (i, (id, nick)) in members.enumerate() {
+    for (i, (id, nick, user)) in members.enumerate() {
         if i > 0 {
             list.push(',');
         }
         let _ = write!(list, "{{\"id\":\"{id}\",\"nick\":");
-        match nick {
-            Some(nick) => push_json_str(&mut list, nick),
-            None => list.push_str("null"),
+        push_opt_str(&mut list, nick);
+        if let Some(user) = user {
+            list.push_str(",\"user\":");
+            push_opt_str(&mut list, user);
         }
         list.push('}');
     }
@@ -212,7 +245,7 @@ mod tests {
     fn frames_are_valid_json() {
         let room = RoomName::parse("lobby").unwrap();
         let nick = "q\"u\\o\nte\u{1}</script>";
-        let sender = sender_fields(SessionId(3), Some(nick));
+        let sender = sender_fields(SessionId(3), Some(nick), None);
         let m = message(&room, 7, &sender, 1_700_000_000_000, r#"{"a":[1,2]}"#);
         assert_eq!(
             parse(&m),
@@ -223,17 +256,37 @@ mod tests {
         assert_eq!(parse(&j)["recovered"], true);
         let j = joined(&room, 1, "e2", std::iter::empty(), None, None);
         assert_eq!(parse(&j), json!({"type":"joined","room":"lobby","members":1,"epoch":"e2","history":[]}));
-        let p = presence(&room, PresenceEvent::Leave, SessionId(9), None);
+        let p = presence(&room, PresenceEvent::Leave, SessionId(9), None, None);
         assert_eq!(parse(&p), json!({"type":"presence","room":"lobby","event":"leave","id":"9","nick":null}));
+        let p = presence(&room, PresenceEvent::Join, SessionId(9), None, Some(Some("u\"1")));
+        assert_eq!(parse(&p)["user"], "u\"1");
+        let with_user = sender_fields(SessionId(3), None, Some(None));
+        assert_eq!(
+            parse(&direct(&with_user, "1")),
+            json!({"type":"direct","from":"3","nick":null,"user":null,"body":1})
+        );
+        assert_eq!(parse(&format!("{{{}}}", api_sender_fields(true)))["user"], Value::Null);
+        assert!(parse(&format!("{{{}}}", api_sender_fields(false))).get("user").is_none());
         let e = error(ErrorCode::NotMember, "no", Some(&RawValue::from_string("5".into()).unwrap()));
         assert_eq!(parse(&e), json!({"type":"error","code":"not_member","message":"no","ref":5}));
-        let ms = members(&room, [(SessionId(1), Some("a")), (SessionId(2), None)].into_iter(), None);
+        let ms = members(&room, [(SessionId(1), Some("a"), None), (SessionId(2), None, None)].into_iter(), None);
         assert_eq!(parse(&ms)["members"], json!([{"id":"1","nick":"a"},{"id":"2","nick":null}]));
+        let ms = members(
+            &room,
+            [(SessionId(1), None, Some(Some("ann"))), (SessionId(2), None, Some(None))].into_iter(),
+            None,
+        );
+        assert_eq!(
+            parse(&ms)["members"],
+            json!([{"id":"1","nick":null,"user":"ann"},{"id":"2","nick":null,"user":null}])
+        );
         let rs = rooms(Some("rooms"), [(&room, 3usize)].into_iter(), None);
         assert_eq!(parse(&rs), json!({"type":"rooms","rooms":[{"room":"lobby","members":3}]}));
         assert_eq!(parse(&rooms(None, std::iter::empty(), None)), json!({"rooms":[]}));
         assert_eq!(parse(&ok(Some(4), None)), json!({"type":"ok","seq":4}));
-        assert_eq!(parse(&welcome(SessionId(1), 5000, 10000))["server"], SERVER_NAME);
+        assert_eq!(parse(&welcome(SessionId(1), 5000, 10000, None))["server"], SERVER_NAME);
+        assert!(parse(&welcome(SessionId(1), 5000, 10000, None)).get("user").is_none());
+        assert_eq!(parse(&welcome(SessionId(1), 5000, 10000, Some(Some("ann"))))["user"], "ann");
         assert_eq!(parse(&direct(&sender, "\"hi\""))["body"], "hi");
     }
 }

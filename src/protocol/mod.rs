@@ -104,6 +104,14 @@ pub enum ErrorCode {
     RoomFull,
     TooManyRooms,
     RateLimited,
+    /// A missing or bad token (`auth.md`).
+    Unauthorized,
+    /// A token past its `exp`.
+    TokenExpired,
+    /// No grant for the room, or only a read grant for a publish.
+    Forbidden,
+    /// `auth.max_connections_per_user`.
+    TooManyConnections,
 }
 
 impl ErrorCode {
@@ -117,6 +125,10 @@ impl ErrorCode {
             ErrorCode::RoomFull => "room_full",
             ErrorCode::TooManyRooms => "too_many_rooms",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::TooManyConnections => "too_many_connections",
         }
     }
 }

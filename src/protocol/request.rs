@@ -28,6 +28,8 @@ pub enum RequestKind {
         history: Option<u64>,
         since: Option<u64>,
         epoch: Option<String>,
+        /// A room token (`auth.md`), checked by the session.
+        token: Option<String>,
     },
     Leave {
         room: RoomName,
@@ -48,6 +50,10 @@ pub enum RequestKind {
         room: RoomName,
     },
     Ping,
+    /// A fresh connection token (`auth.md`), checked by the session.
+    Auth {
+        token: String,
+    },
 }
 
 /// A request that was not understood: the `error` frame to answer with.
@@ -100,6 +106,8 @@ struct Fields<'a> {
     to: Field<'a>,
     #[serde(borrow, default)]
     name: Field<'a>,
+    #[serde(borrow, default)]
+    token: Field<'a>,
 }
 
 /// Parses one text frame of the JSON room protocol.
@@ -168,6 +176,11 @@ pub fn parse_request(text: &str) -> Result<Request, RequestError> {
                     Some(raw) if raw.get() == "null" => None,
                     Some(raw) => Some(as_string(raw).ok_or("`epoch` must be a string")?.into_owned()),
                 },
+                token: match fields.token.0 {
+                    None => None,
+                    Some(raw) if raw.get() == "null" => None,
+                    Some(raw) => Some(as_string(raw).ok_or("`token` must be a string")?.into_owned()),
+                },
             },
             "leave" => RequestKind::Leave { room: room()? },
             "publish" => RequestKind::Publish { room: room()?, body: body()? },
@@ -183,6 +196,9 @@ pub fn parse_request(text: &str) -> Result<Request, RequestError> {
             "rooms" => RequestKind::Rooms,
             "members" => RequestKind::Members { room: room()? },
             "ping" => RequestKind::Ping,
+            "auth" => RequestKind::Auth {
+                token: fields.token.0.and_then(as_string).ok_or("`token` must be a string")?.into_owned(),
+            },
             _ => return Err(String::new()),
         })
     })();
@@ -351,6 +367,12 @@ mod tests {
         let r = parse_request(r#"{"type":"join","room":"r","since":4,"epoch":"a1b2"}"#).unwrap();
         assert!(matches!(r.kind, RequestKind::Join { since: Some(4), epoch: Some(ref e), .. } if e == "a1b2"));
         assert!(parse_request(r#"{"type":"join","room":"r","since":4,"epoch":7}"#).is_err());
+        let r = parse_request(r#"{"type":"join","room":"r","token":"a.b.c"}"#).unwrap();
+        assert!(matches!(r.kind, RequestKind::Join { token: Some(ref t), .. } if t == "a.b.c"));
+        assert!(parse_request(r#"{"type":"join","room":"r","token":5}"#).is_err());
+        let r = parse_request(r#"{"type":"auth","token":"x.y.z","ref":1}"#).unwrap();
+        assert!(matches!(r.kind, RequestKind::Auth { ref token } if token == "x.y.z"));
+        assert!(parse_request(r#"{"type":"auth"}"#).is_err());
         let r = parse_request(r#"{"type":"nick","name":"\u00e9l\u00e8ve 😀"}"#).unwrap();
         assert!(matches!(r.kind, RequestKind::Nick { ref name } if name == "élève 😀"));
         let r = parse_request(r#"{"type":"ping","ref":-12}"#).unwrap();

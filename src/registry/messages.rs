@@ -2,11 +2,14 @@
 //! HTTP API) and room state. A registry spanning several processes would
 //! answer these same messages.
 
+use std::sync::Arc;
+
 use actix::{Addr, Message};
 use serde_json::value::RawValue;
 
 use super::Registry;
-use crate::protocol::request::Request;
+use crate::auth::{Access, Identity};
+use crate::protocol::request::{Ref, Request};
 use crate::protocol::{RoomName, SessionId};
 use crate::session::handle::{InFlight, OutFrame, SessionHandle};
 
@@ -41,6 +44,8 @@ impl Drop for Registration {
 #[rtype(result = "()")]
 pub struct Connect {
     pub handle: SessionHandle,
+    /// The session's user, when authenticated.
+    pub identity: Option<Arc<Identity>>,
 }
 
 /// A `/ws/{room}` connection asks to be a member of `room` before its
@@ -50,6 +55,10 @@ pub struct Connect {
 pub struct ConnectRaw {
     pub handle: SessionHandle,
     pub room: RoomName,
+    pub identity: Option<Arc<Identity>>,
+    /// What the connection may do in `room` (the gate checked private
+    /// rooms): with `Read`, its frames are dropped.
+    pub access: Access,
 }
 
 /// Why a raw connection was not let into its room.
@@ -80,7 +89,20 @@ pub struct Disconnect {
 pub struct Command {
     pub id: SessionId,
     pub request: Request,
+    /// What a `join`'s room token (verified by the session) grants.
+    pub grant: Option<Access>,
     /// Released when the registry is done with the request.
+    pub ticket: InFlight,
+}
+
+/// An `auth` request's new token, verified by the session (same user):
+/// its grants apply to later joins. Answered `ok`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reauth {
+    pub id: SessionId,
+    pub identity: Arc<Identity>,
+    pub reference: Ref,
     pub ticket: InFlight,
 }
 

@@ -1,6 +1,7 @@
 //! The room registry: one actor that owns every room (members, `seq`,
-//! history, `empty_ttl`) and the session directory (id, nick, handle), and
-//! relays messages.
+//! history, `empty_ttl`) and the session directory (id, nick, user, handle),
+//! and relays messages. With authentication on it checks grants: private
+//! rooms on `join`, read-only members on `publish`.
 //!
 //! Sessions reach it only through the messages in [`messages`]; it reaches
 //! sessions only by queueing frames on their [`SessionHandle`]s, which never
@@ -20,14 +21,17 @@ use actix::{Actor, AsyncContext, Context, Handler, MessageResult};
 use bytestring::ByteString;
 use serde_json::value::RawValue;
 
-use crate::config::Settings;
-use crate::metrics::Metrics;
+use crate::auth::patterns::Patterns;
+use crate::auth::{Access, Identity};
+use crate::config::{AuthMode, Settings};
+use crate::metrics::{AuthFailure, Metrics};
 use crate::protocol::frame::{self, PresenceEvent};
 use crate::protocol::request::RequestKind;
 use crate::protocol::{self, ErrorCode, RoomName, SessionId};
 use crate::session::handle::{OutFrame, Push, SessionHandle};
 use messages::{
-    ApiPublish, Command, Connect, ConnectRaw, Disconnect, ListRooms, RawFrame, RawRefusal, Reconfigure, TooManyRooms,
+    ApiPublish, Command, Connect, ConnectRaw, Disconnect, ListRooms, RawFrame, RawRefusal, Reauth, Reconfigure,
+    TooManyRooms,
 };
 use room::{HistoryLimits, Member, MemberKind, Room};
 
@@ -38,6 +42,10 @@ pub struct Limits {
     pub empty_ttl: Duration,
     pub max_rooms_per_session: usize,
     pub max_members_per_room: usize,
+    /// Authentication is on: `user` goes on the wire (fixed at start).
+    pub auth: bool,
+    /// `auth.private_rooms`.
+    pub private_rooms: Patterns,
 }
 
 impl Limits {
@@ -48,6 +56,9 @@ impl Limits {
             empty_ttl: settings.rooms.empty_ttl,
             max_rooms_per_session: settings.limits.max_rooms_per_session,
             max_members_per_room: settings.limits.max_members_per_room,
+            auth: settings.auth.mode != AuthMode::Off,
+            // Validated with the rest of the settings.
+            private_rooms: Patterns::parse(&settings.auth.private_rooms).unwrap_or_default(),
         }
     }
 }
@@ -57,15 +68,26 @@ struct Entry {
     handle: SessionHandle,
     kind: MemberKind,
     nick: Option<String>,
-    /// `"from":..,"nick":..` as spliced into its messages.
+    /// `"from":..,"nick":..` (and `"user":..`) as spliced into its messages.
     sender: String,
     rooms: Vec<RoomName>,
+    /// The user and grants of an authenticated session.
+    identity: Option<Arc<Identity>>,
+    /// Whether `user` goes on the wire.
+    auth: bool,
 }
 
 impl Entry {
-    fn new(handle: SessionHandle, kind: MemberKind) -> Self {
-        let sender = frame::sender_fields(handle.id(), None);
-        Entry { handle, kind, nick: None, sender, rooms: Vec::new() }
+    fn new(handle: SessionHandle, kind: MemberKind, identity: Option<Arc<Identity>>, auth: bool) -> Self {
+        let nick = identity.as_ref().and_then(|identity| identity.name.as_deref().map(String::from));
+        let mut entry = Entry { handle, kind, nick, sender: String::new(), rooms: Vec::new(), identity, auth };
+        entry.sender = frame::sender_fields(entry.handle.id(), entry.nick.as_deref(), entry.user());
+        entry
+    }
+
+    /// The `user` field of frames about this session.
+    fn user(&self) -> frame::User<'_> {
+        self.auth.then(|| self.identity.as_deref().map(|identity| &*identity.user))
     }
 }
 
@@ -96,6 +118,15 @@ fn text(frame: String) -> OutFrame {
     OutFrame::Text(ByteString::from(frame))
 }
 
+/// A `join` as the registry sees it.
+struct Join {
+    room: RoomName,
+    history: Option<u64>,
+    since: Option<(u64, Option<String>)>,
+    /// From a room token.
+    grant: Option<Access>,
+}
+
 fn now_epoch_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
@@ -123,13 +154,13 @@ impl Registry {
     }
 
     /// Adds a session to a room and tells the other members.
-    fn add_member(&mut self, id: SessionId, name: &RoomName) {
+    fn add_member(&mut self, id: SessionId, name: &RoomName, access: Access) {
         let Some(entry) = self.sessions.get_mut(&id) else {
             return;
         };
         entry.rooms.push(name.clone());
-        let member = Member { handle: entry.handle.clone(), kind: entry.kind };
-        let presence = text(frame::presence(name, PresenceEvent::Join, id, entry.nick.as_deref()));
+        let member = Member { handle: entry.handle.clone(), kind: entry.kind, read_only: access == Access::Read };
+        let presence = text(frame::presence(name, PresenceEvent::Join, id, entry.nick.as_deref(), entry.user()));
         let room = room_entry(&mut self.rooms, name, self.limits.history);
         room.add(id, member);
         if room.len() == 1 {
@@ -139,7 +170,7 @@ impl Registry {
     }
 
     /// Removes a session from a room and tells the remaining members.
-    fn remove_member(&mut self, id: SessionId, name: &RoomName, nick: Option<&str>) {
+    fn remove_member(&mut self, id: SessionId, name: &RoomName, nick: Option<&str>, user: frame::User) {
         let Some(room) = self.rooms.get_mut(name) else {
             return;
         };
@@ -151,7 +182,7 @@ impl Registry {
             self.emptied.push(name.clone());
             return;
         }
-        let presence = text(frame::presence(name, PresenceEvent::Leave, id, nick));
+        let presence = text(frame::presence(name, PresenceEvent::Leave, id, nick, user));
         room.fan_out(None, Some(&presence), None, &mut self.slow);
     }
 
@@ -160,7 +191,7 @@ impl Registry {
             return;
         };
         for name in &entry.rooms {
-            self.remove_member(id, name, entry.nick.as_deref());
+            self.remove_member(id, name, entry.nick.as_deref(), entry.user());
         }
     }
 
@@ -209,19 +240,44 @@ impl Registry {
         self.metrics.rooms_held.store(self.rooms.len() as u64, Ordering::Relaxed);
     }
 
-    fn join(
-        &mut self,
-        id: SessionId,
-        name: RoomName,
-        history: Option<u64>,
-        since: Option<(u64, Option<String>)>,
-        reference: Option<&RawValue>,
-    ) {
+    /// What a session may do in `name`: everything in a public room; in a
+    /// private one what its connection token or room token grants, if
+    /// anything (`Write` wins).
+    fn access(&self, entry: &Entry, name: &RoomName, grant: Option<Access>) -> Option<Access> {
+        if !self.limits.auth || !self.limits.private_rooms.matches(name.as_str()) {
+            return Some(Access::Write);
+        }
+        let token = entry.identity.as_deref().and_then(|identity| identity.access(name.as_str()));
+        match (token, grant) {
+            (Some(Access::Write), _) | (_, Some(Access::Write)) => Some(Access::Write),
+            (None, None) => None,
+            _ => Some(Access::Read),
+        }
+    }
+
+    fn join(&mut self, id: SessionId, join: Join, reference: Option<&RawValue>) {
+        let Join { room: name, history, since, grant } = join;
         let Some(entry) = self.sessions.get(&id) else {
             return;
         };
+        let access = self.access(entry, &name, grant);
         let is_member = self.rooms.get(&name).is_some_and(|room| room.contains(id));
-        if !is_member {
+        if is_member {
+            // Joining again with a write grant (a room token, say) lifts a
+            // read-only membership; nothing takes a grant away.
+            if access == Some(Access::Write)
+                && let Some(member) = self.rooms.get_mut(&name).and_then(|room| room.member_mut(id))
+            {
+                member.read_only = false;
+            }
+        } else {
+            let Some(access) = access else {
+                self.metrics.auth_failure(AuthFailure::Forbidden);
+                let message = format!(
+                    "room {name} is private: your token grants nothing in it (send a room token with the join)"
+                );
+                return self.error(id, ErrorCode::Forbidden, &message, reference);
+            };
             if entry.rooms.len() >= self.limits.max_rooms_per_session {
                 let message = format!("a session may join at most {} rooms", self.limits.max_rooms_per_session);
                 return self.error(id, ErrorCode::TooManyRooms, &message, reference);
@@ -236,7 +292,7 @@ impl Registry {
                     format!("the server holds its most rooms ({}); try an existing room", self.limits.max_rooms);
                 return self.error(id, ErrorCode::TooManyRooms, &message, reference);
             }
-            self.add_member(id, &name);
+            self.add_member(id, &name, access);
         }
         let Some(room) = self.rooms.get(&name) else {
             return;
@@ -263,7 +319,8 @@ impl Registry {
         };
         entry.rooms.swap_remove(position);
         let nick = entry.nick.clone();
-        self.remove_member(id, &name, nick.as_deref());
+        let user = entry.user().map(|user| user.map(String::from));
+        self.remove_member(id, &name, nick.as_deref(), user.as_ref().map(|user| user.as_deref()));
         self.reply(id, frame::left(&name, reference));
     }
 
@@ -274,6 +331,11 @@ impl Registry {
         let Some(room) = self.rooms.get_mut(&name).filter(|room| room.contains(id)) else {
             return self.error(id, ErrorCode::NotMember, &format!("join {name} before publishing to it"), reference);
         };
+        if room.member_mut(id).is_some_and(|member| member.read_only) {
+            self.metrics.auth_failure(AuthFailure::Forbidden);
+            let message = format!("your grant in {name} is read-only");
+            return self.error(id, ErrorCode::Forbidden, &message, reference);
+        }
         let seq = publish_to(room, &self.metrics, &name, &entry.sender, body, &mut self.slow);
         if let Some(reference) = reference {
             self.reply(id, frame::ok(Some(seq), Some(reference)));
@@ -301,8 +363,8 @@ impl Registry {
         let Some(entry) = self.sessions.get_mut(&id) else {
             return;
         };
-        entry.sender = frame::sender_fields(id, Some(&name));
         entry.nick = Some(name);
+        entry.sender = frame::sender_fields(id, entry.nick.as_deref(), entry.user());
         self.reply(id, frame::ok(None, reference));
     }
 
@@ -322,7 +384,11 @@ impl Registry {
             return self.error(id, ErrorCode::NotMember, &format!("not a member of {name}"), reference);
         };
         let sessions = &self.sessions;
-        let list = room.member_ids().map(|member| (member, sessions.get(&member).and_then(|e| e.nick.as_deref())));
+        let auth = self.limits.auth;
+        let list = room.member_ids().map(|member| match sessions.get(&member) {
+            Some(entry) => (member, entry.nick.as_deref(), entry.user()),
+            None => (member, None, auth.then_some(None)),
+        });
         let frame = frame::members(&name, list, reference);
         self.reply(id, frame);
     }
@@ -367,7 +433,7 @@ impl Handler<Connect> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: Connect, _ctx: &mut Context<Self>) {
-        self.sessions.insert(msg.handle.id(), Entry::new(msg.handle, MemberKind::Json));
+        self.sessions.insert(msg.handle.id(), Entry::new(msg.handle, MemberKind::Json, msg.identity, self.limits.auth));
     }
 }
 
@@ -383,8 +449,8 @@ impl Handler<ConnectRaw> for Registry {
             return Err(RawRefusal::RoomFull);
         }
         let id = msg.handle.id();
-        self.sessions.insert(id, Entry::new(msg.handle, MemberKind::Raw));
-        self.add_member(id, &msg.room);
+        self.sessions.insert(id, Entry::new(msg.handle, MemberKind::Raw, msg.identity, self.limits.auth));
+        self.add_member(id, &msg.room, msg.access);
         self.settle(ctx);
         Ok(())
     }
@@ -406,8 +472,9 @@ impl Handler<Command> for Registry {
         let id = msg.id;
         let reference = msg.request.reference.as_deref();
         match msg.request.kind {
-            RequestKind::Join { room, history, since, epoch } => {
-                self.join(id, room, history, since.map(|since| (since, epoch)), reference)
+            RequestKind::Join { room, history, since, epoch, token: _ } => {
+                let since = since.map(|since| (since, epoch));
+                self.join(id, Join { room, history, since, grant: msg.grant }, reference)
             }
             RequestKind::Leave { room } => self.leave(id, room, reference),
             RequestKind::Publish { room, body } => self.publish(id, room, &body, reference),
@@ -421,6 +488,7 @@ impl Handler<Command> for Registry {
             RequestKind::Members { room } => self.members(id, room, reference),
             // Answered by the session itself.
             RequestKind::Ping => self.reply(id, frame::pong(reference)),
+            RequestKind::Auth { .. } => {}
         }
         self.settle(ctx);
     }
@@ -439,6 +507,11 @@ impl Handler<RawFrame> for Registry {
         let Some(room) = self.rooms.get_mut(name) else {
             return;
         };
+        if room.member_mut(msg.id).is_some_and(|member| member.read_only) {
+            // Raw clients get no JSON: a read-only member's frame is only counted.
+            self.metrics.auth_failure(AuthFailure::Forbidden);
+            return;
+        }
         match msg.frame {
             OutFrame::Text(body) => {
                 // JSON members get a `message` (with a seq, kept in history)
@@ -470,7 +543,8 @@ impl Handler<ApiPublish> for Registry {
             self.emptied.push(msg.room.clone());
         }
         let room = room_entry(&mut self.rooms, &msg.room, self.limits.history);
-        let seq = publish_to(room, &self.metrics, &msg.room, &frame::api_sender_fields(), &msg.body, &mut self.slow);
+        let sender = frame::api_sender_fields(self.limits.auth);
+        let seq = publish_to(room, &self.metrics, &msg.room, &sender, &msg.body, &mut self.slow);
         self.settle(ctx);
         Ok(seq)
     }
@@ -484,11 +558,25 @@ impl Handler<ListRooms> for Registry {
     }
 }
 
+impl Handler<Reauth> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Reauth, ctx: &mut Context<Self>) {
+        if let Some(entry) = self.sessions.get_mut(&msg.id) {
+            entry.identity = Some(msg.identity);
+            self.reply(msg.id, frame::ok(None, msg.reference.as_deref()));
+        }
+        self.settle(ctx);
+    }
+}
+
 impl Handler<Reconfigure> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: Reconfigure, _ctx: &mut Context<Self>) {
-        self.limits = msg.limits;
+        // On or off is fixed at start (`user` on the wire).
+        let auth = self.limits.auth;
+        self.limits = Limits { auth, ..msg.limits };
         let mut held = 0;
         for room in self.rooms.values_mut() {
             room.set_limits(self.limits.history);

@@ -20,6 +20,8 @@ pub enum MemberKind {
 pub struct Member {
     pub handle: SessionHandle,
     pub kind: MemberKind,
+    /// Granted `read` only (`auth.md`): may not publish.
+    pub read_only: bool,
 }
 
 pub struct Room {
@@ -76,6 +78,10 @@ impl Room {
 
     pub fn contains(&self, id: SessionId) -> bool {
         self.members.contains_key(&id)
+    }
+
+    pub fn member_mut(&mut self, id: SessionId) -> Option<&mut Member> {
+        self.members.get_mut(&id)
     }
 
     pub fn add(&mut self, id: SessionId, member: Member) {
@@ -272,7 +278,11 @@ mod tests {
     fn emptying_starts_a_new_epoch() {
         let mut room = Room::new(HistoryLimits { messages: 1, bytes: 100 });
         let limits = crate::session::handle::OutboundLimits { frames: 1, bytes: 1000, stall_ms: 1000 };
-        let member = || Member { handle: SessionHandle::new(SessionId(1), limits, None), kind: MemberKind::Raw };
+        let member = || Member {
+            handle: SessionHandle::new(SessionId(1), limits, None),
+            kind: MemberKind::Raw,
+            read_only: false,
+        };
         room.add(SessionId(1), member());
         assert!(room.has_raw_members());
         assert!(room.remove(SessionId(1)));

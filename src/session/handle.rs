@@ -31,7 +31,7 @@ use futures_util::task::AtomicWaker;
 
 use crate::http::conn::ConnSocket;
 use crate::metrics::Metrics;
-use crate::protocol::{SessionId, close};
+use crate::protocol::{ErrorCode, SessionId, close};
 
 /// Milliseconds on a monotonic clock that starts with the process.
 pub fn monotonic_ms() -> u64 {
@@ -129,9 +129,64 @@ pub struct CloseRequest {
     /// not answered the close soon after. Without it (a drain, 1001) the
     /// queue is delivered first and the client has until shutdown_timeout.
     pub deadline: bool,
+    /// Authentication's reason for a 1008.
+    pub policy: Option<Policy>,
+}
+
+impl CloseRequest {
+    /// A close for cause: dead, too slow, broken protocol.
+    pub fn cause(code: u16) -> Self {
+        CloseRequest { code, deadline: true, policy: None }
+    }
+
+    /// The drain: what is queued is delivered first.
+    pub fn drain(code: u16) -> Self {
+        CloseRequest { code, deadline: false, policy: None }
+    }
+
+    /// Authentication refuses the session (1008): the endpoint says why
+    /// (`Endpoint::farewell`) right before the close frame.
+    pub fn policy(policy: Policy) -> Self {
+        CloseRequest { code: close::POLICY, deadline: true, policy: Some(policy) }
+    }
+
+    fn encode(self) -> u32 {
+        let policy = self.policy.map_or(0, |p| p as u32 + 1) << POLICY_SHIFT;
+        u32::from(self.code) | if self.deadline { DEADLINE_FLAG } else { 0 } | policy
+    }
+
+    fn decode(encoded: u32) -> Self {
+        let policy = match encoded >> POLICY_SHIFT {
+            1 => Some(Policy::Unauthorized),
+            2 => Some(Policy::TokenExpired),
+            3 => Some(Policy::TooManyConnections),
+            _ => None,
+        };
+        CloseRequest { code: (encoded & 0xFFFF) as u16, deadline: encoded & DEADLINE_FLAG != 0, policy }
+    }
+}
+
+/// Why authentication closes a session: the `error` code (on `/ws`) and the
+/// close frame's reason (everywhere).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    Unauthorized,
+    TokenExpired,
+    TooManyConnections,
+}
+
+impl Policy {
+    pub fn error_code(self) -> ErrorCode {
+        match self {
+            Policy::Unauthorized => ErrorCode::Unauthorized,
+            Policy::TokenExpired => ErrorCode::TokenExpired,
+            Policy::TooManyConnections => ErrorCode::TooManyConnections,
+        }
+    }
 }
 
 const DEADLINE_FLAG: u32 = 1 << 16;
+const POLICY_SHIFT: u32 = 17;
 
 /// Requests a session may have handed to the registry and not yet seen
 /// handled; past this its input waits (see [`InFlight`]).
@@ -167,6 +222,9 @@ struct Shared {
     socket: Mutex<Option<ConnSocket>>,
     /// Bytes of requests on their way to the registry.
     inflight: AtomicUsize,
+    /// When the session's token expires, on the [`monotonic_ms`] clock; 0
+    /// for never.
+    expires_ms: AtomicU64,
     /// The session's input, waiting for `inflight` to go down.
     input_waker: AtomicWaker,
 }
@@ -224,6 +282,7 @@ impl SessionHandle {
             ended: AtomicBool::new(false),
             socket: Mutex::new(socket),
             inflight: AtomicUsize::new(0),
+            expires_ms: AtomicU64::new(0),
             input_waker: AtomicWaker::new(),
         }))
     }
@@ -348,10 +407,22 @@ impl SessionHandle {
         self.wake_actor();
     }
 
+    /// Sets when the session's token expires, `in_ms` from now (`auth`
+    /// moves it); the watchdog closes the session then.
+    pub fn expire_in(&self, in_ms: u64) {
+        self.0.expires_ms.store(monotonic_ms().saturating_add(in_ms).max(1), Ordering::Relaxed);
+    }
+
+    /// Whether the session's token has expired at `now_ms`.
+    pub fn expired(&self, now_ms: u64) -> bool {
+        let at = self.0.expires_ms.load(Ordering::Relaxed);
+        at != 0 && now_ms >= at
+    }
+
     /// Asks the session to close with `code`. Only the first request counts;
     /// returns whether this was it.
     pub fn request_close(&self, request: CloseRequest) -> bool {
-        let encoded = u32::from(request.code) | if request.deadline { DEADLINE_FLAG } else { 0 };
+        let encoded = request.encode();
         let first = self.0.close.compare_exchange(0, encoded, Ordering::AcqRel, Ordering::Acquire).is_ok();
         if first {
             self.0.close_requested_ms.store(monotonic_ms(), Ordering::Release);
@@ -366,7 +437,7 @@ impl SessionHandle {
 
     /// Closes a client that is too slow (1013), counting it once.
     pub fn close_slow(&self, metrics: &Metrics) {
-        if self.request_close(CloseRequest { code: close::TRY_AGAIN_LATER, deadline: true }) {
+        if self.request_close(CloseRequest::cause(close::TRY_AGAIN_LATER)) {
             Metrics::inc(&metrics.slow_consumer_closes);
             log::info!("session {}: outbound queue full while it did not read, closing 1013", self.id());
         }
@@ -375,7 +446,7 @@ impl SessionHandle {
     pub fn close_request(&self) -> Option<CloseRequest> {
         match self.0.close.load(Ordering::Acquire) {
             0 => None,
-            encoded => Some(CloseRequest { code: (encoded & 0xFFFF) as u16, deadline: encoded & DEADLINE_FLAG != 0 }),
+            encoded => Some(CloseRequest::decode(encoded)),
         }
     }
 
@@ -626,9 +697,18 @@ mod tests {
     fn first_close_request_wins_and_drops_queue_with_a_deadline() {
         let h = handle(10, usize::MAX);
         h.push(text("a"));
-        assert!(h.request_close(CloseRequest { code: 1013, deadline: true }));
-        assert!(!h.request_close(CloseRequest { code: 1001, deadline: false }));
+        assert!(h.request_close(CloseRequest::cause(1013)));
+        assert!(!h.request_close(CloseRequest::drain(1001)));
         assert_eq!(h.close_request().map(|r| r.code), Some(1013));
+        for request in [
+            CloseRequest::policy(Policy::TokenExpired),
+            CloseRequest::policy(Policy::Unauthorized),
+            CloseRequest::policy(Policy::TooManyConnections),
+            CloseRequest::drain(1001),
+            CloseRequest::cause(1011),
+        ] {
+            assert_eq!(CloseRequest::decode(request.encode()), request);
+        }
         assert_eq!(h.queued(), 0);
         assert_eq!(h.push(text("b")), Push::Closing);
     }

@@ -19,15 +19,18 @@
 //! kernel to abort its connection if the client does not read within
 //! `grace`. All of it stays within `timeout + interval`.
 //!
+//! The same sweep closes sessions whose token expired (`auth.md`: 1008
+//! after `error` `token_expired`), within a tick of the expiry.
+//!
 //! Each sweep also moves the coarse clock of `handle` on.
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use crate::config::HeartbeatSettings;
-use crate::metrics::Metrics;
+use crate::metrics::{AuthFailure, Metrics};
 use crate::protocol::close;
-use crate::session::handle::{CloseRequest, SessionHandle, tick_coarse_clock};
+use crate::session::handle::{CloseRequest, Policy, SessionHandle, tick_coarse_clock};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
@@ -87,7 +90,7 @@ impl Watchdog {
     /// Asks every session to close with `code`, for the drain on shutdown.
     pub fn close_all(&self, code: u16) {
         for handle in self.sessions().iter() {
-            handle.request_close(CloseRequest { code, deadline: false });
+            handle.request_close(CloseRequest::drain(code));
         }
     }
 
@@ -115,10 +118,15 @@ fn sweep(inner: &Inner, now_ms: u64) {
         None if handle.is_ended() => false,
         None => {
             if now_ms.saturating_sub(handle.last_heard_ms()) > timeout_ms {
-                let request = CloseRequest { code: close::HEARTBEAT_TIMEOUT, deadline: true };
+                let request = CloseRequest::cause(close::HEARTBEAT_TIMEOUT);
                 if handle.request_close(request) {
                     Metrics::inc(&inner.metrics.heartbeat_timeouts);
                     log::info!("session {}: heartbeat timeout, closing", handle.id());
+                }
+            } else if handle.expired(now_ms) {
+                if handle.request_close(CloseRequest::policy(Policy::TokenExpired)) {
+                    inner.metrics.auth_failure(AuthFailure::Expired);
+                    log::info!("session {}: token expired, closing 1008", handle.id());
                 }
             } else {
                 handle.ping_if_due(now_ms, interval_ms);
@@ -199,6 +207,24 @@ mod tests {
         sweep(&inner, closed + 100);
         assert!(inner.sessions.lock().unwrap().is_empty());
         assert_eq!(inner.metrics.heartbeat_timeouts.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn expired_tokens_close_with_policy() {
+        let inner = inner(1_000_000);
+        let h = handle(3);
+        inner.sessions.lock().unwrap().push(h.clone());
+        h.expire_in(500);
+        let start = crate::session::handle::monotonic_ms();
+        sweep(&inner, start);
+        assert!(h.close_request().is_none());
+        sweep(&inner, start + 600);
+        let request = h.close_request().expect("closed at expiry");
+        assert_eq!((request.code, request.policy), (close::POLICY, Some(Policy::TokenExpired)));
+        assert_eq!(
+            inner.metrics.auth_failures[AuthFailure::Expired as usize].load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
     }
 
     #[test]

@@ -240,7 +240,7 @@ mod tests {
             while let Some(item) = stream.next().await {
                 items.push(item);
                 if Some(items.len()) == discard_after {
-                    handle.request_close(CloseRequest { code: 1000, deadline: true });
+                    handle.request_close(CloseRequest::cause(1000));
                 }
             }
             items

@@ -5,7 +5,8 @@
 //! ping heartbeats, the close handshake either way, and writing the frames
 //! queued on its [`SessionHandle`]. What differs between `/ws`,
 //! `/ws/{room}` and `/echo` is an [`Endpoint`]: [`json::JsonRoom`],
-//! [`raw::RawRelay`], [`echo::Echo`].
+//! [`raw::RawRelay`], [`echo::Echo`], and [`refused::Refused`] for a
+//! connection authentication turned away after the upgrade.
 //!
 //! Closing, when the server starts it (a protocol error, a heartbeat
 //! timeout, a slow consumer, the drain): the close frame is written, the
@@ -21,6 +22,7 @@ pub mod inbound;
 pub mod json;
 pub mod ratelimit;
 pub mod raw;
+pub mod refused;
 pub mod scan;
 
 use std::collections::VecDeque;
@@ -34,12 +36,13 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use futures_core::Stream;
 
+use crate::auth::users::UserSlot;
 use crate::http::peers::PeerSlot;
 use crate::metrics::{ConnectionSlot, Metrics};
 use crate::protocol::close;
 use actix_http::ws::Item;
 use assemble::Message;
-use handle::{CloseRequest, Fragment, OutFrame, Push, SessionHandle, Signal};
+use handle::{CloseRequest, Fragment, OutFrame, Policy, Push, SessionHandle, Signal};
 use heartbeat::Watchdog;
 use inbound::{Inbound, InboundStream};
 
@@ -59,6 +62,13 @@ pub trait Endpoint: Sized + Unpin + 'static {
     fn text(&mut self, core: &mut Core, text: ByteString);
 
     fn binary(&mut self, core: &mut Core, data: Bytes);
+
+    /// The frame that says why authentication closes the session, written
+    /// right before the close frame (`/ws` sends an `error`; the others
+    /// only the close reason).
+    fn farewell(&self, _policy: Policy) -> Option<String> {
+        None
+    }
 }
 
 /// Everything a session needs from the server, gathered before the upgrade.
@@ -66,6 +76,7 @@ pub struct SessionParts {
     pub handle: SessionHandle,
     pub slot: ConnectionSlot,
     pub peer_slot: Option<PeerSlot>,
+    pub user_slot: Option<UserSlot>,
     pub metrics: Arc<Metrics>,
     pub watchdog: Watchdog,
     pub draining: Arc<AtomicBool>,
@@ -85,6 +96,7 @@ pub struct Core {
     batch: VecDeque<OutFrame>,
     _slot: ConnectionSlot,
     _peer_slot: Option<PeerSlot>,
+    _user_slot: Option<UserSlot>,
 }
 
 impl Core {
@@ -170,6 +182,7 @@ impl<E: Endpoint> Session<E> {
                 batch: VecDeque::new(),
                 _slot: parts.slot,
                 _peer_slot: parts.peer_slot,
+                _user_slot: parts.user_slot,
             };
             Session { endpoint, core }
         })
@@ -198,7 +211,7 @@ impl<E: Endpoint> Session<E> {
         // well be reading); the request puts the watchdog's deadline on
         // the close.
         self.core.write_all_queued(ctx);
-        self.core.handle.request_close(CloseRequest { code, deadline: true });
+        self.core.handle.request_close(CloseRequest::cause(code));
         self.core.begin_close(code, reason, ctx);
     }
 }
@@ -212,7 +225,7 @@ impl<E: Endpoint> Actor for Session<E> {
         self.core.watchdog.watch(handle.clone());
         // A drain that began during the handshake did not see this session.
         if self.core.draining.load(Ordering::Acquire) {
-            handle.request_close(CloseRequest { code: close::GOING_AWAY, deadline: false });
+            handle.request_close(CloseRequest::drain(close::GOING_AWAY));
         }
         // After the input (see `body`).
         ctx.add_stream(handle.signals());
@@ -281,9 +294,10 @@ impl<E: Endpoint> StreamHandler<Signal> for Session<E> {
             // fail() has sent a close frame with its reason already.
             Signal::Close(_) if self.core.closing => {}
             Signal::Close(request) => {
-                let reason = match request.code {
-                    close::TRY_AGAIN_LATER => "too slow",
-                    close::HEARTBEAT_TIMEOUT => "heartbeat timeout",
+                let reason = match (request.policy, request.code) {
+                    (Some(policy), _) => policy.error_code().as_str(),
+                    (None, close::TRY_AGAIN_LATER) => "too slow",
+                    (None, close::HEARTBEAT_TIMEOUT) => "heartbeat timeout",
                     _ => "server shutting down",
                 };
                 if request.deadline {
@@ -291,6 +305,10 @@ impl<E: Endpoint> StreamHandler<Signal> for Session<E> {
                 } else {
                     // A drain: deliver what is queued first.
                     self.core.write_all_queued(ctx);
+                }
+                if let Some(frame) = request.policy.and_then(|policy| self.endpoint.farewell(policy)) {
+                    ctx.write_raw(ws::Message::Text(frame.into()));
+                    Metrics::inc(&self.core.metrics.messages_out);
                 }
                 self.core.begin_close(request.code, reason, ctx);
             }
