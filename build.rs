@@ -1,5 +1,5 @@
 //! Tests that drive outside tools (Chromium, systemd-analyze, openssl,
-//! curl) fail when the tool is missing, saying which package to install.
+//! curl, node, Debian's Python with PyJWT) fail when the tool is missing, saying which package to install.
 //! Only when the run allows it, with SKIP_MISSING_TOOLS=1 (and never when
 //! CI=true), are they compiled as ignored instead, so the summary shows
 //! them as ignored rather than passed: this script sets `skip_<group>` for
@@ -8,12 +8,23 @@
 use std::path::Path;
 
 /// A group of tests, and the programs they need.
-const GROUPS: [(&str, &[&str]); 4] = [
+const GROUPS: [(&str, &[&str]); 5] = [
     ("browser", &["chromium", "chromedriver"]),
     ("systemd", &["systemd-analyze"]),
     ("openssl", &["openssl"]),
     ("curl", &["curl"]),
+    ("node", &["node"]),
 ];
+
+/// Debian's Python with PyJWT (python3-jwt), for docs/authentication.md's
+/// Python examples.
+fn has_pyjwt() -> bool {
+    std::process::Command::new("/usr/bin/python3")
+        .args(["-c", "import jwt, cryptography"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
 
 fn on_path(program: &str) -> bool {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -38,5 +49,10 @@ fn main() {
             println!("cargo::rustc-cfg=skip_{group}");
             println!("cargo::warning=the {group} tests are skipped: {} missing", programs.join(" or "));
         }
+    }
+    println!("cargo::rustc-check-cfg=cfg(skip_pyjwt)");
+    if may_skip && !has_pyjwt() {
+        println!("cargo::rustc-cfg=skip_pyjwt");
+        println!("cargo::warning=the PyJWT tests are skipped: /usr/bin/python3 with python3-jwt missing");
     }
 }

@@ -3,7 +3,8 @@
 # when they are missing and this machine can (apt-get, as root or through
 # sudo without a password): Chromium and chromedriver for the chat page,
 # systemd-analyze for the unit file, openssl for the TLS guide's
-# certificates, curl for README's tour, procps for `kill`. Then runs
+# certificates, curl for README's tour, procps for `kill`, Node and Debian's
+# Python with PyJWT for the token examples in docs/authentication.md. Then runs
 # `cargo test` with any arguments given.
 #
 # A test whose program is still missing fails and says so. To skip those
@@ -19,6 +20,8 @@ command -v chromedriver >/dev/null || missing+=(chromium-driver)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v curl >/dev/null || missing+=(curl)
+command -v node >/dev/null || missing+=(nodejs)
+/usr/bin/python3 -c 'import jwt, cryptography' 2>/dev/null || missing+=(python3 python3-jwt python3-cryptography)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         sudo=()

@@ -142,6 +142,9 @@ async fn every_kind_of_invalid_token_is_refused_after_the_upgrade_with_1008() {
     assert_eq!(client.expect("welcome").await["user"], "ann");
     let (_, welcome) = welcomed(&server, &hs(&claims)).await;
     assert_eq!(welcome["user"], "ann");
+    // `aud` may be a list that contains the audience.
+    let listed = hs(&with(claims.clone(), json!({"aud": ["another-service", AUDIENCE]})));
+    assert_eq!(welcomed(&server, &listed).await.1["user"], "ann");
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -305,7 +308,8 @@ fn room_token(sub: &str, room: &str, read: bool) -> String {
 
 #[tokio::test]
 async fn private_rooms_need_a_grant_a_read_grant_or_a_room_token() {
-    let server = server("optional", &[("ROOMCAST_AUTH__PRIVATE_ROOMS", "private:*, team-*")]);
+    let server =
+        server("optional", &[("ROOMCAST_AUTH__PRIVATE_ROOMS", "private:*, team-*"), ("ROOMCAST_API__KEY", "api-key")]);
     let error = |reply: &Value, code: &str| {
         assert_eq!((reply["type"].as_str(), reply["code"].as_str()), (Some("error"), Some(code)), "{reply}");
     };
@@ -358,6 +362,22 @@ async fn private_rooms_need_a_grant_a_read_grant_or_a_room_token() {
     ] {
         let reply = bob.request(json!({"type": "join", "room": "private:c", "token": token})).await;
         error(&reply, "unauthorized");
+    }
+    // The HTTP API keeps its own key and may publish to any room.
+    let response = reqwest::Client::new()
+        .post(server.http("/api/rooms/private:a/publish"))
+        .bearer_auth("api-key")
+        .json(&json!("from the api"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    loop {
+        let message = ann.recv_json().await;
+        if message["type"] == "message" && message["body"] == "from the api" {
+            assert_eq!(message["user"], Value::Null);
+            break;
+        }
     }
     // Everything refused was counted; everyone is still connected.
     assert_eq!(server.metric("roomcast_auth_failures_total{reason=\"forbidden\"}").await, 6);

@@ -4,7 +4,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde_json::{Map, Value};
+use serde::Deserialize;
+use serde_json::Value;
 
 use super::patterns::Patterns;
 use crate::protocol::{RoomName, validate_nick};
@@ -68,13 +69,39 @@ pub struct RoomClaims {
     pub access: Access,
 }
 
+/// The claims roomcast reads; any others are skipped, not kept. `null`
+/// counts as absent.
+#[derive(Debug, Default, Deserialize)]
+pub struct Claims {
+    sub: Option<Value>,
+    exp: Option<Value>,
+    name: Option<Value>,
+    rooms: Option<Value>,
+    read: Option<Value>,
+    room: Option<Value>,
+}
+
+impl Claims {
+    fn get(&self, name: &str) -> Option<&Value> {
+        match name {
+            "sub" => self.sub.as_ref(),
+            "exp" => self.exp.as_ref(),
+            "name" => self.name.as_ref(),
+            "rooms" => self.rooms.as_ref(),
+            "read" => self.read.as_ref(),
+            "room" => self.room.as_ref(),
+            _ => None,
+        }
+    }
+}
+
 /// Seconds since the Unix epoch, now.
 pub fn now_seconds() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// `sub`: a string of 1 to 128 bytes.
-fn user(claims: &Map<String, Value>) -> Result<String, String> {
+fn user(claims: &Claims) -> Result<String, String> {
     match claims.get("sub") {
         Some(Value::String(sub)) if !sub.is_empty() && sub.len() <= MAX_USER_BYTES => Ok(sub.clone()),
         Some(Value::String(_)) => Err(format!("`sub` must be 1 to {MAX_USER_BYTES} bytes")),
@@ -84,7 +111,7 @@ fn user(claims: &Map<String, Value>) -> Result<String, String> {
 }
 
 /// `exp` (or `nbf`): a NumericDate, which RFC 7519 lets be fractional.
-pub fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, String> {
+pub fn numeric_date(claims: &Claims, name: &str) -> Result<Option<u64>, String> {
     match claims.get(name) {
         None => Ok(None),
         Some(Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
@@ -96,7 +123,7 @@ pub fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u6
     }
 }
 
-fn patterns(claims: &Map<String, Value>, name: &str) -> Result<Patterns, String> {
+fn patterns(claims: &Claims, name: &str) -> Result<Patterns, String> {
     match claims.get(name) {
         None | Some(Value::Null) => Ok(Patterns::default()),
         Some(Value::Array(items)) => {
@@ -111,8 +138,8 @@ fn patterns(claims: &Map<String, Value>, name: &str) -> Result<Patterns, String>
 /// The claims of a connection token, whose signature, `aud`, `iss` and
 /// `nbf` were checked. `exp` is left to the caller, which tells an expired
 /// token from an invalid one.
-pub fn connection(claims: &Map<String, Value>) -> Result<ConnectionClaims, String> {
-    if claims.contains_key("room") {
+pub fn connection(claims: &Claims) -> Result<ConnectionClaims, String> {
+    if claims.room.is_some() {
         return Err("a connection token must not carry `room` (that makes it a room token)".into());
     }
     let user = user(claims)?;
@@ -131,7 +158,7 @@ pub fn connection(claims: &Map<String, Value>) -> Result<ConnectionClaims, Strin
 }
 
 /// The claims of a room token (see [`connection`] for what was checked).
-pub fn room(claims: &Map<String, Value>) -> Result<RoomClaims, String> {
+pub fn room(claims: &Claims) -> Result<RoomClaims, String> {
     let room = match claims.get("room") {
         Some(Value::String(room)) => RoomName::parse(room).map_err(|problem| format!("`room`: {problem}"))?,
         Some(_) => return Err("`room` must be a room name".into()),
@@ -151,11 +178,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn object(value: Value) -> Map<String, Value> {
-        match value {
-            Value::Object(map) => map,
-            _ => unreachable!(),
-        }
+    fn object(value: Value) -> Claims {
+        serde_json::from_value(value).unwrap()
     }
 
     #[test]

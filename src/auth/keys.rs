@@ -7,31 +7,33 @@
 //! checked against `hmac_secret` (or refused when there is none).
 
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
-use jsonwebtoken::{Algorithm, DecodingKey, Header};
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 
 use crate::config::{AuthSettings, ConfigError};
 
 /// The shortest HMAC secret: RFC 7518 §3.2 wants at least the hash's size.
 pub const MIN_SECRET_BYTES: usize = 32;
 
-/// One key, and the algorithms tokens checked with it may use.
+/// One key, the algorithms tokens checked with it may use, and the checks
+/// made with it (built once: a handshake only looks them up).
 pub struct Key {
     key: DecodingKey,
     algorithms: Vec<Algorithm>,
+    validation: Validation,
 }
 
 impl Key {
     fn new(key: DecodingKey) -> Key {
         let algorithms = key.family().algorithms().to_vec();
-        Key { key, algorithms }
+        Key { key, algorithms, validation: Validation::default() }
     }
 
     pub fn decoding(&self) -> &DecodingKey {
         &self.key
     }
 
-    pub fn algorithms(&self) -> &[Algorithm] {
-        &self.algorithms
+    pub fn validation(&self) -> &Validation {
+        &self.validation
     }
 }
 
@@ -59,6 +61,22 @@ impl Keys {
             keys.set = key_set(&settings.jwks_file)?;
         }
         Ok(keys)
+    }
+
+    /// Sets every key's checks: `make` gets the key's algorithms.
+    pub fn set_validation(&mut self, make: impl Fn(&[Algorithm]) -> Validation) {
+        let keys = self.hmac.iter_mut().chain(self.public.iter_mut()).chain(self.set.iter_mut().map(|(_, key)| key));
+        for key in keys {
+            key.validation = make(&key.algorithms);
+        }
+    }
+
+    /// The key, when exactly one is configured.
+    pub fn only(&self) -> Option<&Key> {
+        match (&self.hmac, &self.public, self.set.as_slice()) {
+            (Some(key), None, []) | (None, Some(key), []) | (None, None, [(_, key)]) => Some(key),
+            _ => None,
+        }
     }
 
     pub fn is_empty(&self) -> bool {

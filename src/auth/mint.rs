@@ -161,7 +161,8 @@ fn token(args: &TokenArgs) -> Result<String, String> {
         issuer: text(&auth.issuer),
     };
     // Checked as the server will check it, so that a typo shows here.
-    let object = claims.to_json();
+    let object: super::Claims =
+        serde_json::from_value(Value::Object(claims.to_json())).map_err(|e| format!("bad claims: {e}"))?;
     match claims.room {
         Some(_) => super::identity::room(&object).map(drop)?,
         None => super::identity::connection(&object).map(drop)?,

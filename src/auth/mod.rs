@@ -21,13 +21,12 @@ pub mod users;
 use std::time::Duration;
 
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Validation, decode, decode_header};
-use serde_json::{Map, Value};
+use jsonwebtoken::{Algorithm, Validation, decode, decode_header};
 
 use crate::config::{AuthMode, AuthSettings, ConfigError};
 use crate::metrics::AuthFailure;
 use crate::session::handle::Policy;
-pub use identity::{Access, ConnectionClaims, Identity, RoomClaims};
+pub use identity::{Access, Claims, ConnectionClaims, Identity, RoomClaims};
 use keys::Keys;
 use patterns::Patterns;
 
@@ -70,8 +69,6 @@ pub enum Admission {
 pub struct Verifier {
     mode: AuthMode,
     keys: Keys,
-    audience: Option<String>,
-    issuer: Option<String>,
     leeway: Duration,
     private_rooms: Patterns,
 }
@@ -81,7 +78,7 @@ impl Verifier {
     /// (the keys are still checked when set: a bad file is a mistake either
     /// way).
     pub fn new(settings: &AuthSettings) -> Result<Verifier, ConfigError> {
-        let keys = Keys::load(settings)?;
+        let mut keys = Keys::load(settings)?;
         if settings.mode != AuthMode::Off && keys.is_empty() {
             return Err(ConfigError::key(
                 "auth.mode",
@@ -93,15 +90,8 @@ impl Verifier {
         }
         let private_rooms = Patterns::parse(&settings.private_rooms)
             .map_err(|problem| ConfigError::key("auth.private_rooms", problem))?;
-        let text = |value: &str| Some(value.to_string()).filter(|value| !value.is_empty());
-        Ok(Verifier {
-            mode: settings.mode,
-            keys,
-            audience: text(&settings.audience),
-            issuer: text(&settings.issuer),
-            leeway: settings.leeway,
-            private_rooms,
-        })
+        keys.set_validation(|algorithms| validation(algorithms, settings));
+        Ok(Verifier { mode: settings.mode, keys, leeway: settings.leeway, private_rooms })
     }
 
     pub fn mode(&self) -> AuthMode {
@@ -175,33 +165,50 @@ impl Verifier {
 
     /// The claims of a token whose signature, algorithm, `nbf`, `aud` and
     /// `iss` hold; `exp` is checked by the caller.
-    fn claims(&self, token: &str) -> Result<Map<String, Value>, TokenError> {
+    fn claims(&self, token: &str) -> Result<Claims, TokenError> {
         let invalid = |why: String| TokenError::Invalid(why);
         if token.len() > MAX_TOKEN_BYTES {
             return Err(invalid(format!("longer than {MAX_TOKEN_BYTES} bytes")));
         }
-        let header = decode_header(token).map_err(|e| invalid(format!("not a signed JWT ({e})")))?;
-        let key = self.keys.select(&header).map_err(invalid)?;
-        let mut validation = Validation::new(header.alg);
-        validation.algorithms = key.algorithms().to_vec();
-        validation.leeway = self.leeway.as_secs();
-        validation.validate_exp = false;
-        validation.validate_nbf = true;
-        validation.required_spec_claims = ["exp".to_string()].into();
-        validation.validate_aud = self.audience.is_some();
-        if let Some(audience) = &self.audience {
-            validation.set_audience(&[audience]);
-            validation.required_spec_claims.insert("aud".into());
-        }
-        if let Some(issuer) = &self.issuer {
-            validation.set_issuer(&[issuer]);
-            validation.required_spec_claims.insert("iss".into());
-        }
-        match decode::<Map<String, Value>>(token, key.decoding(), &validation) {
+        // With one key there is nothing to choose: `decode` reads the
+        // header itself and refuses an `alg` the key does not allow.
+        let key = match self.keys.only() {
+            Some(key) => key,
+            None => {
+                let header = decode_header(token).map_err(|e| invalid(format!("not a signed JWT ({e})")))?;
+                self.keys.select(&header).map_err(invalid)?
+            }
+        };
+        match decode::<Claims>(token, key.decoding(), key.validation()) {
             Ok(data) => Ok(data.claims),
             Err(error) => Err(invalid(describe(error.kind()))),
         }
     }
+}
+
+/// The checks `jsonwebtoken` makes of a token for a key allowing
+/// `algorithms`: the signature, `nbf`, and `aud` and `iss` when configured.
+/// `exp` is required but checked by [`Verifier`], which tells an expired
+/// token from an invalid one.
+fn validation(algorithms: &[Algorithm], settings: &AuthSettings) -> Validation {
+    let mut validation = Validation {
+        algorithms: algorithms.to_vec(),
+        leeway: settings.leeway.as_secs(),
+        validate_exp: false,
+        validate_nbf: true,
+        required_spec_claims: ["exp".to_string()].into(),
+        validate_aud: !settings.audience.is_empty(),
+        ..Validation::default()
+    };
+    if !settings.audience.is_empty() {
+        validation.set_audience(&[&settings.audience]);
+        validation.required_spec_claims.insert("aud".into());
+    }
+    if !settings.issuer.is_empty() {
+        validation.set_issuer(&[&settings.issuer]);
+        validation.required_spec_claims.insert("iss".into());
+    }
+    validation
 }
 
 fn describe(kind: &ErrorKind) -> String {
