@@ -268,14 +268,7 @@ async fn user_is_on_welcome_message_direct_presence_and_members() {
     guest.request(json!({"type": "direct", "to": ann.id, "body": 1})).await;
     assert_eq!(ann.expect("direct").await["user"], Value::Null);
     // Messages from /api carry `user: null`.
-    let response = reqwest::Client::new()
-        .post(server.http("/api/rooms/lobby/publish"))
-        .bearer_auth("api-key")
-        .json(&json!("from the api"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    api_publish(&server, "lobby").await;
     let message = guest.expect("message").await;
     assert_eq!((message["from"].as_str(), message["user"].clone()), (Some("api"), Value::Null));
     // Leaving says who left.
@@ -295,6 +288,18 @@ async fn with_auth_off_frames_carry_no_user_and_tokens_are_ignored() {
     client.send_json(json!({"type": "publish", "room": "private:x", "body": 1})).await;
     let message = client.expect("message").await;
     assert!(message.get("user").is_none(), "{message}");
+}
+
+/// Publishes "from the api" to `room` through `/api` (key `api-key`).
+async fn api_publish(server: &Server, room: &str) {
+    let response = reqwest::Client::new()
+        .post(server.http(&format!("/api/rooms/{room}/publish")))
+        .bearer_auth("api-key")
+        .json(&json!("from the api"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
 }
 
 /// Claims of a token granting `rooms` and `read` patterns.
@@ -364,14 +369,7 @@ async fn private_rooms_need_a_grant_a_read_grant_or_a_room_token() {
         error(&reply, "unauthorized");
     }
     // The HTTP API keeps its own key and may publish to any room.
-    let response = reqwest::Client::new()
-        .post(server.http("/api/rooms/private:a/publish"))
-        .bearer_auth("api-key")
-        .json(&json!("from the api"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    api_publish(&server, "private:a").await;
     loop {
         let message = ann.recv_json().await;
         if message["type"] == "message" && message["body"] == "from the api" {
