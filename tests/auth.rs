@@ -283,6 +283,8 @@ async fn with_auth_off_frames_carry_no_user_and_tokens_are_ignored() {
     let server = Server::start(&[]);
     let (mut client, welcome) = welcomed(&server, "not-even-a-jwt").await;
     assert!(welcome.get("user").is_none(), "{welcome}");
+    // Not even a query string that would not parse as one token.
+    welcomed(&server, "a&token=b").await;
     let joined = client.request(json!({"type": "join", "room": "private:x", "token": "ignored"})).await;
     assert_eq!(joined["type"], "joined");
     client.send_json(json!({"type": "publish", "room": "private:x", "body": 1})).await;

@@ -9,6 +9,8 @@
 //! clone of the same bytes. A member whose queue is full is closed (1013)
 //! and removed at once, so the others are never slowed down by it.
 
+pub mod history;
+pub mod members;
 pub mod messages;
 pub mod room;
 
@@ -29,11 +31,13 @@ use crate::protocol::frame::{self, PresenceEvent};
 use crate::protocol::request::RequestKind;
 use crate::protocol::{self, ErrorCode, RoomName, SessionId};
 use crate::session::handle::{OutFrame, Push, SessionHandle};
+use history::HistoryLimits;
+use members::{Member, MemberKind};
 use messages::{
     ApiPublish, Command, Connect, ConnectRaw, Disconnect, ListRooms, RawFrame, RawRefusal, Reauth, Reconfigure,
     TooManyRooms,
 };
-use room::{HistoryLimits, Member, MemberKind, Room};
+use room::Room;
 
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -162,11 +166,11 @@ impl Registry {
         let member = Member { handle: entry.handle.clone(), kind: entry.kind, read_only: access == Access::Read };
         let presence = text(frame::presence(name, PresenceEvent::Join, id, entry.nick.as_deref(), entry.user()));
         let room = room_entry(&mut self.rooms, name, self.limits.history);
-        room.add(id, member);
-        if room.len() == 1 {
+        room.members.add(id, member);
+        if room.members.len() == 1 {
             Metrics::inc(&self.metrics.rooms);
         }
-        room.fan_out(Some(id), Some(&presence), None, &mut self.slow);
+        room.members.fan_out(Some(id), Some(&presence), None, &mut self.slow);
     }
 
     /// Removes a session from a room and tells the remaining members.
@@ -174,16 +178,16 @@ impl Registry {
         let Some(room) = self.rooms.get_mut(name) else {
             return;
         };
-        if !room.remove(id) {
+        if !room.members.remove(id) {
             return;
         }
-        if room.is_empty() {
+        if room.members.is_empty() {
             self.metrics.rooms.fetch_sub(1, Ordering::Relaxed);
             self.emptied.push(name.clone());
             return;
         }
         let presence = text(frame::presence(name, PresenceEvent::Leave, id, nick, user));
-        room.fan_out(None, Some(&presence), None, &mut self.slow);
+        room.members.fan_out(None, Some(&presence), None, &mut self.slow);
     }
 
     fn remove_session(&mut self, id: SessionId) {
@@ -213,16 +217,19 @@ impl Registry {
             let Some(room) = self.rooms.get(&name) else {
                 continue;
             };
-            if !room.is_empty() {
+            if !room.members.is_empty() {
                 continue;
             }
             if self.limits.empty_ttl.is_zero() {
                 self.forget(&name);
                 continue;
             }
-            let epoch = room.empty_generation();
+            let epoch = room.members.empty_generation();
             ctx.run_later(self.limits.empty_ttl, move |registry, _| {
-                let forget = registry.rooms.get(&name).is_some_and(|r| r.is_empty() && r.empty_generation() == epoch);
+                let forget = registry
+                    .rooms
+                    .get(&name)
+                    .is_some_and(|r| r.members.is_empty() && r.members.empty_generation() == epoch);
                 if forget {
                     registry.forget(&name);
                     log::debug!("room {name} forgotten after empty_ttl");
@@ -235,7 +242,7 @@ impl Registry {
     /// Drops a room and its history.
     fn forget(&mut self, name: &RoomName) {
         if let Some(room) = self.rooms.remove(name) {
-            self.metrics.history_bytes.fetch_sub(room.history_bytes() as u64, Ordering::Relaxed);
+            self.metrics.history_bytes.fetch_sub(room.log.history_bytes() as u64, Ordering::Relaxed);
         }
         self.metrics.rooms_held.store(self.rooms.len() as u64, Ordering::Relaxed);
     }
@@ -261,12 +268,12 @@ impl Registry {
             return;
         };
         let access = self.access(entry, &name, grant);
-        let is_member = self.rooms.get(&name).is_some_and(|room| room.contains(id));
+        let is_member = self.rooms.get(&name).is_some_and(|room| room.members.contains(id));
         if is_member {
             // Joining again with a write grant (a room token, say) lifts a
             // read-only membership; nothing takes a grant away.
             if access == Some(Access::Write)
-                && let Some(member) = self.rooms.get_mut(&name).and_then(|room| room.member_mut(id))
+                && let Some(member) = self.rooms.get_mut(&name).and_then(|room| room.members.get_mut(id))
             {
                 member.read_only = false;
             }
@@ -282,7 +289,7 @@ impl Registry {
                 let message = format!("a session may join at most {} rooms", self.limits.max_rooms_per_session);
                 return self.error(id, ErrorCode::TooManyRooms, &message, reference);
             }
-            let members = self.rooms.get(&name).map_or(0, Room::len);
+            let members = self.rooms.get(&name).map_or(0, |room| room.members.len());
             if members >= self.limits.max_members_per_room {
                 let message = format!("room {name} has {members} members, the most allowed");
                 return self.error(id, ErrorCode::RoomFull, &message, reference);
@@ -299,12 +306,13 @@ impl Registry {
         };
         let frame = match since {
             Some((since, epoch)) => {
-                let (kept, recovered) = room.after(since, epoch.as_deref());
-                frame::joined(&name, room.len(), room.epoch(), kept.into_iter(), Some(recovered), reference)
+                let (kept, recovered) = room.log.after(since, epoch.as_deref());
+                let members = room.members.len();
+                frame::joined(&name, members, room.log.epoch(), kept.into_iter(), Some(recovered), reference)
             }
             None => {
                 let count = history.unwrap_or(0).min(self.limits.history.messages as u64) as usize;
-                frame::joined(&name, room.len(), room.epoch(), room.recent(count), None, reference)
+                frame::joined(&name, room.members.len(), room.log.epoch(), room.log.recent(count), None, reference)
             }
         };
         self.reply(id, frame);
@@ -328,10 +336,10 @@ impl Registry {
         let Some(entry) = self.sessions.get(&id) else {
             return;
         };
-        let Some(room) = self.rooms.get_mut(&name).filter(|room| room.contains(id)) else {
+        let Some(room) = self.rooms.get_mut(&name).filter(|room| room.members.contains(id)) else {
             return self.error(id, ErrorCode::NotMember, &format!("join {name} before publishing to it"), reference);
         };
-        if room.member_mut(id).is_some_and(|member| member.read_only) {
+        if room.members.get_mut(id).is_some_and(|member| member.read_only) {
             self.metrics.auth_failure(AuthFailure::Forbidden);
             let message = format!("your grant in {name} is read-only");
             return self.error(id, ErrorCode::Forbidden, &message, reference);
@@ -372,20 +380,20 @@ impl Registry {
         let mut rooms: Vec<_> = self
             .rooms
             .iter()
-            .filter(|(_, room)| !room.is_empty())
-            .map(|(name, room)| (name.clone(), room.len()))
+            .filter(|(_, room)| !room.members.is_empty())
+            .map(|(name, room)| (name.clone(), room.members.len()))
             .collect();
         rooms.sort();
         rooms
     }
 
     fn members(&mut self, id: SessionId, name: RoomName, reference: Option<&RawValue>) {
-        let Some(room) = self.rooms.get(&name).filter(|room| room.contains(id)) else {
+        let Some(room) = self.rooms.get(&name).filter(|room| room.members.contains(id)) else {
             return self.error(id, ErrorCode::NotMember, &format!("not a member of {name}"), reference);
         };
         let sessions = &self.sessions;
         let auth = self.limits.auth;
-        let list = room.member_ids().map(|member| match sessions.get(&member) {
+        let list = room.members.ids().map(|member| match sessions.get(&member) {
             Some(entry) => (member, entry.nick.as_deref(), entry.user()),
             None => (member, None, auth.then_some(None)),
         });
@@ -401,9 +409,9 @@ fn room_entry<'a>(rooms: &'a mut HashMap<RoomName, Room>, name: &RoomName, histo
 
 /// Appends a message to `room`, keeping `roomcast_history_bytes` up to date.
 fn append(room: &mut Room, metrics: &Metrics, build: impl FnOnce(u64) -> String) -> (u64, ByteString) {
-    let before = room.history_bytes() as u64;
-    let appended = room.append(build);
-    let after = room.history_bytes() as u64;
+    let before = room.log.history_bytes() as u64;
+    let appended = room.log.append(build);
+    let after = room.log.history_bytes() as u64;
     if after >= before {
         metrics.history_bytes.fetch_add(after - before, Ordering::Relaxed);
     } else {
@@ -424,8 +432,8 @@ fn publish_to(
 ) -> u64 {
     let ts = now_epoch_ms();
     let (seq, frame) = append(room, metrics, |seq| frame::message(name, seq, sender, ts, body.get()));
-    let raw = room.has_raw_members().then(|| text(protocol::body_as_raw_text(body)));
-    room.fan_out(None, Some(&OutFrame::Text(frame)), raw.as_ref(), slow);
+    let raw = room.members.has_raw().then(|| text(protocol::body_as_raw_text(body)));
+    room.members.fan_out(None, Some(&OutFrame::Text(frame)), raw.as_ref(), slow);
     seq
 }
 
@@ -444,7 +452,7 @@ impl Handler<ConnectRaw> for Registry {
         if !self.room_allowed(&msg.room) {
             return Err(RawRefusal::TooManyRooms);
         }
-        let members = self.rooms.get(&msg.room).map_or(0, Room::len);
+        let members = self.rooms.get(&msg.room).map_or(0, |room| room.members.len());
         if members >= self.limits.max_members_per_room {
             return Err(RawRefusal::RoomFull);
         }
@@ -507,7 +515,7 @@ impl Handler<RawFrame> for Registry {
         let Some(room) = self.rooms.get_mut(name) else {
             return;
         };
-        if room.member_mut(msg.id).is_some_and(|member| member.read_only) {
+        if room.members.get_mut(msg.id).is_some_and(|member| member.read_only) {
             // Raw clients get no JSON: a read-only member's frame is only counted.
             self.metrics.auth_failure(AuthFailure::Forbidden);
             return;
@@ -522,9 +530,9 @@ impl Handler<RawFrame> for Registry {
                     frame::message(name, seq, sender, ts, &protocol::json_str(&body))
                 });
                 let json = OutFrame::Text(frame);
-                room.fan_out(Some(msg.id), Some(&json), Some(&OutFrame::Text(body)), &mut self.slow);
+                room.members.fan_out(Some(msg.id), Some(&json), Some(&OutFrame::Text(body)), &mut self.slow);
             }
-            binary @ OutFrame::Binary(_) => room.fan_out(Some(msg.id), None, Some(&binary), &mut self.slow),
+            binary @ OutFrame::Binary(_) => room.members.fan_out(Some(msg.id), None, Some(&binary), &mut self.slow),
         }
         self.settle(ctx);
     }
@@ -579,8 +587,8 @@ impl Handler<Reconfigure> for Registry {
         self.limits = Limits { auth, ..msg.limits };
         let mut held = 0;
         for room in self.rooms.values_mut() {
-            room.set_limits(self.limits.history);
-            held += room.history_bytes() as u64;
+            room.log.set_limits(self.limits.history);
+            held += room.log.history_bytes() as u64;
         }
         self.metrics.history_bytes.store(held, Ordering::Relaxed);
     }
