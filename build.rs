@@ -1,5 +1,5 @@
 //! Tests that drive outside tools (Chromium, systemd-analyze, openssl,
-//! curl, node, Debian's Python with PyJWT) fail when the tool is missing, saying which package to install.
+//! curl, node, Debian's Python with PyJWT, redis-server) fail when the tool is missing, saying which package to install.
 //! Only when the run allows it, with SKIP_MISSING_TOOLS=1 (and never when
 //! CI=true), are they compiled as ignored instead, so the summary shows
 //! them as ignored rather than passed: this script sets `skip_<group>` for
@@ -8,12 +8,13 @@
 use std::path::Path;
 
 /// A group of tests, and the programs they need.
-const GROUPS: [(&str, &[&str]); 5] = [
+const GROUPS: [(&str, &[&str]); 6] = [
     ("browser", &["chromium", "chromedriver"]),
     ("systemd", &["systemd-analyze"]),
     ("openssl", &["openssl"]),
     ("curl", &["curl"]),
     ("node", &["node"]),
+    ("redis", &["redis-server"]),
 ];
 
 /// Debian's Python with PyJWT (python3-jwt), for docs/authentication.md's

@@ -4,7 +4,8 @@
 # sudo without a password): Chromium and chromedriver for the chat page,
 # systemd-analyze for the unit file, openssl for the TLS guide's
 # certificates, curl for README's tour, procps for `kill`, Node and Debian's
-# Python with PyJWT for the token examples in docs/authentication.md. Then runs
+# Python with PyJWT for the token examples in docs/authentication.md,
+# redis-server for the cluster. Then runs
 # `cargo test` with any arguments given.
 #
 # A test whose program is still missing fails and says so. To skip those
@@ -21,6 +22,7 @@ command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v curl >/dev/null || missing+=(curl)
 command -v node >/dev/null || missing+=(nodejs)
+command -v redis-server >/dev/null || missing+=(redis-server)
 /usr/bin/python3 -c 'import jwt, cryptography' 2>/dev/null || missing+=(python3 python3-jwt python3-cryptography)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then

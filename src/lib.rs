@@ -15,6 +15,8 @@
 //!   `/echo`), its bounded outbound queue and the heartbeat watchdog.
 //! - [`registry`]: the actor that owns rooms and the session directory and
 //!   relays messages.
+//! - [`cluster`]: rooms across processes through Redis (in progress: the
+//!   Redis side of a publish).
 //! - [`limit`]: connections counted per client address or user.
 //! - [`metrics`]: counters and gauges in the Prometheus text format.
 //! - [`logging`]: env_logger behind a filter SIGHUP can change.
@@ -25,6 +27,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod dial;
 pub mod http;

@@ -118,6 +118,16 @@ pub fn message(room: &RoomName, seq: u64, sender: &str, ts_ms: u64, body: &str) 
     out
 }
 
+/// A `message` frame in two parts, before and after its `seq`, for when the
+/// `seq` is given elsewhere (by Redis, in a cluster): `head`, the `seq` in
+/// decimal, then `tail` make the same bytes as [`message`].
+pub fn message_parts(room: &RoomName, sender: &str, ts_ms: u64, body: &str) -> (String, String) {
+    let head = format!("{{\"type\":\"message\",\"room\":\"{room}\",\"seq\":");
+    let mut tail = String::with_capacity(16 + sender.len() + body.len());
+    let _ = write!(tail, ",{sender},\"ts\":{ts_ms},\"body\":{body}}}");
+    (head, tail)
+}
+
 /// A `joined` reply; `history` are stored `message` frames, oldest first.
 pub fn joined<'a>(
     room: &RoomName,
@@ -251,6 +261,8 @@ mod tests {
             parse(&m),
             json!({"type":"message","room":"lobby","seq":7,"from":"3","nick":nick,"ts":1_700_000_000_000u64,"body":{"a":[1,2]}})
         );
+        let (head, tail) = message_parts(&room, &sender, 1_700_000_000_000, r#"{"a":[1,2]}"#);
+        assert_eq!(format!("{head}7{tail}"), m, "the same bytes, whoever gives the seq");
         let j = joined(&room, 2, "e1", [m.as_str(), m.as_str()].into_iter(), Some(true), None);
         assert_eq!(parse(&j)["history"][1]["seq"], 7);
         assert_eq!(parse(&j)["recovered"], true);

@@ -454,3 +454,55 @@ pub fn tool(program: &str, package: &str) -> std::path::PathBuf {
         },
     )
 }
+
+/// A real `redis-server` (Debian's package) on a free loopback port, with
+/// no persistence, killed on drop.
+pub struct Redis {
+    child: Child,
+    pub port: u16,
+}
+
+impl Redis {
+    /// Starts one; a missing `redis-server` fails the test, naming the
+    /// package.
+    pub fn start() -> Redis {
+        let program = tool("redis-server", "redis-server");
+        // Another process may take the free port between our look and
+        // Redis' bind: then try another.
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let mut child = Command::new(&program)
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start redis-server");
+            let stdout = child.stdout.take().expect("stdout");
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if line.contains("Ready to accept connections") {
+                        let _ = tx.send(());
+                    }
+                }
+            });
+            if rx.recv_timeout(DEADLINE).is_ok() {
+                return Redis { child, port };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("redis-server did not start");
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

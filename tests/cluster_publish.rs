@@ -1,0 +1,156 @@
+//! The Redis side of a clustered publish (`shared/spec/cluster.md`), against
+//! a real `redis-server`: one script gives each message its `seq`, keeps it
+//! in the room's history and publishes it, atomically; a retried publish
+//! never gets a second `seq`. (The nodes that use it come with the broker.)
+
+mod common;
+
+use common::Redis;
+use futures_util::StreamExt;
+use roomcast::cluster::keys::RoomKeys;
+use roomcast::cluster::publish::{Delivered, Publish, Published, publish};
+use roomcast::protocol::RoomName;
+
+async fn connection(redis: &Redis) -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(redis.url()).expect("a Redis URL");
+    client.get_multiplexed_async_connection().await.expect("connect to Redis")
+}
+
+fn keys(room: &str) -> RoomKeys {
+    RoomKeys::new("test", &RoomName::parse(room).unwrap())
+}
+
+fn message<'a>(id: &'a str, tail: &'a str, max_history: usize) -> Publish<'a> {
+    Publish { id, head: "{\"seq\":", tail, max_history }
+}
+
+/// Every entry of the room's history: (id, frame).
+async fn history(connection: &mut redis::aio::MultiplexedConnection, keys: &RoomKeys) -> Vec<(String, String)> {
+    let reply: redis::streams::StreamRangeReply =
+        redis::cmd("XRANGE").arg(&keys.history).arg("-").arg("+").query_async(connection).await.unwrap();
+    reply
+        .ids
+        .into_iter()
+        .map(|entry| {
+            let frame: String = entry.get("f").expect("a frame field");
+            (entry.id, frame)
+        })
+        .collect()
+}
+
+#[tokio::test]
+#[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
+async fn each_publish_gets_the_next_seq_in_history_and_on_the_channel_in_order() {
+    let redis = Redis::start();
+    let mut conn = connection(&redis).await;
+    let room = keys("lobby");
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe(&room.channel).await.unwrap();
+    let mut epochs = Vec::new();
+    for n in 1..=5 {
+        let tail = format!(",\"body\":{n}}}");
+        let done = publish(&mut conn, &room, &message(&format!("p{n}"), &tail, 50)).await.unwrap();
+        assert_eq!((done.seq, done.repeated), (n, false));
+        epochs.push(done.epoch);
+    }
+    epochs.dedup();
+    assert_eq!(epochs.len(), 1, "one epoch while the room lives");
+    let mut stream = pubsub.on_message();
+    for n in 1..=5u64 {
+        let payload: String = stream.next().await.expect("a message").get_payload().unwrap();
+        let delivered = Delivered::parse(&payload).expect("SEQ EPOCH FRAME");
+        assert_eq!((delivered.seq, delivered.epoch), (n, epochs[0].as_str()));
+        assert_eq!(delivered.frame, format!("{{\"seq\":{n},\"body\":{n}}}"), "head, seq, tail");
+    }
+    let kept = history(&mut conn, &room).await;
+    let ids: Vec<&str> = kept.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["1-0", "2-0", "3-0", "4-0", "5-0"], "the entry id is the seq");
+    assert_eq!(kept[2].1, "{\"seq\":3,\"body\":3}");
+}
+
+#[tokio::test]
+#[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
+async fn a_retried_publish_is_published_once() {
+    let redis = Redis::start();
+    let mut conn = connection(&redis).await;
+    let room = keys("retries");
+    let first = publish(&mut conn, &room, &message("node1-7", ",\"body\":1}", 50)).await.unwrap();
+    // The same publish again, as after a timeout that hid the first reply.
+    let again = publish(&mut conn, &room, &message("node1-7", ",\"body\":1}", 50)).await.unwrap();
+    assert_eq!(again, Published { repeated: true, ..first.clone() });
+    assert_eq!(history(&mut conn, &room).await.len(), 1, "kept once");
+    let next = publish(&mut conn, &room, &message("node1-8", ",\"body\":2}", 50)).await.unwrap();
+    assert_eq!(next.seq, first.seq + 1, "no seq was spent on the retry");
+}
+
+#[tokio::test]
+#[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
+async fn history_keeps_the_newest_messages() {
+    let redis = Redis::start();
+    let mut conn = connection(&redis).await;
+    let room = keys("capped");
+    for n in 1..=7 {
+        publish(&mut conn, &room, &message(&format!("c{n}"), "}", 3)).await.unwrap();
+    }
+    let ids: Vec<String> = history(&mut conn, &room).await.into_iter().map(|(id, _)| id).collect();
+    assert_eq!(ids, ["5-0", "6-0", "7-0"]);
+    let none = keys("no-history");
+    publish(&mut conn, &none, &message("n1", "}", 0)).await.unwrap();
+    assert!(history(&mut conn, &none).await.is_empty(), "rooms.history = 0 keeps nothing");
+}
+
+#[tokio::test]
+#[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
+async fn a_room_whose_data_was_lost_starts_again_with_a_new_epoch() {
+    let redis = Redis::start();
+    let mut conn = connection(&redis).await;
+    let room = keys("lost");
+    let before = publish(&mut conn, &room, &message("l1", "}", 50)).await.unwrap();
+    publish(&mut conn, &room, &message("l2", "}", 50)).await.unwrap();
+    // Redis lost the room's counter (a restart without persistence, an
+    // eviction) but not its history.
+    let _: () = redis::cmd("DEL").arg(&room.meta).query_async(&mut conn).await.unwrap();
+    let after = publish(&mut conn, &room, &message("l3", "}", 50)).await.unwrap();
+    assert_eq!(after.seq, 1);
+    assert_ne!(after.epoch, before.epoch, "a new numbering is a new epoch");
+    let ids: Vec<String> = history(&mut conn, &room).await.into_iter().map(|(id, _)| id).collect();
+    assert_eq!(ids, ["1-0"], "the old entries do not mix with the new numbering");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
+async fn publishers_on_several_connections_share_one_order() {
+    let redis = Redis::start();
+    let room = keys("busy");
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe(&room.channel).await.unwrap();
+    // Three "nodes", each with its own connection, publishing at once.
+    let mut nodes = Vec::new();
+    for node in 0..3 {
+        let mut conn = connection(&redis).await;
+        let room = room.clone();
+        nodes.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for n in 0..100 {
+                let id = format!("node{node}-{n}");
+                seqs.push(publish(&mut conn, &room, &message(&id, "}", 500)).await.unwrap().seq);
+            }
+            seqs
+        }));
+    }
+    let mut all = Vec::new();
+    for node in nodes {
+        let seqs = node.await.unwrap();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "each node's publishes in its order");
+        all.extend(seqs);
+    }
+    all.sort_unstable();
+    assert_eq!(all, (1..=300).collect::<Vec<u64>>(), "every seq once, none missing");
+    let mut stream = pubsub.on_message();
+    for expected in 1..=300u64 {
+        let payload: String = stream.next().await.unwrap().get_payload().unwrap();
+        assert_eq!(Delivered::parse(&payload).unwrap().seq, expected, "the channel is in seq order");
+    }
+}
