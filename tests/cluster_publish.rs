@@ -154,3 +154,95 @@ async fn publishers_on_several_connections_share_one_order() {
         assert_eq!(Delivered::parse(&payload).unwrap().seq, expected, "the channel is in seq order");
     }
 }
+
+/// A node's view of one room during a flood while its pub/sub connection
+/// is killed again and again: a `Feed` fed from the channel, repaired from
+/// the history after every reconnect, delivers every message exactly once,
+/// in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
+async fn a_feed_delivers_everything_once_while_its_pubsub_connection_is_killed() {
+    use roomcast::cluster::feed::{Feed, Step};
+    use roomcast::cluster::history::range;
+
+    const MESSAGES: u64 = 3000;
+    let redis = Redis::start();
+    let room = keys("flood");
+    let client = redis::Client::open(redis.url()).unwrap();
+    let (progress_tx, mut progress) = tokio::sync::watch::channel(0u64);
+    let publisher = {
+        let mut conn = connection(&redis).await;
+        let room = room.clone();
+        tokio::spawn(async move {
+            for n in 1..=MESSAGES {
+                let tail = format!(",\"n\":{n}}}");
+                let seq = publish(&mut conn, &room, &message(&format!("f{n}"), &tail, 10_000)).await.unwrap().seq;
+                let _ = progress_tx.send(seq);
+            }
+        })
+    };
+    let killer = {
+        let mut conn = connection(&redis).await;
+        tokio::spawn(async move {
+            let mut killed = 0u64;
+            for at in [300, 900, 1500, 2100, 2700] {
+                if progress.wait_for(|seq| *seq >= at).await.is_err() {
+                    break;
+                }
+                let count: u64 =
+                    redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub").query_async(&mut conn).await.unwrap();
+                killed += count;
+            }
+            killed
+        })
+    };
+
+    let mut reader = connection(&redis).await;
+    let mut feed = Feed::new("", 0);
+    let mut delivered = Vec::new();
+    let (mut fetches, mut reconnects) = (0, 0);
+    let deadline = tokio::time::Instant::now() + common::DEADLINE * 3;
+    while feed.last() < MESSAGES {
+        assert!(tokio::time::Instant::now() < deadline, "stuck at {} of {MESSAGES}", feed.last());
+        let mut pubsub = client.get_async_pubsub().await.unwrap();
+        // Subscribed (confirmed by Redis) before the history is read: no
+        // message can fall between the two.
+        pubsub.subscribe(&room.channel).await.unwrap();
+        let mut steps = Vec::new();
+        feed.reconnected(&mut steps);
+        reconnects += 1;
+        let mut stream = pubsub.on_message();
+        loop {
+            // Run every step; fetches answer into more steps.
+            while !steps.is_empty() {
+                for step in std::mem::take(&mut steps) {
+                    match step {
+                        Step::Deliver(seq, _) => delivered.push(seq),
+                        Step::Fetch { from, to } => {
+                            fetches += 1;
+                            let got = range(&mut reader, &room, from, to).await.unwrap();
+                            feed.repaired(&got.epoch, got.entries, &mut steps);
+                        }
+                        Step::Lost { from, to } => panic!("lost {from}..={to} with the whole history kept"),
+                        Step::Restarted(_) => {}
+                    }
+                }
+            }
+            if feed.last() >= MESSAGES {
+                break;
+            }
+            let Ok(next) = tokio::time::timeout(common::DEADLINE, stream.next()).await else {
+                panic!("no message for {:?} at {}", common::DEADLINE, feed.last());
+            };
+            let Some(next) = next else { break }; // killed: connect again
+            let payload: String = next.get_payload().unwrap();
+            let arrival = Delivered::parse(&payload).unwrap();
+            feed.arrived(arrival.seq, arrival.epoch, arrival.frame.to_string(), &mut steps);
+        }
+    }
+    publisher.await.unwrap();
+    let killed = killer.await.unwrap();
+    assert_eq!(delivered, (1..=MESSAGES).collect::<Vec<_>>(), "every message once, in order");
+    assert!(killed >= 3 && reconnects >= 4, "the connection was killed {killed} times, reconnected {reconnects}");
+    assert!(fetches >= reconnects, "every reconnect repaired from the history: {fetches} fetches");
+}

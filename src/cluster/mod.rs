@@ -1,10 +1,16 @@
 //! Rooms across several roomcast processes through Redis
-//! (`shared/spec/cluster.md`). Work in progress: what is here is the part
-//! of the Redis broker that lives in Redis itself.
+//! (`shared/spec/cluster.md`). Work in progress: what is here are the
+//! pieces of the Redis broker that the nodes will run on, each tested
+//! against a real Redis; the broker that wires them to the registry is
+//! not here yet.
 //!
+//! - [`feed`]: what a node has delivered of a room, and how it fills gaps.
+//! - [`history`]: reading a range of a room's history with its epoch.
 //! - [`keys`]: the names of a room's keys and channel.
 //! - [`publish`]: the one script per publish that gives a message its `seq`,
 //!   keeps it in the room's history and publishes it, atomically.
 
+pub mod feed;
+pub mod history;
 pub mod keys;
 pub mod publish;
