@@ -246,3 +246,58 @@ async fn a_feed_delivers_everything_once_while_its_pubsub_connection_is_killed()
     assert!(killed >= 3 && reconnects >= 4, "the connection was killed {killed} times, reconnected {reconnects}");
     assert!(fetches >= reconnects, "every reconnect repaired from the history: {fetches} fetches");
 }
+
+/// A publish whose answer does not come in time (Redis paused past the
+/// connection's response timeout) is tried again with the same id. Whether
+/// the first attempt ran after all (its command waited on the same
+/// connection) or was dropped with its connection, the message gets one
+/// `seq`, one history entry and one delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
+async fn a_publish_retried_after_a_timeout_is_delivered_once() {
+    use roomcast::cluster::publish::publish_retrying;
+    use std::time::Duration;
+
+    let redis = Redis::start();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut admin = connection(&redis).await;
+    let timeout = Duration::from_millis(200);
+    // One connection that keeps what it sent (the first attempt runs when
+    // the pause ends, before the retry), one that reconnects on a timeout.
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(timeout));
+    let mut kept = client.get_multiplexed_async_connection_with_config(&config).await.unwrap();
+    let config = redis::aio::ConnectionManagerConfig::new().set_response_timeout(Some(timeout));
+    let mut managed = client.get_connection_manager_with_config(config).await.unwrap();
+    // Redis knows the script already, so that an attempt is one EVALSHA
+    // (the pause holds it) rather than a NOSCRIPT and a SCRIPT LOAD.
+    publish(&mut admin, &keys("warm-up"), &message_with_id("w1")).await.unwrap();
+    for (name, first_runs) in [("kept", true), ("managed", false)] {
+        let room = keys(name);
+        let mut pubsub = client.get_async_pubsub().await.unwrap();
+        pubsub.subscribe(&room.channel).await.unwrap();
+        let _: () = redis::cmd("CLIENT").arg("PAUSE").arg(1000).arg("WRITE").query_async(&mut admin).await.unwrap();
+        let message = message("n1-1", ",\"body\":1}", 50);
+        let (published, attempts) = match name {
+            "kept" => publish_retrying(&mut kept, &room, &message, common::DEADLINE).await,
+            _ => publish_retrying(&mut managed, &room, &message, common::DEADLINE).await,
+        }
+        .expect("published once Redis answers");
+        assert!(attempts > 1, "{name}: the first attempt timed out");
+        assert_eq!(published.seq, 1, "{name}");
+        if first_runs {
+            assert!(published.repeated, "{name}: the first attempt ran late and the retry got its outcome");
+        }
+        assert_eq!(history(&mut admin, &room).await.len(), 1, "{name}: kept once");
+        let next = publish(&mut admin, &room, &message_with_id("n1-2")).await.unwrap();
+        assert_eq!(next.seq, 2, "{name}: the retry spent no seq");
+        let mut stream = pubsub.on_message();
+        for expected in [1, 2] {
+            let payload: String = stream.next().await.unwrap().get_payload().unwrap();
+            assert_eq!(Delivered::parse(&payload).unwrap().seq, expected, "{name}: one delivery each");
+        }
+    }
+}
+
+fn message_with_id(id: &str) -> Publish<'_> {
+    message(id, "}", 50)
+}

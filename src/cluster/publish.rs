@@ -98,6 +98,56 @@ pub async fn publish<C: redis::aio::ConnectionLike>(
     Ok(Published { seq, epoch, repeated: repeated == 1 })
 }
 
+/// Why a publish did not happen.
+#[derive(Debug)]
+pub enum PublishError {
+    /// Redis did not answer any attempt within `within`; whether one of
+    /// them ran later is unknown (a retry with the same id would tell).
+    Unanswered { attempts: u32, last: redis::RedisError },
+    /// Redis answered with an error: retrying will not help.
+    Refused(redis::RedisError),
+}
+
+impl std::fmt::Display for PublishError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PublishError::Unanswered { attempts, last } => {
+                write!(f, "no answer from Redis after {attempts} attempts ({last})")
+            }
+            PublishError::Refused(error) => write!(f, "Redis refused the publish: {error}"),
+        }
+    }
+}
+
+/// [`publish`], tried again while Redis does not answer (a timeout, a
+/// dropped connection) until `within` has passed. Every attempt carries the
+/// same id, so one that ran although its answer was lost is not run twice:
+/// the retry gets its outcome. Returns it with the number of attempts.
+pub async fn publish_retrying<C: redis::aio::ConnectionLike>(
+    connection: &mut C,
+    keys: &RoomKeys,
+    message: &Publish<'_>,
+    within: std::time::Duration,
+) -> Result<(Published, u32), PublishError> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut pause = std::time::Duration::from_millis(20);
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match publish(connection, keys, message).await {
+            Ok(published) => return Ok((published, attempts)),
+            Err(error) if error.is_timeout() || error.is_io_error() || error.is_connection_dropped() => {
+                if tokio::time::Instant::now() + pause >= deadline {
+                    return Err(PublishError::Unanswered { attempts, last: error });
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_millis(500));
+            }
+            Err(error) => return Err(PublishError::Refused(error)),
+        }
+    }
+}
+
 /// A message as it arrives on a room's channel: `SEQ EPOCH FRAME`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivered<'a> {
