@@ -7,10 +7,12 @@
 //! - [`feed`]: what a node has delivered of a room, and how it fills gaps.
 //! - [`history`]: reading a range of a room's history with its epoch.
 //! - [`keys`]: the names of a room's keys and channel.
+//! - [`liveness`]: which nodes are alive, without false deaths when Redis stalls.
 //! - [`publish`]: the one script per publish that gives a message its `seq`,
 //!   keeps it in the room's history and publishes it, atomically.
 
 pub mod feed;
 pub mod history;
 pub mod keys;
+pub mod liveness;
 pub mod publish;
