@@ -12,8 +12,10 @@ pub struct RoomKeys {
     pub meta: String,
     /// Stream of `message` frames; an entry's id is `SEQ-0`.
     pub history: String,
-    /// Pub/sub channel: every message, in `seq` order.
+    /// Pub/sub channel: every message, in `seq` order, and presence events.
     pub channel: String,
+    /// Hash: session id -> its `members` entry, on every node.
+    pub members: String,
     /// Prefix of the results of publishes, by publish id (retries).
     pub done_prefix: String,
 }
@@ -25,6 +27,7 @@ impl RoomKeys {
             meta: format!("{base}:meta"),
             history: format!("{base}:history"),
             channel: format!("{base}:messages"),
+            members: format!("{base}:members"),
             done_prefix: format!("{base}:done:"),
         }
     }
@@ -45,6 +48,7 @@ mod tests {
         assert_eq!(keys.meta, "rc:{team:red}:meta");
         assert_eq!(keys.history, "rc:{team:red}:history");
         assert_eq!(keys.channel, "rc:{team:red}:messages");
+        assert_eq!(keys.members, "rc:{team:red}:members");
         assert_eq!(keys.done("n1-7"), "rc:{team:red}:done:n1-7");
     }
 }

@@ -203,6 +203,20 @@ pub fn rooms<'a>(
     }
 }
 
+/// One entry of a `members` list: `{"id":..,"nick":..}`, with `"user"`
+/// while authentication is on. A `presence` event is the same fields after
+/// its `room` and `event`.
+pub fn member_entry(id: SessionId, nick: Option<&str>, user: User) -> String {
+    let mut entry = format!("{{\"id\":\"{id}\",\"nick\":");
+    push_opt_str(&mut entry, nick);
+    if let Some(user) = user {
+        entry.push_str(",\"user\":");
+        push_opt_str(&mut entry, user);
+    }
+    entry.push('}');
+    entry
+}
+
 pub fn members<'a>(
     room: &RoomName,
     members: impl Iterator<Item = (SessionId, Option<&'a str>, User<'a>)>,
@@ -213,13 +227,7 @@ pub fn members<'a>(
         if i > 0 {
             list.push(',');
         }
-        let _ = write!(list, "{{\"id\":\"{id}\",\"nick\":");
-        push_opt_str(&mut list, nick);
-        if let Some(user) = user {
-            list.push_str(",\"user\":");
-            push_opt_str(&mut list, user);
-        }
-        list.push('}');
+        list.push_str(&member_entry(id, nick, user));
     }
     list.push(']');
     Frame::new("members").str("room", room.as_str()).raw("members", &list).finish(reference)

@@ -1,0 +1,190 @@
+//! Who is in a room, across nodes. Per room, a hash of its members (session
+//! id -> its `members` entry, `{"id":..,"nick":..}` plus `user` with auth
+//! on); per node, the set of its memberships (so that a dead node's
+//! members can be made to leave); per cluster, the rooms with members and
+//! their counts (`rooms`, `GET /api/rooms`). Joins and leaves are scripts
+//! that keep the three together and announce the change on the room's
+//! channel as `P FRAME`, where FRAME is the `presence` event.
+
+use redis::Script;
+
+use super::keys::RoomKeys;
+
+/// The prefix of a presence event on a room's channel (messages start with
+/// their `seq`, a digit).
+pub const PRESENCE_PREFIX: &str = "P ";
+
+const JOIN: &str = r#"
+local members, node_index, rooms, meta, history = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local room, id, entry, max_members, channel = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+if redis.call('HEXISTS', members, id) == 1 then
+    return {redis.call('HLEN', members), 0}
+end
+local count = redis.call('HLEN', members)
+if count >= max_members then
+    return {count, -1}
+end
+redis.call('HSET', members, id, entry)
+redis.call('SADD', node_index, room .. ' ' .. id)
+redis.call('ZADD', rooms, count + 1, room)
+redis.call('PERSIST', meta)
+redis.call('PERSIST', history)
+redis.call('PUBLISH', channel, 'P {"type":"presence","room":"' .. room .. '","event":"join",' .. string.sub(entry, 2))
+return {count + 1, 1}
+"#;
+
+/// Removes one membership: KEYS members, node index, rooms, meta, history;
+/// ARGV room, id, channel, empty_ttl ms. Returns the members left, or -1
+/// when the session was not a member.
+const LEAVE: &str = r#"
+local members, node_index, rooms, meta, history = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local room, id, channel, empty_ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local entry = redis.call('HGET', members, id)
+if not entry then
+    return -1
+end
+redis.call('HDEL', members, id)
+redis.call('SREM', node_index, room .. ' ' .. id)
+local count = redis.call('HLEN', members)
+if count == 0 then
+    redis.call('ZREM', rooms, room)
+    -- An empty room keeps its seq and history for empty_ttl, then goes.
+    if empty_ttl > 0 then
+        redis.call('PEXPIRE', meta, empty_ttl)
+        redis.call('PEXPIRE', history, empty_ttl)
+    else
+        redis.call('DEL', meta, history)
+    end
+else
+    redis.call('ZADD', rooms, count, room)
+end
+redis.call('PUBLISH', channel, 'P {"type":"presence","room":"' .. room .. '","event":"leave",' .. string.sub(entry, 2))
+return count
+"#;
+
+fn script(source: &'static str, cell: &'static std::sync::OnceLock<Script>) -> &'static Script {
+    cell.get_or_init(|| Script::new(source))
+}
+
+/// The cluster-wide presence keys of the cluster named by `prefix`.
+#[derive(Debug, Clone)]
+pub struct Presence {
+    prefix: String,
+    rooms: String,
+}
+
+/// A join's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Joined {
+    /// A new member: the room now has this many, on every node.
+    Added(usize),
+    /// Already a member (joining again changes nothing).
+    Already(usize),
+    /// The room has `max_members_per_room` members.
+    Full(usize),
+}
+
+impl Presence {
+    pub fn new(prefix: &str) -> Presence {
+        Presence { prefix: prefix.to_string(), rooms: format!("{prefix}:rooms") }
+    }
+
+    fn node_index(&self, node: &str) -> String {
+        format!("{}:node:{node}:members", self.prefix)
+    }
+
+    /// Makes session `id` (whose `members` entry is `entry`, a JSON object)
+    /// a member of `room` on `node`, unless the room is full.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn join<C: redis::aio::ConnectionLike>(
+        &self,
+        connection: &mut C,
+        keys: &RoomKeys,
+        room: &str,
+        node: &str,
+        id: &str,
+        entry: &str,
+        max_members: usize,
+    ) -> redis::RedisResult<Joined> {
+        static CELL: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+        let (count, outcome): (usize, i8) = script(JOIN, &CELL)
+            .key(&keys.members)
+            .key(self.node_index(node))
+            .key(&self.rooms)
+            .key(&keys.meta)
+            .key(&keys.history)
+            .arg(room)
+            .arg(id)
+            .arg(entry)
+            .arg(max_members)
+            .arg(&keys.channel)
+            .invoke_async(connection)
+            .await?;
+        Ok(match outcome {
+            1 => Joined::Added(count),
+            0 => Joined::Already(count),
+            _ => Joined::Full(count),
+        })
+    }
+
+    /// Ends session `id`'s membership of `room`; returns the members left,
+    /// or `None` when it was not a member.
+    pub async fn leave<C: redis::aio::ConnectionLike>(
+        &self,
+        connection: &mut C,
+        keys: &RoomKeys,
+        room: &str,
+        node: &str,
+        id: &str,
+        empty_ttl: std::time::Duration,
+    ) -> redis::RedisResult<Option<usize>> {
+        static CELL: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+        let left: i64 = script(LEAVE, &CELL)
+            .key(&keys.members)
+            .key(self.node_index(node))
+            .key(&self.rooms)
+            .key(&keys.meta)
+            .key(&keys.history)
+            .arg(room)
+            .arg(id)
+            .arg(&keys.channel)
+            .arg(empty_ttl.as_millis() as u64)
+            .invoke_async(connection)
+            .await?;
+        Ok(usize::try_from(left).ok())
+    }
+
+    /// Every member of `room`: their `members` entries.
+    pub async fn members<C: redis::aio::ConnectionLike>(
+        &self,
+        connection: &mut C,
+        keys: &RoomKeys,
+    ) -> redis::RedisResult<Vec<String>> {
+        redis::cmd("HVALS").arg(&keys.members).query_async(connection).await
+    }
+
+    /// Every room with members, with its count, by name.
+    pub async fn rooms<C: redis::aio::ConnectionLike>(
+        &self,
+        connection: &mut C,
+    ) -> redis::RedisResult<Vec<(String, usize)>> {
+        let mut rooms: Vec<(String, usize)> =
+            redis::cmd("ZRANGE").arg(&self.rooms).arg(0).arg(-1).arg("WITHSCORES").query_async(connection).await?;
+        rooms.sort();
+        Ok(rooms)
+    }
+
+    /// Every membership `node` holds, as (room, session id): what must
+    /// leave when the node is found dead.
+    pub async fn memberships<C: redis::aio::ConnectionLike>(
+        &self,
+        connection: &mut C,
+        node: &str,
+    ) -> redis::RedisResult<Vec<(String, String)>> {
+        let items: Vec<String> = redis::cmd("SMEMBERS").arg(self.node_index(node)).query_async(connection).await?;
+        Ok(items
+            .into_iter()
+            .filter_map(|item| item.split_once(' ').map(|(r, i)| (r.to_string(), i.to_string())))
+            .collect())
+    }
+}

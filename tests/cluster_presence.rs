@@ -1,0 +1,89 @@
+//! Presence across nodes in Redis (`shared/spec/cluster.md`), against a real
+//! `redis-server`: members joined on any node are counted and listed
+//! together, `room_full` counts them all, joins and leaves are announced on
+//! the room's channel as the same `presence` frames one process sends, and
+//! a room whose last member left keeps its history for `empty_ttl`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Redis;
+use futures_util::StreamExt;
+use roomcast::cluster::keys::RoomKeys;
+use roomcast::cluster::presence::{Joined, PRESENCE_PREFIX, Presence};
+use roomcast::cluster::publish::{Publish, publish};
+use roomcast::protocol::frame::{self, PresenceEvent};
+use roomcast::protocol::{RoomName, SessionId};
+
+#[tokio::test]
+#[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
+async fn members_of_every_node_are_counted_listed_and_announced_together() {
+    let redis = Redis::start();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let name = RoomName::parse("lobby").unwrap();
+    let room = RoomKeys::new("test", &name);
+    let presence = Presence::new("test");
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe(&room.channel).await.unwrap();
+    let entry = |id: u64, nick: Option<&str>| frame::member_entry(SessionId(id), nick, Some(Some("u")));
+
+    // Two on node n1, one on node n2; the room holds three members.
+    let joins = [("n1", 1, Some("ann")), ("n1", 2, None), ("n2", 3, Some("cy"))];
+    for (n, (node, id, nick)) in joins.iter().enumerate() {
+        let joined = presence.join(&mut conn, &room, "lobby", node, &id.to_string(), &entry(*id, *nick), 3).await;
+        assert_eq!(joined.unwrap(), Joined::Added(n + 1));
+    }
+    let again = presence.join(&mut conn, &room, "lobby", "n1", "1", &entry(1, Some("ann")), 3).await.unwrap();
+    assert_eq!(again, Joined::Already(3), "joining again changes nothing");
+    let full = presence.join(&mut conn, &room, "lobby", "n2", "4", &entry(4, None), 3).await.unwrap();
+    assert_eq!(full, Joined::Full(3), "max_members_per_room counts every node");
+    let mut listed = presence.members(&mut conn, &room).await.unwrap();
+    listed.sort();
+    assert_eq!(listed, [entry(1, Some("ann")), entry(2, None), entry(3, Some("cy"))]);
+    assert_eq!(presence.rooms(&mut conn).await.unwrap(), [("lobby".to_string(), 3)]);
+    let mut held = presence.memberships(&mut conn, "n1").await.unwrap();
+    held.sort();
+    assert_eq!(held, [("lobby".to_string(), "1".to_string()), ("lobby".to_string(), "2".to_string())]);
+
+    // The history of an occupied room does not expire; once the room is
+    // empty it lives for empty_ttl.
+    let message = Publish { id: "p1", head: "{\"seq\":", tail: "}", max_history: 10 };
+    publish(&mut conn, &room, &message).await.unwrap();
+    assert_eq!(presence.leave(&mut conn, &room, "lobby", "n1", "2", Duration::from_secs(60)).await.unwrap(), Some(2));
+    assert_eq!(presence.leave(&mut conn, &room, "lobby", "n1", "2", Duration::from_secs(60)).await.unwrap(), None);
+    let ttl: i64 = redis::cmd("PTTL").arg(&room.history).query_async(&mut conn).await.unwrap();
+    assert_eq!(ttl, -1, "occupied: no expiry");
+    for (node, id) in [("n1", "1"), ("n2", "3")] {
+        presence.leave(&mut conn, &room, "lobby", node, id, Duration::from_secs(60)).await.unwrap();
+    }
+    assert!(presence.rooms(&mut conn).await.unwrap().is_empty(), "no members, not listed");
+    let ttl: i64 = redis::cmd("PTTL").arg(&room.history).query_async(&mut conn).await.unwrap();
+    assert!(ttl > 50_000 && ttl <= 60_000, "empty: kept for empty_ttl, {ttl} ms left");
+    // Joining again before it expires keeps it.
+    presence.join(&mut conn, &room, "lobby", "n2", "5", &entry(5, None), 3).await.unwrap();
+    let ttl: i64 = redis::cmd("PTTL").arg(&room.history).query_async(&mut conn).await.unwrap();
+    assert_eq!(ttl, -1);
+
+    // Every join and leave went out on the channel as the presence frame a
+    // single process would send, in order.
+    let expected = [
+        (PresenceEvent::Join, 1, Some("ann")),
+        (PresenceEvent::Join, 2, None),
+        (PresenceEvent::Join, 3, Some("cy")),
+        (PresenceEvent::Leave, 2, None),
+        (PresenceEvent::Leave, 1, Some("ann")),
+        (PresenceEvent::Leave, 3, Some("cy")),
+        (PresenceEvent::Join, 5, None),
+    ];
+    let mut stream = pubsub.on_message();
+    for (event, id, nick) in expected {
+        let mut payload: String = stream.next().await.unwrap().get_payload().unwrap();
+        if !payload.starts_with(PRESENCE_PREFIX) {
+            payload = stream.next().await.unwrap().get_payload().unwrap(); // the message published above
+        }
+        let local = frame::presence(&name, event, SessionId(id), nick, Some(Some("u")));
+        assert_eq!(payload, format!("{PRESENCE_PREFIX}{local}"));
+    }
+}
