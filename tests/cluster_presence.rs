@@ -87,3 +87,44 @@ async fn members_of_every_node_are_counted_listed_and_announced_together() {
         assert_eq!(payload, format!("{PRESENCE_PREFIX}{local}"));
     }
 }
+
+/// A node found dead: every member it had leaves every room, with the
+/// leave events other nodes' members see, and the counts follow; the other
+/// nodes' members stay.
+#[tokio::test]
+#[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
+async fn a_dead_node_s_members_leave_with_leave_events() {
+    let redis = Redis::start();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let presence = Presence::new("test");
+    let rooms = ["a", "b:c"].map(|name| RoomName::parse(name).unwrap());
+    let keys = rooms.each_ref().map(|name| RoomKeys::new("test", name));
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    for room in &keys {
+        pubsub.subscribe(&room.channel).await.unwrap();
+    }
+    let entry = |id: u64| frame::member_entry(SessionId(id), None, None);
+    // Node "dead" has session 1 in both rooms and 2 in "a"; node "live" has 3 in "a".
+    for (node, id, room) in [("dead", 1, 0), ("dead", 1, 1), ("dead", 2, 0), ("live", 3, 0)] {
+        let name = rooms[room].as_str();
+        presence.join(&mut conn, &keys[room], name, node, &id.to_string(), &entry(id), 100).await.unwrap();
+    }
+    assert_eq!(presence.evict(&mut conn, "dead", Duration::from_secs(60)).await.unwrap(), 3);
+    assert_eq!(presence.rooms(&mut conn).await.unwrap(), [("a".to_string(), 1)], "b:c emptied, a keeps 3");
+    assert_eq!(presence.members(&mut conn, &keys[0]).await.unwrap(), [entry(3)]);
+    assert!(presence.memberships(&mut conn, "dead").await.unwrap().is_empty());
+    assert_eq!(presence.evict(&mut conn, "dead", Duration::from_secs(60)).await.unwrap(), 0, "once");
+    let mut stream = pubsub.on_message();
+    let mut leaves = Vec::new();
+    while leaves.len() < 3 {
+        let payload: String = stream.next().await.unwrap().get_payload().unwrap();
+        let event: serde_json::Value = serde_json::from_str(payload.strip_prefix(PRESENCE_PREFIX).unwrap()).unwrap();
+        if event["event"] == "leave" {
+            leaves.push((event["room"].as_str().unwrap().to_string(), event["id"].as_str().unwrap().to_string()));
+        }
+    }
+    leaves.sort();
+    let expected = [("a", "1"), ("a", "2"), ("b:c", "1")].map(|(room, id)| (room.to_string(), id.to_string()));
+    assert_eq!(leaves, expected);
+}

@@ -1,7 +1,8 @@
 //! Where a room lives in Redis. Every key of a room carries the room's name
 //! as a hash tag (`{room}`), so a room's keys sit in one slot and its
 //! scripts run unchanged on Redis Cluster; the prefix lets several clusters
-//! share one Redis.
+//! share one Redis. (The script that evicts a dead node's members derives
+//! these names itself: change both together.)
 
 use crate::protocol::RoomName;
 

@@ -33,37 +33,67 @@ redis.call('PUBLISH', channel, 'P {"type":"presence","room":"' .. room .. '","ev
 return {count + 1, 1}
 "#;
 
-/// Removes one membership: KEYS members, node index, rooms, meta, history;
-/// ARGV room, id, channel, empty_ttl ms. Returns the members left, or -1
-/// when the session was not a member.
-const LEAVE: &str = r#"
-local members, node_index, rooms, meta, history = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local room, id, channel, empty_ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local entry = redis.call('HGET', members, id)
-if not entry then
-    return -1
-end
-redis.call('HDEL', members, id)
-redis.call('SREM', node_index, room .. ' ' .. id)
-local count = redis.call('HLEN', members)
-if count == 0 then
-    redis.call('ZREM', rooms, room)
-    -- An empty room keeps its seq and history for empty_ttl, then goes.
-    if empty_ttl > 0 then
-        redis.call('PEXPIRE', meta, empty_ttl)
-        redis.call('PEXPIRE', history, empty_ttl)
-    else
-        redis.call('DEL', meta, history)
+/// The body of a leave, shared by [`Presence::leave`] and
+/// [`Presence::evict`]: removes one membership, starts `empty_ttl` when the
+/// room empties, announces the leave. Returns the members left, or -1 when
+/// the session was not a member.
+const LEAVE_FUNCTION: &str = r#"
+local function leave(members, node_index, rooms, meta, history, room, id, channel, empty_ttl)
+    local entry = redis.call('HGET', members, id)
+    if not entry then
+        return -1
     end
-else
-    redis.call('ZADD', rooms, count, room)
+    redis.call('HDEL', members, id)
+    redis.call('SREM', node_index, room .. ' ' .. id)
+    local count = redis.call('HLEN', members)
+    if count == 0 then
+        redis.call('ZREM', rooms, room)
+        -- An empty room keeps its seq and history for empty_ttl, then goes.
+        if empty_ttl > 0 then
+            redis.call('PEXPIRE', meta, empty_ttl)
+            redis.call('PEXPIRE', history, empty_ttl)
+        else
+            redis.call('DEL', meta, history)
+        end
+    else
+        redis.call('ZADD', rooms, count, room)
+    end
+    redis.call('PUBLISH', channel, 'P {"type":"presence","room":"' .. room .. '","event":"leave",' .. string.sub(entry, 2))
+    return count
 end
-redis.call('PUBLISH', channel, 'P {"type":"presence","room":"' .. room .. '","event":"leave",' .. string.sub(entry, 2))
-return count
+"#;
+
+/// KEYS members, node index, rooms, meta, history; ARGV room, id,
+/// channel, empty_ttl ms.
+const LEAVE: &str = r#"
+return leave(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]))
+"#;
+
+/// Every membership of a dead node leaves. KEYS node index, rooms; ARGV
+/// the cluster's prefix, empty_ttl ms. The room keys are derived here, as
+/// `keys.rs` names them. Returns how many left.
+const EVICT: &str = r#"
+local node_index, rooms, prefix, empty_ttl = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2])
+local evicted = 0
+for _, item in ipairs(redis.call('SMEMBERS', node_index)) do
+    local room, id = string.match(item, '^(%S+) (%S+)$')
+    local base = prefix .. ':{' .. room .. '}'
+    if leave(base .. ':members', node_index, rooms, base .. ':meta', base .. ':history', room, id,
+             base .. ':messages', empty_ttl) >= 0 then
+        evicted = evicted + 1
+    end
+end
+redis.call('DEL', node_index)
+return evicted
 "#;
 
 fn script(source: &'static str, cell: &'static std::sync::OnceLock<Script>) -> &'static Script {
     cell.get_or_init(|| Script::new(source))
+}
+
+/// A script that uses the shared leave function.
+fn with_leave(source: &'static str, cell: &'static std::sync::OnceLock<Script>) -> &'static Script {
+    cell.get_or_init(|| Script::new(&format!("{LEAVE_FUNCTION}\n{source}")))
 }
 
 /// The cluster-wide presence keys of the cluster named by `prefix`.
@@ -139,7 +169,7 @@ impl Presence {
         empty_ttl: std::time::Duration,
     ) -> redis::RedisResult<Option<usize>> {
         static CELL: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
-        let left: i64 = script(LEAVE, &CELL)
+        let left: i64 = with_leave(LEAVE, &CELL)
             .key(&keys.members)
             .key(self.node_index(node))
             .key(&self.rooms)
@@ -172,6 +202,24 @@ impl Presence {
             redis::cmd("ZRANGE").arg(&self.rooms).arg(0).arg(-1).arg("WITHSCORES").query_async(connection).await?;
         rooms.sort();
         Ok(rooms)
+    }
+
+    /// Makes every member `node` had leave its rooms, with leave events:
+    /// the node was found dead. Returns how many left.
+    pub async fn evict<C: redis::aio::ConnectionLike>(
+        &self,
+        connection: &mut C,
+        node: &str,
+        empty_ttl: std::time::Duration,
+    ) -> redis::RedisResult<usize> {
+        static CELL: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+        with_leave(EVICT, &CELL)
+            .key(self.node_index(node))
+            .key(&self.rooms)
+            .arg(&self.prefix)
+            .arg(empty_ttl.as_millis() as u64)
+            .invoke_async(connection)
+            .await
     }
 
     /// Every membership `node` holds, as (room, session id): what must
