@@ -301,3 +301,41 @@ async fn a_publish_retried_after_a_timeout_is_delivered_once() {
 fn message_with_id(id: &str) -> Publish<'_> {
     message(id, "}", 50)
 }
+
+/// The node's subscriber: messages of the rooms it subscribed to arrive;
+/// a killed pub/sub connection is reported lost, then reconnected with
+/// every room subscribed again; an unsubscribed room's messages stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
+async fn the_subscriber_survives_its_connection_and_follows_its_rooms() {
+    use roomcast::cluster::subscriber::{Event, Subscriber};
+
+    let redis = Redis::start();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let subscriber = Subscriber::start(client, "test".into(), events_tx);
+    let [a, b] = ["a", "b"].map(|name| RoomName::parse(name).unwrap());
+    subscriber.subscribe(&a).await.unwrap();
+    subscriber.subscribe(&b).await.unwrap();
+    let mut conn = connection(&redis).await;
+    let mut next = async || tokio::time::timeout(common::DEADLINE, events.recv()).await.expect("an event").unwrap();
+    let seq_of = |event: Event| match event {
+        Event::Arrived { room, payload } => (room.as_str().to_string(), Delivered::parse(&payload).unwrap().seq),
+        other => panic!("expected a message, got {other:?}"),
+    };
+    publish(&mut conn, &keys("a"), &message_with_id("a1")).await.unwrap();
+    assert_eq!(seq_of(next().await), ("a".to_string(), 1));
+
+    let _: u64 = redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub").query_async(&mut conn).await.unwrap();
+    assert!(matches!(next().await, Event::Lost(_)));
+    assert_eq!(next().await, Event::Reconnected);
+    publish(&mut conn, &keys("b"), &message_with_id("b1")).await.unwrap();
+    assert_eq!(seq_of(next().await), ("b".to_string(), 1), "subscribed again after the reconnect");
+
+    subscriber.unsubscribe(&a);
+    // Unsubscribing is confirmed by the next subscribe (same connection, in order).
+    subscriber.subscribe(&b).await.unwrap();
+    publish(&mut conn, &keys("a"), &message_with_id("a2")).await.unwrap();
+    publish(&mut conn, &keys("b"), &message_with_id("b2")).await.unwrap();
+    assert_eq!(seq_of(next().await), ("b".to_string(), 2), "a's message did not come");
+}

@@ -11,6 +11,8 @@
 //! - [`presence`]: who is in each room on every node, and the rooms with members.
 //! - [`publish`]: the one script per publish that gives a message its `seq`,
 //!   keeps it in the room's history and publishes it, atomically.
+//! - [`subscriber`]: a node's pub/sub connection, subscribed again (and
+//!   said so) after every drop.
 
 pub mod feed;
 pub mod history;
@@ -18,3 +20,4 @@ pub mod keys;
 pub mod liveness;
 pub mod presence;
 pub mod publish;
+pub mod subscriber;

@@ -1,0 +1,147 @@
+//! A node's one pub/sub connection to Redis, for the channels of the rooms
+//! it has members in. It survives the connection: when it drops (Redis
+//! restarted, failed over, or killed the client), it connects again with
+//! backoff, subscribes every room again, waits for Redis to confirm, and
+//! only then says `Reconnected`, so that the owner repairs each room from
+//! its history knowing nothing published from then on is missed.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::protocol::RoomName;
+
+use super::keys::RoomKeys;
+
+/// What the subscriber tells its owner, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A payload from a room's channel (a message or a presence event).
+    Arrived { room: RoomName, payload: String },
+    /// The connection was lost; what is published from now on is missed
+    /// until `Reconnected`.
+    Lost(String),
+    /// Subscribed again to every room: repair each from its history.
+    Reconnected,
+}
+
+enum Command {
+    Subscribe(RoomName, oneshot::Sender<redis::RedisResult<()>>),
+    Unsubscribe(RoomName),
+}
+
+/// The handle; the connection's task ends when it is dropped.
+pub struct Subscriber {
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl Subscriber {
+    /// Starts the task on the current Tokio runtime.
+    pub fn start(client: redis::Client, prefix: String, events: mpsc::UnboundedSender<Event>) -> Subscriber {
+        let (commands, receiver) = mpsc::unbounded_channel();
+        tokio::spawn(run(client, prefix, receiver, events));
+        Subscriber { commands }
+    }
+
+    /// Subscribes to `room`'s channel; resolves once Redis has confirmed,
+    /// so that anything published later arrives.
+    pub async fn subscribe(&self, room: &RoomName) -> redis::RedisResult<()> {
+        let (done, confirmed) = oneshot::channel();
+        let gone = || redis::RedisError::from((redis::ErrorKind::Io, "the subscriber has stopped"));
+        self.commands.send(Command::Subscribe(room.clone(), done)).map_err(|_| gone())?;
+        confirmed.await.map_err(|_| gone())?
+    }
+
+    pub fn unsubscribe(&self, room: &RoomName) {
+        let _ = self.commands.send(Command::Unsubscribe(room.clone()));
+    }
+}
+
+/// The room a channel name belongs to (`PREFIX:{ROOM}:messages`).
+fn room_of(channel: &str) -> Option<RoomName> {
+    let start = channel.find('{')? + 1;
+    let end = start + channel[start..].find('}')?;
+    RoomName::parse(&channel[start..end]).ok()
+}
+
+async fn run(
+    client: redis::Client,
+    prefix: String,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    let channel = |room: &RoomName| RoomKeys::new(&prefix, room).channel;
+    let mut rooms: HashSet<RoomName> = HashSet::new();
+    let mut backoff = Duration::from_millis(50);
+    let mut connected_before = false;
+    loop {
+        let pubsub = match client.get_async_pubsub().await {
+            Ok(pubsub) => pubsub,
+            Err(error) => {
+                log::debug!("cluster: pub/sub connection failed: {error}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let (mut sink, mut stream) = pubsub.split();
+        let channels: Vec<String> = rooms.iter().map(channel).collect();
+        if !channels.is_empty()
+            && let Err(error) = sink.subscribe(&channels).await
+        {
+            log::debug!("cluster: subscribing again failed: {error}");
+            continue;
+        }
+        backoff = Duration::from_millis(50);
+        if connected_before && events.send(Event::Reconnected).is_err() {
+            return;
+        }
+        connected_before = true;
+        loop {
+            tokio::select! {
+                message = stream.next() => {
+                    let Some(message) = message else {
+                        if events.send(Event::Lost("the pub/sub connection closed".into())).is_err() {
+                            return;
+                        }
+                        break;
+                    };
+                    let (Some(room), Ok(payload)) = (room_of(message.get_channel_name()), message.get_payload::<String>()) else {
+                        continue;
+                    };
+                    if events.send(Event::Arrived { room, payload }).is_err() {
+                        return;
+                    }
+                }
+                command = commands.recv() => match command {
+                    None => return,
+                    Some(Command::Subscribe(room, done)) => {
+                        let result = sink.subscribe(channel(&room)).await;
+                        if result.is_ok() {
+                            rooms.insert(room);
+                        }
+                        let _ = done.send(result);
+                    }
+                    Some(Command::Unsubscribe(room)) => {
+                        rooms.remove(&room);
+                        let _ = sink.unsubscribe(channel(&room)).await;
+                    }
+                },
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_name_their_room() {
+        let room = RoomName::parse("team:red").unwrap();
+        assert_eq!(room_of(&RoomKeys::new("rc", &room).channel), Some(room));
+        assert_eq!(room_of("rc:nothing"), None);
+    }
+}
