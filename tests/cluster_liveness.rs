@@ -101,3 +101,18 @@ async fn a_redis_pause_of_twice_the_timeout_declares_nobody_dead() {
         assert!(beats.iter().all(|(_, beat)| !beat.declared_dead), "{node} was declared dead");
     }
 }
+
+#[tokio::test]
+#[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
+async fn every_node_start_gets_a_number_of_its_own_and_so_do_its_sessions() {
+    use roomcast::cluster::nodes::{node_of, register, session_id};
+    let redis = Redis::start();
+    let mut conn = connection(&redis).await;
+    let first = register(&mut conn, "test").await.unwrap();
+    let second = register(&mut conn, "test").await.unwrap();
+    assert_ne!(first, second);
+    assert_eq!(register(&mut conn, "other-cluster").await.unwrap(), 1, "prefixes are separate clusters");
+    let (a, b) = (session_id(first, 1).unwrap(), session_id(second, 1).unwrap());
+    assert_ne!(a, b, "the first session of each node");
+    assert_eq!((node_of(a), node_of(b)), (first, second));
+}

@@ -313,7 +313,7 @@ async fn the_subscriber_survives_its_connection_and_follows_its_rooms() {
     let redis = Redis::start();
     let client = redis::Client::open(redis.url()).unwrap();
     let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
-    let subscriber = Subscriber::start(client, "test".into(), events_tx);
+    let subscriber = Subscriber::start(client, "test".into(), 7, events_tx);
     let [a, b] = ["a", "b"].map(|name| RoomName::parse(name).unwrap());
     subscriber.subscribe(&a).await.unwrap();
     subscriber.subscribe(&b).await.unwrap();
@@ -331,6 +331,11 @@ async fn the_subscriber_survives_its_connection_and_follows_its_rooms() {
     assert_eq!(next().await, Event::Reconnected);
     publish(&mut conn, &keys("b"), &message_with_id("b1")).await.unwrap();
     assert_eq!(seq_of(next().await), ("b".to_string(), 1), "subscribed again after the reconnect");
+
+    // The node's own channel carries `direct` messages for its sessions.
+    let direct = roomcast::cluster::nodes::direct_channel("test", 7);
+    let _: u64 = redis::cmd("PUBLISH").arg(&direct).arg("to 7").query_async(&mut conn).await.unwrap();
+    assert_eq!(next().await, Event::Direct("to 7".into()));
 
     subscriber.unsubscribe(&a);
     // Unsubscribing is confirmed by the next subscribe (same connection, in order).

@@ -8,6 +8,7 @@
 //! - [`history`]: reading a range of a room's history with its epoch.
 //! - [`keys`]: the names of a room's keys and channel.
 //! - [`liveness`]: which nodes are alive, without false deaths when Redis stalls.
+//! - [`nodes`]: a node's number, its session ids, its `direct` channel.
 //! - [`presence`]: who is in each room on every node, and the rooms with members.
 //! - [`publish`]: the one script per publish that gives a message its `seq`,
 //!   keeps it in the room's history and publishes it, atomically.
@@ -18,6 +19,7 @@ pub mod feed;
 pub mod history;
 pub mod keys;
 pub mod liveness;
+pub mod nodes;
 pub mod presence;
 pub mod publish;
 pub mod subscriber;

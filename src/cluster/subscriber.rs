@@ -1,5 +1,5 @@
 //! A node's one pub/sub connection to Redis, for the channels of the rooms
-//! it has members in. It survives the connection: when it drops (Redis
+//! it has members in and its own `direct` channel. It survives the connection: when it drops (Redis
 //! restarted, failed over, or killed the client), it connects again with
 //! backoff, subscribes every room again, waits for Redis to confirm, and
 //! only then says `Reconnected`, so that the owner repairs each room from
@@ -20,6 +20,8 @@ use super::keys::RoomKeys;
 pub enum Event {
     /// A payload from a room's channel (a message or a presence event).
     Arrived { room: RoomName, payload: String },
+    /// A payload from the node's `direct` channel.
+    Direct(String),
     /// The connection was lost; what is published from now on is missed
     /// until `Reconnected`.
     Lost(String),
@@ -38,10 +40,10 @@ pub struct Subscriber {
 }
 
 impl Subscriber {
-    /// Starts the task on the current Tokio runtime.
-    pub fn start(client: redis::Client, prefix: String, events: mpsc::UnboundedSender<Event>) -> Subscriber {
+    /// Starts the task of node `node` on the current Tokio runtime.
+    pub fn start(client: redis::Client, prefix: String, node: u64, events: mpsc::UnboundedSender<Event>) -> Subscriber {
         let (commands, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(run(client, prefix, receiver, events));
+        tokio::spawn(run(client, prefix, node, receiver, events));
         Subscriber { commands }
     }
 
@@ -69,10 +71,12 @@ fn room_of(channel: &str) -> Option<RoomName> {
 async fn run(
     client: redis::Client,
     prefix: String,
+    node: u64,
     mut commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<Event>,
 ) {
     let channel = |room: &RoomName| RoomKeys::new(&prefix, room).channel;
+    let direct = super::nodes::direct_channel(&prefix, node);
     let mut rooms: HashSet<RoomName> = HashSet::new();
     let mut backoff = Duration::from_millis(50);
     let mut connected_before = false;
@@ -87,10 +91,9 @@ async fn run(
             }
         };
         let (mut sink, mut stream) = pubsub.split();
-        let channels: Vec<String> = rooms.iter().map(channel).collect();
-        if !channels.is_empty()
-            && let Err(error) = sink.subscribe(&channels).await
-        {
+        let mut channels: Vec<String> = rooms.iter().map(channel).collect();
+        channels.push(direct.clone());
+        if let Err(error) = sink.subscribe(&channels).await {
             log::debug!("cluster: subscribing again failed: {error}");
             continue;
         }
@@ -108,10 +111,13 @@ async fn run(
                         }
                         break;
                     };
-                    let (Some(room), Ok(payload)) = (room_of(message.get_channel_name()), message.get_payload::<String>()) else {
-                        continue;
+                    let Ok(payload) = message.get_payload::<String>() else { continue };
+                    let event = match room_of(message.get_channel_name()) {
+                        _ if message.get_channel_name() == direct => Event::Direct(payload),
+                        Some(room) => Event::Arrived { room, payload },
+                        None => continue,
                     };
-                    if events.send(Event::Arrived { room, payload }).is_err() {
+                    if events.send(event).is_err() {
                         return;
                     }
                 }
