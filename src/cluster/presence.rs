@@ -123,6 +123,13 @@ impl Presence {
         format!("{}:node:{node}:members", self.prefix)
     }
 
+    /// `script` with the keys a join or leave of `node`'s member touches.
+    fn with_room_keys(&self, script: &'static Script, keys: &RoomKeys, node: &str) -> redis::ScriptInvocation<'static> {
+        let mut invocation = script.prepare_invoke();
+        invocation.key(&keys.members).key(self.node_index(node)).key(&self.rooms).key(&keys.meta).key(&keys.history);
+        invocation
+    }
+
     /// Makes session `id` (whose `members` entry is `entry`, a JSON object)
     /// a member of `room` on `node`, unless the room is full.
     #[allow(clippy::too_many_arguments)]
@@ -137,12 +144,8 @@ impl Presence {
         max_members: usize,
     ) -> redis::RedisResult<Joined> {
         static CELL: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
-        let (count, outcome): (usize, i8) = script(JOIN, &CELL)
-            .key(&keys.members)
-            .key(self.node_index(node))
-            .key(&self.rooms)
-            .key(&keys.meta)
-            .key(&keys.history)
+        let (count, outcome): (usize, i8) = self
+            .with_room_keys(script(JOIN, &CELL), keys, node)
             .arg(room)
             .arg(id)
             .arg(entry)
@@ -169,12 +172,8 @@ impl Presence {
         empty_ttl: std::time::Duration,
     ) -> redis::RedisResult<Option<usize>> {
         static CELL: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
-        let left: i64 = with_leave(LEAVE, &CELL)
-            .key(&keys.members)
-            .key(self.node_index(node))
-            .key(&self.rooms)
-            .key(&keys.meta)
-            .key(&keys.history)
+        let left: i64 = self
+            .with_room_keys(with_leave(LEAVE, &CELL), keys, node)
             .arg(room)
             .arg(id)
             .arg(&keys.channel)
