@@ -63,9 +63,13 @@ async fn a_node_that_stops_beating_is_declared_dead_once_within_the_timeout_and_
     let a_beats = a.await.unwrap();
     let found = dead(&a_beats);
     assert_eq!(found.iter().map(|(_, node)| node.as_str()).collect::<Vec<_>>(), ["b"], "b, once");
+    // Measured here, from when b's last beat came back to when a's beat
+    // that found it dead came back: Redis judged on its own clock, so this
+    // can be short of the timeout by a round trip.
     let after = found[0].0 - b_last;
+    let round_trip = Duration::from_millis(50);
     assert!(
-        after >= TIMEOUT && after <= TIMEOUT + Duration::from_secs(1),
+        after >= TIMEOUT - round_trip && after <= TIMEOUT + Duration::from_secs(1),
         "declared dead {after:?} after its last beat"
     );
     assert!(dead(&b_beats).is_empty(), "b saw nobody die");
