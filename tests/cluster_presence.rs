@@ -9,7 +9,6 @@ mod common;
 use std::time::Duration;
 
 use common::Redis;
-use futures_util::StreamExt;
 use roomcast::cluster::keys::RoomKeys;
 use roomcast::cluster::presence::{Joined, PRESENCE_PREFIX, Presence};
 use roomcast::cluster::publish::{Publish, publish};
@@ -20,13 +19,11 @@ use roomcast::protocol::{RoomName, SessionId};
 #[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
 async fn members_of_every_node_are_counted_listed_and_announced_together() {
     let redis = Redis::start();
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = redis.connection().await;
     let name = RoomName::parse("lobby").unwrap();
     let room = RoomKeys::new("test", &name);
     let presence = Presence::new("test");
-    let mut pubsub = client.get_async_pubsub().await.unwrap();
-    pubsub.subscribe(&room.channel).await.unwrap();
+    let mut pubsub = redis.subscribed(&[&room.channel]).await;
     let entry = |id: u64, nick: Option<&str>| frame::member_entry(SessionId(id), nick, Some(Some("u")));
 
     // Two on node n1, one on node n2; the room holds three members.
@@ -79,9 +76,9 @@ async fn members_of_every_node_are_counted_listed_and_announced_together() {
     ];
     let mut stream = pubsub.on_message();
     for (event, id, nick) in expected {
-        let mut payload: String = stream.next().await.unwrap().get_payload().unwrap();
+        let mut payload = common::next_payload(&mut stream).await;
         if !payload.starts_with(PRESENCE_PREFIX) {
-            payload = stream.next().await.unwrap().get_payload().unwrap(); // the message published above
+            payload = common::next_payload(&mut stream).await; // the message published above
         }
         let local = frame::presence(&name, event, SessionId(id), nick, Some(Some("u")));
         assert_eq!(payload, format!("{PRESENCE_PREFIX}{local}"));
@@ -95,15 +92,12 @@ async fn members_of_every_node_are_counted_listed_and_announced_together() {
 #[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
 async fn a_dead_node_s_members_leave_with_leave_events() {
     let redis = Redis::start();
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = redis.connection().await;
     let presence = Presence::new("test");
     let rooms = ["a", "b:c"].map(|name| RoomName::parse(name).unwrap());
     let keys = rooms.each_ref().map(|name| RoomKeys::new("test", name));
-    let mut pubsub = client.get_async_pubsub().await.unwrap();
-    for room in &keys {
-        pubsub.subscribe(&room.channel).await.unwrap();
-    }
+    let channels = keys.each_ref().map(|room| room.channel.as_str());
+    let mut pubsub = redis.subscribed(&channels).await;
     let entry = |id: u64| frame::member_entry(SessionId(id), None, None);
     // Node "dead" has session 1 in both rooms and 2 in "a"; node "live" has 3 in "a".
     for (node, id, room) in [("dead", 1, 0), ("dead", 1, 1), ("dead", 2, 0), ("live", 3, 0)] {
@@ -118,7 +112,7 @@ async fn a_dead_node_s_members_leave_with_leave_events() {
     let mut stream = pubsub.on_message();
     let mut leaves = Vec::new();
     while leaves.len() < 3 {
-        let payload: String = stream.next().await.unwrap().get_payload().unwrap();
+        let payload = common::next_payload(&mut stream).await;
         let event: serde_json::Value = serde_json::from_str(payload.strip_prefix(PRESENCE_PREFIX).unwrap()).unwrap();
         if event["event"] == "leave" {
             leaves.push((event["room"].as_str().unwrap().to_string(), event["id"].as_str().unwrap().to_string()));

@@ -11,11 +11,6 @@ use roomcast::cluster::keys::RoomKeys;
 use roomcast::cluster::publish::{Delivered, Publish, Published, publish};
 use roomcast::protocol::RoomName;
 
-async fn connection(redis: &Redis) -> redis::aio::MultiplexedConnection {
-    let client = redis::Client::open(redis.url()).expect("a Redis URL");
-    client.get_multiplexed_async_connection().await.expect("connect to Redis")
-}
-
 fn keys(room: &str) -> RoomKeys {
     RoomKeys::new("test", &RoomName::parse(room).unwrap())
 }
@@ -42,11 +37,9 @@ async fn history(connection: &mut redis::aio::MultiplexedConnection, keys: &Room
 #[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
 async fn each_publish_gets_the_next_seq_in_history_and_on_the_channel_in_order() {
     let redis = Redis::start();
-    let mut conn = connection(&redis).await;
+    let mut conn = redis.connection().await;
     let room = keys("lobby");
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut pubsub = client.get_async_pubsub().await.unwrap();
-    pubsub.subscribe(&room.channel).await.unwrap();
+    let mut pubsub = redis.subscribed(&[&room.channel]).await;
     let mut epochs = Vec::new();
     for n in 1..=5 {
         let tail = format!(",\"body\":{n}}}");
@@ -73,7 +66,7 @@ async fn each_publish_gets_the_next_seq_in_history_and_on_the_channel_in_order()
 #[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
 async fn a_retried_publish_is_published_once() {
     let redis = Redis::start();
-    let mut conn = connection(&redis).await;
+    let mut conn = redis.connection().await;
     let room = keys("retries");
     let first = publish(&mut conn, &room, &message("node1-7", ",\"body\":1}", 50)).await.unwrap();
     // The same publish again, as after a timeout that hid the first reply.
@@ -88,7 +81,7 @@ async fn a_retried_publish_is_published_once() {
 #[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
 async fn history_keeps_the_newest_messages() {
     let redis = Redis::start();
-    let mut conn = connection(&redis).await;
+    let mut conn = redis.connection().await;
     let room = keys("capped");
     for n in 1..=7 {
         publish(&mut conn, &room, &message(&format!("c{n}"), "}", 3)).await.unwrap();
@@ -104,7 +97,7 @@ async fn history_keeps_the_newest_messages() {
 #[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
 async fn a_room_whose_data_was_lost_starts_again_with_a_new_epoch() {
     let redis = Redis::start();
-    let mut conn = connection(&redis).await;
+    let mut conn = redis.connection().await;
     let room = keys("lost");
     let before = publish(&mut conn, &room, &message("l1", "}", 50)).await.unwrap();
     publish(&mut conn, &room, &message("l2", "}", 50)).await.unwrap();
@@ -123,13 +116,11 @@ async fn a_room_whose_data_was_lost_starts_again_with_a_new_epoch() {
 async fn publishers_on_several_connections_share_one_order() {
     let redis = Redis::start();
     let room = keys("busy");
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut pubsub = client.get_async_pubsub().await.unwrap();
-    pubsub.subscribe(&room.channel).await.unwrap();
+    let mut pubsub = redis.subscribed(&[&room.channel]).await;
     // Three "nodes", each with its own connection, publishing at once.
     let mut nodes = Vec::new();
     for node in 0..3 {
-        let mut conn = connection(&redis).await;
+        let mut conn = redis.connection().await;
         let room = room.clone();
         nodes.push(tokio::spawn(async move {
             let mut seqs = Vec::new();
@@ -150,7 +141,7 @@ async fn publishers_on_several_connections_share_one_order() {
     assert_eq!(all, (1..=300).collect::<Vec<u64>>(), "every seq once, none missing");
     let mut stream = pubsub.on_message();
     for expected in 1..=300u64 {
-        let payload: String = stream.next().await.unwrap().get_payload().unwrap();
+        let payload = common::next_payload(&mut stream).await;
         assert_eq!(Delivered::parse(&payload).unwrap().seq, expected, "the channel is in seq order");
     }
 }
@@ -168,10 +159,9 @@ async fn a_feed_delivers_everything_once_while_its_pubsub_connection_is_killed()
     const MESSAGES: u64 = 3000;
     let redis = Redis::start();
     let room = keys("flood");
-    let client = redis::Client::open(redis.url()).unwrap();
     let (progress_tx, mut progress) = tokio::sync::watch::channel(0u64);
     let publisher = {
-        let mut conn = connection(&redis).await;
+        let mut conn = redis.connection().await;
         let room = room.clone();
         tokio::spawn(async move {
             for n in 1..=MESSAGES {
@@ -182,7 +172,7 @@ async fn a_feed_delivers_everything_once_while_its_pubsub_connection_is_killed()
         })
     };
     let killer = {
-        let mut conn = connection(&redis).await;
+        let mut conn = redis.connection().await;
         tokio::spawn(async move {
             let mut killed = 0u64;
             for at in [300, 900, 1500, 2100, 2700] {
@@ -197,17 +187,16 @@ async fn a_feed_delivers_everything_once_while_its_pubsub_connection_is_killed()
         })
     };
 
-    let mut reader = connection(&redis).await;
+    let mut reader = redis.connection().await;
     let mut feed = Feed::new("", 0);
     let mut delivered = Vec::new();
     let (mut fetches, mut reconnects) = (0, 0);
     let deadline = tokio::time::Instant::now() + common::DEADLINE * 3;
     while feed.last() < MESSAGES {
         assert!(tokio::time::Instant::now() < deadline, "stuck at {} of {MESSAGES}", feed.last());
-        let mut pubsub = client.get_async_pubsub().await.unwrap();
         // Subscribed (confirmed by Redis) before the history is read: no
         // message can fall between the two.
-        pubsub.subscribe(&room.channel).await.unwrap();
+        let mut pubsub = redis.subscribed(&[&room.channel]).await;
         let mut steps = Vec::new();
         feed.reconnected(&mut steps);
         reconnects += 1;
@@ -259,8 +248,8 @@ async fn a_publish_retried_after_a_timeout_is_delivered_once() {
     use std::time::Duration;
 
     let redis = Redis::start();
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut admin = connection(&redis).await;
+    let client = redis.client();
+    let mut admin = redis.connection().await;
     let timeout = Duration::from_millis(200);
     // One connection that keeps what it sent (the first attempt runs when
     // the pause ends, before the retry), one that reconnects on a timeout.
@@ -273,8 +262,7 @@ async fn a_publish_retried_after_a_timeout_is_delivered_once() {
     publish(&mut admin, &keys("warm-up"), &message_with_id("w1")).await.unwrap();
     for (name, first_runs) in [("kept", true), ("managed", false)] {
         let room = keys(name);
-        let mut pubsub = client.get_async_pubsub().await.unwrap();
-        pubsub.subscribe(&room.channel).await.unwrap();
+        let mut pubsub = redis.subscribed(&[&room.channel]).await;
         let _: () = redis::cmd("CLIENT").arg("PAUSE").arg(1000).arg("WRITE").query_async(&mut admin).await.unwrap();
         let message = message("n1-1", ",\"body\":1}", 50);
         let (published, attempts) = match name {
@@ -292,7 +280,7 @@ async fn a_publish_retried_after_a_timeout_is_delivered_once() {
         assert_eq!(next.seq, 2, "{name}: the retry spent no seq");
         let mut stream = pubsub.on_message();
         for expected in [1, 2] {
-            let payload: String = stream.next().await.unwrap().get_payload().unwrap();
+            let payload = common::next_payload(&mut stream).await;
             assert_eq!(Delivered::parse(&payload).unwrap().seq, expected, "{name}: one delivery each");
         }
     }
@@ -311,13 +299,13 @@ async fn the_subscriber_survives_its_connection_and_follows_its_rooms() {
     use roomcast::cluster::subscriber::{Event, Subscriber};
 
     let redis = Redis::start();
-    let client = redis::Client::open(redis.url()).unwrap();
+    let client = redis.client();
     let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
     let subscriber = Subscriber::start(client, "test".into(), 7, events_tx);
     let [a, b] = ["a", "b"].map(|name| RoomName::parse(name).unwrap());
     subscriber.subscribe(&a).await.unwrap();
     subscriber.subscribe(&b).await.unwrap();
-    let mut conn = connection(&redis).await;
+    let mut conn = redis.connection().await;
     let mut next = async || tokio::time::timeout(common::DEADLINE, events.recv()).await.expect("an event").unwrap();
     let seq_of = |event: Event| match event {
         Event::Arrived { room, payload } => (room.as_str().to_string(), Delivered::parse(&payload).unwrap().seq),

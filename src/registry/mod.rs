@@ -77,21 +77,20 @@ struct Entry {
     rooms: Vec<RoomName>,
     /// The user and grants of an authenticated session.
     identity: Option<Arc<Identity>>,
-    /// Whether `user` goes on the wire.
-    auth: bool,
 }
 
 impl Entry {
     fn new(handle: SessionHandle, kind: MemberKind, identity: Option<Arc<Identity>>, auth: bool) -> Self {
         let nick = identity.as_ref().and_then(|identity| identity.name.as_deref().map(String::from));
-        let mut entry = Entry { handle, kind, nick, sender: String::new(), rooms: Vec::new(), identity, auth };
-        entry.sender = frame::sender_fields(entry.handle.id(), entry.nick.as_deref(), entry.user());
+        let mut entry = Entry { handle, kind, nick, sender: String::new(), rooms: Vec::new(), identity };
+        entry.sender = frame::sender_fields(entry.handle.id(), entry.nick.as_deref(), entry.user(auth));
         entry
     }
 
-    /// The `user` field of frames about this session.
-    fn user(&self) -> frame::User<'_> {
-        self.auth.then(|| self.identity.as_deref().map(|identity| &*identity.user))
+    /// The `user` field of frames about this session (`auth`: authentication
+    /// is on, `Limits::auth`).
+    fn user(&self, auth: bool) -> frame::User<'_> {
+        auth.then(|| self.identity.as_deref().map(|identity| &*identity.user))
     }
 }
 
@@ -164,7 +163,8 @@ impl Registry {
         };
         entry.rooms.push(name.clone());
         let member = Member { handle: entry.handle.clone(), kind: entry.kind, read_only: access == Access::Read };
-        let presence = text(frame::presence(name, PresenceEvent::Join, id, entry.nick.as_deref(), entry.user()));
+        let user = entry.user(self.limits.auth);
+        let presence = text(frame::presence(name, PresenceEvent::Join, id, entry.nick.as_deref(), user));
         let room = room_entry(&mut self.rooms, name, self.limits.history);
         room.members.add(id, member);
         if room.members.len() == 1 {
@@ -195,7 +195,7 @@ impl Registry {
             return;
         };
         for name in &entry.rooms {
-            self.remove_member(id, name, entry.nick.as_deref(), entry.user());
+            self.remove_member(id, name, entry.nick.as_deref(), entry.user(self.limits.auth));
         }
     }
 
@@ -327,7 +327,7 @@ impl Registry {
         };
         entry.rooms.swap_remove(position);
         let nick = entry.nick.clone();
-        let user = entry.user().map(|user| user.map(String::from));
+        let user = entry.user(self.limits.auth).map(|user| user.map(String::from));
         self.remove_member(id, &name, nick.as_deref(), user.as_ref().map(|user| user.as_deref()));
         self.reply(id, frame::left(&name, reference));
     }
@@ -372,7 +372,7 @@ impl Registry {
             return;
         };
         entry.nick = Some(name);
-        entry.sender = frame::sender_fields(id, entry.nick.as_deref(), entry.user());
+        entry.sender = frame::sender_fields(id, entry.nick.as_deref(), entry.user(self.limits.auth));
         self.reply(id, frame::ok(None, reference));
     }
 
@@ -394,7 +394,7 @@ impl Registry {
         let sessions = &self.sessions;
         let auth = self.limits.auth;
         let list = room.members.ids().map(|member| match sessions.get(&member) {
-            Some(entry) => (member, entry.nick.as_deref(), entry.user()),
+            Some(entry) => (member, entry.nick.as_deref(), entry.user(auth)),
             None => (member, None, auth.then_some(None)),
         });
         let frame = frame::members(&name, list, reference);

@@ -498,6 +498,29 @@ impl Redis {
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
+
+    pub fn client(&self) -> redis::Client {
+        redis::Client::open(self.url()).expect("a Redis URL")
+    }
+
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        self.client().get_multiplexed_async_connection().await.expect("connect to Redis")
+    }
+
+    /// A pub/sub connection subscribed (confirmed) to `channels`.
+    pub async fn subscribed(&self, channels: &[&str]) -> redis::aio::PubSub {
+        let mut pubsub = self.client().get_async_pubsub().await.expect("a pub/sub connection");
+        for channel in channels {
+            pubsub.subscribe(*channel).await.expect("subscribe");
+        }
+        pubsub
+    }
+}
+
+/// The next payload on a pub/sub stream.
+pub async fn next_payload(stream: &mut (impl futures_util::Stream<Item = redis::Msg> + Unpin)) -> String {
+    let message = tokio::time::timeout(DEADLINE, stream.next()).await.expect("a message in time").expect("a message");
+    message.get_payload().expect("a text payload")
 }
 
 impl Drop for Redis {
