@@ -81,15 +81,47 @@ impl Credentials {
     }
 }
 
-pub struct Dialer {
+/// One server a dialer connects to.
+struct Target {
     url: Url,
-    credentials: Credentials,
     server: SocketAddr,
+    /// 127.0.0.1..N when the server is on IPv4 loopback.
     sources: Vec<IpAddr>,
-    next_source: AtomicUsize,
-    config: WebSocketConfig,
     /// For `wss:` URLs.
     tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Target {
+    async fn new(url: Url, sources: usize, ca: Option<&Path>) -> io::Result<Target> {
+        let tls = match url.scheme() {
+            "wss" => Some(Arc::new(crate::tls::client_config(ca).map_err(io::Error::other)?)),
+            _ => None,
+        };
+        let host = url.host_str().ok_or_else(|| io::Error::other("URL without a host"))?.to_string();
+        let port = url.port_or_known_default().unwrap_or(80);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let server = tokio::net::lookup_host((host, port))
+            .await?
+            .next()
+            .ok_or_else(|| io::Error::other(format!("{host} has no address")))?;
+        let sources = match server.ip() {
+            IpAddr::V4(ip) if ip.is_loopback() && sources > 1 => {
+                (1..=sources.min(254) as u8).map(|n| IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))).collect()
+            }
+            _ => Vec::new(),
+        };
+        Ok(Target { url, server, sources, tls })
+    }
+}
+
+/// Opens connections to one server, or in turn to each of several (the
+/// nodes of a cluster).
+pub struct Dialer {
+    targets: Vec<Target>,
+    next_target: AtomicUsize,
+    credentials: Credentials,
+    next_source: AtomicUsize,
+    config: WebSocketConfig,
     /// Connections that could not be opened, and why the first one failed,
     /// for reports.
     failures: std::sync::atomic::AtomicU64,
@@ -116,43 +148,47 @@ impl Dialer {
     /// loopback (other targets use the system's choice). `ca` adds trusted
     /// certificates for `wss:`.
     pub async fn new(url: Url, sources: usize, ca: Option<&Path>) -> io::Result<Dialer> {
-        let tls = match url.scheme() {
-            "wss" => Some(Arc::new(crate::tls::client_config(ca).map_err(io::Error::other)?)),
-            _ => None,
-        };
-        let host = url.host_str().ok_or_else(|| io::Error::other("URL without a host"))?.to_string();
-        let port = url.port_or_known_default().unwrap_or(80);
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let server = tokio::net::lookup_host((host, port))
-            .await?
-            .next()
-            .ok_or_else(|| io::Error::other(format!("{host} has no address")))?;
-        let sources = match server.ip() {
-            IpAddr::V4(ip) if ip.is_loopback() && sources > 1 => {
-                (1..=sources.min(254) as u8).map(|n| IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))).collect()
-            }
-            _ => Vec::new(),
-        };
+        Self::to_each(vec![url], sources, ca).await
+    }
+
+    /// A dialer whose connections go to each of `urls` in turn.
+    pub async fn to_each(urls: Vec<Url>, sources: usize, ca: Option<&Path>) -> io::Result<Dialer> {
+        let mut targets = Vec::with_capacity(urls.len());
+        for url in urls {
+            targets.push(Target::new(url, sources, ca).await?);
+        }
+        if targets.is_empty() {
+            return Err(io::Error::other("no URL"));
+        }
         let config = WebSocketConfig::default()
             .read_buffer_size(4 * 1024)
             .write_buffer_size(8 * 1024)
             .max_message_size(Some(64 << 20))
             .max_frame_size(Some(64 << 20));
         Ok(Dialer {
-            url,
+            targets,
+            next_target: AtomicUsize::new(0),
             credentials: Credentials::None,
-            server,
-            sources,
             next_source: AtomicUsize::new(0),
             config,
-            tls,
             failures: std::sync::atomic::AtomicU64::new(0),
             first_error: std::sync::OnceLock::new(),
         })
     }
 
+    /// Every URL, comma-separated, for reports.
+    pub fn urls(&self) -> String {
+        self.targets.iter().map(|target| target.url.as_str()).collect::<Vec<_>>().join(",")
+    }
+
+    /// How many servers connections are spread over.
+    pub fn target_count(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// The first server's URL.
     pub fn url(&self) -> &Url {
-        &self.url
+        &self.targets[0].url
     }
 
     pub fn with_credentials(mut self, credentials: Credentials) -> Self {
@@ -205,24 +241,25 @@ impl Dialer {
     /// "no member could connect to URL", with the first reason.
     pub fn none_connected(&self, who: &str) -> String {
         match self.first_error() {
-            Some(why) => format!("no {who} could connect to {}: {why}", self.url),
-            None => format!("no {who} could connect to {}", self.url),
+            Some(why) => format!("no {who} could connect to {}: {why}", self.urls()),
+            None => format!("no {who} could connect to {}", self.urls()),
         }
     }
 
     async fn open(&self, headers: &[(&str, &str)], recv_buffer: Option<u32>) -> Result<Ws, DialError> {
-        let socket = if self.server.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() };
+        let target = &self.targets[self.next_target.fetch_add(1, Ordering::Relaxed) % self.targets.len()];
+        let socket = if target.server.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() };
         let socket = socket.map_err(DialError::Io)?;
-        if !self.sources.is_empty() {
-            let n = self.next_source.fetch_add(1, Ordering::Relaxed) % self.sources.len();
-            socket.bind(SocketAddr::new(self.sources[n], 0)).map_err(DialError::Io)?;
+        if !target.sources.is_empty() {
+            let n = self.next_source.fetch_add(1, Ordering::Relaxed) % target.sources.len();
+            socket.bind(SocketAddr::new(target.sources[n], 0)).map_err(DialError::Io)?;
         }
         if let Some(bytes) = recv_buffer {
             socket.set_recv_buffer_size(bytes).map_err(DialError::Io)?;
         }
-        let stream = socket.connect(self.server).await.map_err(DialError::Io)?;
+        let stream = socket.connect(target.server).await.map_err(DialError::Io)?;
         stream.set_nodelay(true).map_err(DialError::Io)?;
-        let mut request = self.url.as_str().into_client_request().map_err(|e| DialError::Handshake(e.to_string()))?;
+        let mut request = target.url.as_str().into_client_request().map_err(|e| DialError::Handshake(e.to_string()))?;
         for (name, value) in headers {
             let name = tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|e| DialError::Handshake(e.to_string()))?;
@@ -236,7 +273,7 @@ impl Dialer {
             let value = bearer.parse().map_err(|_| DialError::Handshake("the token is not a header value".into()))?;
             request.headers_mut().insert(tokio_tungstenite::tungstenite::http::header::AUTHORIZATION, value);
         }
-        let tls = self.tls.clone().map(Connector::Rustls);
+        let tls = target.tls.clone().map(Connector::Rustls);
         match tokio_tungstenite::client_async_tls_with_config(request, stream, Some(self.config), tls).await {
             Ok((ws, _)) => Ok(ws),
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {

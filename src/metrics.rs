@@ -27,6 +27,62 @@ pub struct Metrics {
     pub protocol_errors: AtomicU64,
     /// `roomcast_auth_failures_total`, by [`AuthFailure`].
     pub auth_failures: [AtomicU64; 4],
+    /// `roomcast_cluster_*`, rendered when `[cluster]` is on.
+    pub cluster: ClusterMetrics,
+}
+
+/// Upper bounds (seconds) of `roomcast_cluster_publish_seconds`' buckets.
+const PUBLISH_BUCKETS: [f64; 12] = [0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+
+#[derive(Default)]
+pub struct ClusterMetrics {
+    pub enabled: std::sync::atomic::AtomicBool,
+    pub up: AtomicU64,
+    pub nodes: AtomicU64,
+    pub repairs: AtomicU64,
+    publish_buckets: [AtomicU64; PUBLISH_BUCKETS.len()],
+    publish_count: AtomicU64,
+    publish_micros: AtomicU64,
+}
+
+impl ClusterMetrics {
+    /// One publish's round trip to Redis.
+    pub fn observe_publish(&self, took: std::time::Duration) {
+        let seconds = took.as_secs_f64();
+        if let Some(bucket) = PUBLISH_BUCKETS.iter().position(|bound| seconds <= *bound) {
+            Metrics::inc(&self.publish_buckets[bucket]);
+        }
+        Metrics::inc(&self.publish_count);
+        Metrics::add(&self.publish_micros, took.as_micros() as u64);
+    }
+
+    fn render(&self, out: &mut String) {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let rows = [
+            ("roomcast_cluster_up", "gauge", "1 while Redis is reachable.", get(&self.up)),
+            ("roomcast_cluster_nodes", "gauge", "Live nodes seen in the cluster.", get(&self.nodes)),
+            (
+                "roomcast_cluster_repairs_total",
+                "counter",
+                "Gaps found on the pub/sub stream and filled from history.",
+                get(&self.repairs),
+            ),
+        ];
+        for (name, kind, help, value) in rows {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        }
+        let name = "roomcast_cluster_publish_seconds";
+        let _ = writeln!(out, "# HELP {name} A publish's round trip to Redis.\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, bucket) in PUBLISH_BUCKETS.iter().zip(&self.publish_buckets) {
+            cumulative += get(bucket);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = get(&self.publish_count);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum {}", get(&self.publish_micros) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {count}");
+    }
 }
 
 /// Why a connection or request was refused by authentication.
@@ -175,6 +231,9 @@ impl Metrics {
         );
         for why in AuthFailure::ALL {
             let _ = writeln!(out, "{name}{{reason=\"{}\"}} {}", why.label(), get(&self.auth_failures[why as usize]));
+        }
+        if self.cluster.enabled.load(Ordering::Relaxed) {
+            self.cluster.render(&mut out);
         }
         out
     }

@@ -23,7 +23,7 @@ use crate::registry::{self, messages::Reconfigure};
 use crate::tls::ServerCertificate;
 
 /// Keys read only at start-up.
-pub const RESTART_KEYS: [&str; 7] = [
+pub const RESTART_KEYS: [&str; 8] = [
     "server.host",
     "server.port",
     "server.workers",
@@ -31,6 +31,7 @@ pub const RESTART_KEYS: [&str; 7] = [
     "heartbeat.interval",
     "heartbeat.timeout",
     "auth.mode",
+    "cluster",
 ];
 
 pub struct Reloader {
@@ -113,6 +114,7 @@ fn keep_restart_keys(old: &Settings, new: &mut Settings) -> Vec<&'static str> {
     // On or off changes what every frame carries (`user`); the keys,
     // grants and limits reload.
     keep(RESTART_KEYS[6], old.auth.mode != new.auth.mode);
+    keep(RESTART_KEYS[7], old.cluster != new.cluster);
     let tls_switched = old.server.tls.cert.is_empty() != new.server.tls.cert.is_empty();
     keep("server.tls (on or off)", tls_switched);
     new.server.host.clone_from(&old.server.host);
@@ -121,6 +123,7 @@ fn keep_restart_keys(old: &Settings, new: &mut Settings) -> Vec<&'static str> {
     new.server.max_connections = old.server.max_connections;
     new.heartbeat = old.heartbeat.clone();
     new.auth.mode = old.auth.mode;
+    new.cluster = old.cluster.clone();
     if tls_switched {
         new.server.tls = old.server.tls.clone();
     }

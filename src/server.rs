@@ -24,6 +24,7 @@ use crate::http::peers::PeerLimit;
 use crate::http::{self, AppState, Live};
 use crate::metrics::Metrics;
 use crate::protocol::close;
+use crate::registry::cluster::{Cluster, ClusterLeave};
 use crate::registry::{self, Registry};
 use crate::reload::Reloader;
 use crate::session::heartbeat::Watchdog;
@@ -128,8 +129,23 @@ async fn serve(settings: Settings, config: Option<PathBuf>) -> Result<(), ServeE
     let limits = registry::Limits::new(&settings);
     let registry_metrics = metrics.clone();
     let registry_thread = Arbiter::new();
-    let registry =
-        Registry::start_in_arbiter(&registry_thread.handle(), move |_| Registry::new(limits, registry_metrics));
+    let clustered = settings.cluster.enabled();
+    // In a cluster, session ids carry the node's number: none is handed out
+    // (the gate answers 503) until Redis has given the node one.
+    let next_id = Arc::new(AtomicU64::new(if clustered { 0 } else { 1 }));
+    let cluster = match clustered {
+        true => Some(
+            Cluster::new(settings.cluster.clone(), next_id.clone())
+                .map_err(|e| ConfigError::key("cluster.redis", e.to_string()))?,
+        ),
+        false => None,
+    };
+    if clustered {
+        eprintln!("cluster: connecting to Redis (prefix {:?})", settings.cluster.prefix);
+    }
+    let registry = Registry::start_in_arbiter(&registry_thread.handle(), move |_| {
+        Registry::new(limits, registry_metrics, cluster)
+    });
     let state = AppState {
         rate: RateLimit::new(settings.limits.messages_per_second, settings.limits.burst),
         peer_limit: PeerLimit::new(settings.server.max_connections_per_ip),
@@ -139,7 +155,8 @@ async fn serve(settings: Settings, config: Option<PathBuf>) -> Result<(), ServeE
         live: Arc::new(ArcSwap::from_pointee(Live::new(settings.clone())?)),
         metrics,
         draining: Arc::new(AtomicBool::new(false)),
-        next_id: Arc::new(AtomicU64::new(1)),
+        next_id,
+        clustered,
     };
 
     let app_state = state.clone();
@@ -189,6 +206,16 @@ async fn drain_on_signal(mut signals: Signals, state: AppState, server: ServerHa
         humantime::format_duration(timeout)
     );
     state.draining.store(true, Ordering::Release);
+    if state.clustered {
+        // The members here leave their rooms now, with leave events, before
+        // their connections close.
+        let leave = state.registry.send(ClusterLeave);
+        if tokio::time::timeout(timeout / 2, leave).await.is_err() {
+            log::warn!(
+                "cluster: leaving took longer than half of shutdown_timeout; the others will time this node out"
+            );
+        }
+    }
     state.watchdog.close_all(close::GOING_AWAY);
     // Leave time to stop the server itself within shutdown_timeout.
     let budget = timeout.saturating_sub((timeout / 10).min(Duration::from_millis(500)));

@@ -105,6 +105,10 @@ fn check_config_prints_every_key_with_its_default() {
         leeway = "30s"
         private_rooms = []
         max_connections_per_user = 0
+        [cluster]
+        redis = ""
+        prefix = "roomcast"
+        node_timeout = "5s"
         [log]
         level = "info"
         "#,
@@ -140,14 +144,23 @@ fn the_shipped_file_holds_every_key_at_its_default() {
 #[test]
 fn check_config_names_the_configuration_and_hides_secrets() {
     let secret = "auth-secret-of-at-least-32-bytes-long";
-    let output =
-        run(&["check-config"], &[("ROOMCAST_API__KEY", "s3cret-value"), ("ROOMCAST_AUTH__HMAC_SECRET", secret)]);
+    let redis = "redis://:redis-pass-word@127.0.0.1:6379/2";
+    let output = run(
+        &["check-config"],
+        &[
+            ("ROOMCAST_API__KEY", "s3cret-value"),
+            ("ROOMCAST_AUTH__HMAC_SECRET", secret),
+            ("ROOMCAST_CLUSTER__REDIS", redis),
+        ],
+    );
     let text = stdout(&output);
     assert!(text.starts_with("# config: built-in defaults\n"), "{text}");
     let settings: toml::Table = toml::from_str(&text).unwrap();
     assert_eq!(settings["api"]["key"].as_str(), Some("<redacted>"));
     assert_eq!(settings["auth"]["hmac_secret"].as_str(), Some("<redacted>"));
     assert!(!text.contains("s3cret-value") && !text.contains(secret));
+    assert!(!text.contains("redis-pass-word"), "{text}");
+    assert!(settings["cluster"]["redis"].as_str().is_some_and(|url| url.contains("@127.0.0.1:6379/2")), "{text}");
     // Not in an error either.
     let path = config_file("secret", "[api]\nkey = 12345678\n");
     let output = run(&["check-config", "--config", path.to_str().unwrap()], &[]);
@@ -246,6 +259,16 @@ fn bad_configuration_exits_2_with_one_line_naming_the_key() {
         Case("a private key as the public key", None, &[("ROOMCAST_AUTH__PUBLIC_KEY", PRIVATE_KEY)], "auth.public_key"),
         Case("a PEM file as the key set", None, &[("ROOMCAST_AUTH__JWKS_FILE", PRIVATE_KEY)], "auth.jwks_file"),
         Case("a bad room pattern", Some("[auth]\nprivate_rooms = [\"a b\"]\n"), &[], "auth.private_rooms"),
+        Case("a Redis URL that is not one", Some("[cluster]\nredis = \"localhost:6379\"\n"), &[], "cluster.redis"),
+        Case(
+            "a Redis URL of another scheme",
+            None,
+            &[("ROOMCAST_CLUSTER__REDIS", "http://127.0.0.1:6379")],
+            "cluster.redis",
+        ),
+        Case("an empty cluster prefix", Some("[cluster]\nprefix = \"\"\n"), &[], "cluster.prefix"),
+        Case("a cluster prefix with a space", None, &[("ROOMCAST_CLUSTER__PREFIX", "a b")], "cluster.prefix"),
+        Case("a short node timeout", Some("[cluster]\nnode_timeout = \"500ms\"\n"), &[], "cluster.node_timeout"),
     ];
     for Case(what, file, env, key) in cases {
         let path = file.map(|text| config_file(&what.replace(' ', "-"), text));

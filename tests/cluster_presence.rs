@@ -10,10 +10,26 @@ use std::time::Duration;
 
 use common::Redis;
 use roomcast::cluster::keys::RoomKeys;
-use roomcast::cluster::presence::{Joined, PRESENCE_PREFIX, Presence};
+use roomcast::cluster::presence::{Joined, Membership, PRESENCE_PREFIX, Presence, Read};
 use roomcast::cluster::publish::{Publish, publish};
 use roomcast::protocol::frame::{self, PresenceEvent};
 use roomcast::protocol::{RoomName, SessionId};
+
+#[allow(clippy::too_many_arguments)]
+async fn join(
+    presence: &Presence,
+    conn: &mut redis::aio::MultiplexedConnection,
+    keys: &RoomKeys,
+    room: &str,
+    node: &str,
+    id: u64,
+    entry: &str,
+    max: usize,
+) -> Joined {
+    let id = id.to_string();
+    let member = Membership { room, node, id: &id, entry };
+    presence.join(conn, keys, &member, max, Read::Recent(0)).await.unwrap().joined
+}
 
 #[tokio::test]
 #[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
@@ -29,12 +45,12 @@ async fn members_of_every_node_are_counted_listed_and_announced_together() {
     // Two on node n1, one on node n2; the room holds three members.
     let joins = [("n1", 1, Some("ann")), ("n1", 2, None), ("n2", 3, Some("cy"))];
     for (n, (node, id, nick)) in joins.iter().enumerate() {
-        let joined = presence.join(&mut conn, &room, "lobby", node, &id.to_string(), &entry(*id, *nick), 3).await;
-        assert_eq!(joined.unwrap(), Joined::Added(n + 1));
+        let joined = join(&presence, &mut conn, &room, "lobby", node, *id, &entry(*id, *nick), 3).await;
+        assert_eq!(joined, Joined::Added(n + 1));
     }
-    let again = presence.join(&mut conn, &room, "lobby", "n1", "1", &entry(1, Some("ann")), 3).await.unwrap();
+    let again = join(&presence, &mut conn, &room, "lobby", "n1", 1, &entry(1, Some("ann")), 3).await;
     assert_eq!(again, Joined::Already(3), "joining again changes nothing");
-    let full = presence.join(&mut conn, &room, "lobby", "n2", "4", &entry(4, None), 3).await.unwrap();
+    let full = join(&presence, &mut conn, &room, "lobby", "n2", 4, &entry(4, None), 3).await;
     assert_eq!(full, Joined::Full(3), "max_members_per_room counts every node");
     let mut listed = presence.members(&mut conn, &room).await.unwrap();
     listed.sort();
@@ -59,7 +75,7 @@ async fn members_of_every_node_are_counted_listed_and_announced_together() {
     let ttl: i64 = redis::cmd("PTTL").arg(&room.history).query_async(&mut conn).await.unwrap();
     assert!(ttl > 50_000 && ttl <= 60_000, "empty: kept for empty_ttl, {ttl} ms left");
     // Joining again before it expires keeps it.
-    presence.join(&mut conn, &room, "lobby", "n2", "5", &entry(5, None), 3).await.unwrap();
+    join(&presence, &mut conn, &room, "lobby", "n2", 5, &entry(5, None), 3).await;
     let ttl: i64 = redis::cmd("PTTL").arg(&room.history).query_async(&mut conn).await.unwrap();
     assert_eq!(ttl, -1);
 
@@ -102,7 +118,7 @@ async fn a_dead_node_s_members_leave_with_leave_events() {
     // Node "dead" has session 1 in both rooms and 2 in "a"; node "live" has 3 in "a".
     for (node, id, room) in [("dead", 1, 0), ("dead", 1, 1), ("dead", 2, 0), ("live", 3, 0)] {
         let name = rooms[room].as_str();
-        presence.join(&mut conn, &keys[room], name, node, &id.to_string(), &entry(id), 100).await.unwrap();
+        join(&presence, &mut conn, &keys[room], name, node, id, &entry(id), 100).await;
     }
     assert_eq!(presence.evict(&mut conn, "dead", Duration::from_secs(60)).await.unwrap(), 3);
     assert_eq!(presence.rooms(&mut conn).await.unwrap(), [("a".to_string(), 1)], "b:c emptied, a keeps 3");

@@ -300,7 +300,7 @@ async fn the_subscriber_survives_its_connection_and_follows_its_rooms() {
 
     let redis = Redis::start();
     let client = redis.client();
-    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let (events_tx, mut events) = tokio::sync::mpsc::channel(1024);
     let subscriber = Subscriber::start(client, "test".into(), 7, events_tx);
     let [a, b] = ["a", "b"].map(|name| RoomName::parse(name).unwrap());
     subscriber.subscribe(&a).await.unwrap();
@@ -308,7 +308,9 @@ async fn the_subscriber_survives_its_connection_and_follows_its_rooms() {
     let mut conn = redis.connection().await;
     let mut next = async || tokio::time::timeout(common::DEADLINE, events.recv()).await.expect("an event").unwrap();
     let seq_of = |event: Event| match event {
-        Event::Arrived { room, payload } => (room.as_str().to_string(), Delivered::parse(&payload).unwrap().seq),
+        Event::Arrived { room, payload } => {
+            (room.as_str().to_string(), Delivered::parse(std::str::from_utf8(&payload).unwrap()).unwrap().seq)
+        }
         other => panic!("expected a message, got {other:?}"),
     };
     publish(&mut conn, &keys("a"), &message_with_id("a1")).await.unwrap();

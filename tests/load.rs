@@ -340,3 +340,39 @@ fn load_authenticates_with_minted_or_given_tokens() {
     assert_eq!(code, Some(0), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(figure(&doc, "round_trips") > 0.0, "{doc:#}");
 }
+
+#[tokio::test]
+#[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
+async fn fanout_across_cluster_nodes_checks_order_and_loss_cluster_wide() {
+    let redis = common::Redis::start();
+    let url = redis.url();
+    let mut env = fast_limits();
+    env.extend([("ROOMCAST_CLUSTER__REDIS", url.as_str()), ("ROOMCAST_CLUSTER__NODE_TIMEOUT", "2s")]);
+    let nodes: Vec<Server> = (0..2)
+        .map(|_| {
+            let node = Server::start(&env);
+            node.wait_for_log("cluster: node ");
+            node
+        })
+        .collect();
+    let urls = format!("ws://{},ws://{}", nodes[0].addr, nodes[1].addr);
+    let json = std::env::temp_dir().join(format!("roomcast-load-cluster-{}.json", std::process::id()));
+    let args = ["load", "fanout", "--url", &urls, "--rooms", "2", "--members", "4", "--rate", "50", "--duration", "1s"];
+    let mut all = args.to_vec();
+    all.extend(["--json", json.to_str().unwrap(), "--quiet"]);
+    let output = command(&all, &[]).output().expect("run roomcast load");
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&json);
+    let published = figure(&doc, "published");
+    assert!(published >= 50.0, "{published}");
+    assert_eq!(figure(&doc, "deliveries"), published * 4.0, "every member on either node got every message");
+    for key in ["lost", "gaps", "out_of_order", "errors", "connect_errors", "refused"] {
+        assert_eq!(figure(&doc, key), 0.0, "{key}");
+    }
+    assert_eq!(doc["params"]["url"], format!("ws://{}/ws,ws://{}/ws", nodes[0].addr, nodes[1].addr));
+    // Both nodes held members.
+    for node in &nodes {
+        assert_eq!(node.metric("roomcast_connections_total").await, 4);
+    }
+}

@@ -33,13 +33,57 @@ pub struct Feed {
     waiting: BTreeMap<u64, String>,
     /// A fetch is on its way, up to this `seq` (`None`: to the end).
     fetching: Option<Option<u64>>,
+    /// A reconnect came while a fetch was out: fetch to the end after it.
+    refetch: bool,
+    /// Not yet anchored: the first join's reply says where the room is.
+    unanchored: Option<Early>,
+}
+
+/// What happened to a feed before it knew where its room was.
+#[derive(Debug, Default)]
+struct Early {
+    arrivals: Vec<(u64, String, String)>,
+    reconnected: bool,
 }
 
 impl Feed {
     /// A feed that has delivered everything up to `last` of `epoch` (what
     /// the join read from the history).
     pub fn new(epoch: &str, last: u64) -> Feed {
-        Feed { epoch: epoch.to_string(), next: last + 1, waiting: BTreeMap::new(), fetching: None }
+        Feed {
+            epoch: epoch.to_string(),
+            next: last + 1,
+            waiting: BTreeMap::new(),
+            fetching: None,
+            refetch: false,
+            unanchored: None,
+        }
+    }
+
+    /// A feed subscribed to its room's channel before the node knows the
+    /// room's `seq`: arrivals wait for [`Feed::anchor`].
+    pub fn unanchored() -> Feed {
+        Feed { unanchored: Some(Early::default()), ..Feed::new("", 0) }
+    }
+
+    pub fn is_anchored(&self) -> bool {
+        self.unanchored.is_none()
+    }
+
+    /// The room was at `top` of `epoch` when the node's first member joined
+    /// (after the node subscribed): what arrived meanwhile is replayed.
+    pub fn anchor(&mut self, epoch: &str, top: u64, steps: &mut Vec<Step>) {
+        let Some(early) = self.unanchored.take() else {
+            return;
+        };
+        self.epoch = epoch.to_string();
+        self.next = top + 1;
+        for (seq, epoch, frame) in early.arrivals {
+            self.arrived(seq, &epoch, frame, steps);
+        }
+        if early.reconnected {
+            self.reconnected(steps);
+        }
     }
 
     pub fn epoch(&self) -> &str {
@@ -67,6 +111,10 @@ impl Feed {
 
     /// A message from the room's channel.
     pub fn arrived(&mut self, seq: u64, epoch: &str, frame: String, steps: &mut Vec<Step>) {
+        if let Some(early) = &mut self.unanchored {
+            early.arrivals.push((seq, epoch.to_string(), frame));
+            return;
+        }
         if epoch != self.epoch {
             self.fetching = None;
             self.restart(epoch, steps);
@@ -88,8 +136,13 @@ impl Feed {
     /// The channel's connection was lost and is back: anything may have
     /// been missed meanwhile, up to whatever the room's `seq` is now.
     pub fn reconnected(&mut self, steps: &mut Vec<Step>) {
-        if self.fetching.is_none() {
-            self.fetch(None, steps);
+        if let Some(early) = &mut self.unanchored {
+            early.reconnected = true;
+            return;
+        }
+        match self.fetching {
+            None => self.fetch(None, steps),
+            Some(_) => self.refetch = true,
         }
     }
 
@@ -127,6 +180,9 @@ impl Feed {
                 self.next = seq + 1;
             }
             let Some(&seq) = self.waiting.keys().next() else {
+                if std::mem::take(&mut self.refetch) {
+                    self.fetch(None, steps);
+                }
                 return;
             };
             match requested_to {
@@ -235,6 +291,23 @@ mod tests {
         let mut steps = Vec::new();
         feed.repaired("e1", history(5..=6), &mut steps);
         assert_eq!(delivered(&steps), [5, 6, 7]);
+    }
+
+    #[test]
+    fn an_unanchored_feed_replays_what_arrived_once_anchored() {
+        let mut feed = Feed::unanchored();
+        let mut steps = Vec::new();
+        feed.arrived(5, "e1", frame(5), &mut steps);
+        feed.arrived(7, "e1", frame(7), &mut steps);
+        feed.reconnected(&mut steps);
+        assert!(steps.is_empty());
+        feed.anchor("e1", 5, &mut steps);
+        assert_eq!(steps, [Step::Fetch { from: 6, to: Some(6) }], "5 was in the join's read; 6 is missing");
+        let mut steps = Vec::new();
+        feed.repaired("e1", history(6..=8), &mut steps);
+        assert_eq!(delivered(&steps), [6, 7, 8]);
+        assert_eq!(steps.last(), Some(&Step::Fetch { from: 9, to: None }), "the reconnect's fetch follows");
+        assert!(feed.is_anchored());
     }
 
     #[test]

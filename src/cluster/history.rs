@@ -7,7 +7,12 @@ use redis::Script;
 use super::keys::RoomKeys;
 
 const SCRIPT: &str = r#"
-local epoch = redis.call('HGET', KEYS[1], 'e') or ''
+local epoch = redis.call('HGET', KEYS[1], 'e')
+if not epoch then
+    -- The room is gone (Redis lost it): it starts again, under a new epoch.
+    epoch = ARGV[3]
+    redis.call('HSET', KEYS[1], 'e', epoch)
+end
 local top = tonumber(redis.call('HGET', KEYS[1], 's') or '0')
 local entries = redis.call('XRANGE', KEYS[2], ARGV[1] .. '-0', ARGV[2])
 local out = {epoch, top}
@@ -22,7 +27,7 @@ return out
 /// A room's epoch, its last `seq`, and the history entries asked for.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Range {
-    /// Empty when the room has no messages.
+    /// Made when the room had none (it was lost).
     pub epoch: String,
     pub top: u64,
     pub entries: Vec<(u64, String)>,
@@ -41,8 +46,14 @@ pub async fn range<C: redis::aio::ConnectionLike>(
     to: Option<u64>,
 ) -> redis::RedisResult<Range> {
     let end = to.map_or_else(|| "+".to_string(), |to| format!("{to}-0"));
-    let reply: Vec<redis::Value> =
-        script().key(&keys.meta).key(&keys.history).arg(from.max(1)).arg(end).invoke_async(connection).await?;
+    let reply: Vec<redis::Value> = script()
+        .key(&keys.meta)
+        .key(&keys.history)
+        .arg(from.max(1))
+        .arg(end)
+        .arg(format!("{:016x}", fastrand::u64(..)))
+        .invoke_async(connection)
+        .await?;
     let mut values = reply.into_iter();
     let malformed = || redis::RedisError::from((redis::ErrorKind::Parse, "a malformed history reply"));
     let epoch: String = redis::from_redis_value(values.next().ok_or_else(malformed)?)?;

@@ -15,8 +15,13 @@
 use redis::Script;
 
 const SCRIPT: &str = r#"
-local alive, dead, last_any, amnesty = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local alive, dead, last_any, amnesty, next = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local node, timeout = ARGV[1], tonumber(ARGV[2])
+-- A Redis that lost its data must not hand out a live node's number again.
+local number = tonumber(node)
+if number and number > tonumber(redis.call('GET', next) or '0') then
+    redis.call('SET', next, number)
+end
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 if redis.call('SISMEMBER', dead, node) == 1 then
@@ -28,15 +33,15 @@ if previous > 0 and now - previous > timeout / 2 then
     redis.call('SET', amnesty, now + timeout)
 end
 redis.call('ZADD', alive, now, node)
-local out = {0}
-if now < tonumber(redis.call('GET', amnesty) or '0') then
-    return out
+local out = {0, 0}
+if now >= tonumber(redis.call('GET', amnesty) or '0') then
+    for _, other in ipairs(redis.call('ZRANGEBYSCORE', alive, '-inf', now - timeout)) do
+        redis.call('ZREM', alive, other)
+        redis.call('SADD', dead, other)
+        out[#out + 1] = other
+    end
 end
-for _, other in ipairs(redis.call('ZRANGEBYSCORE', alive, '-inf', now - timeout)) do
-    redis.call('ZREM', alive, other)
-    redis.call('SADD', dead, other)
-    out[#out + 1] = other
-end
+out[2] = redis.call('ZCARD', alive)
 return out
 "#;
 
@@ -47,6 +52,8 @@ pub struct Beat {
     pub declared_dead: bool,
     /// Nodes found dead by this beat (each is found by exactly one beat).
     pub dead: Vec<String>,
+    /// Nodes alive after this beat.
+    pub alive: usize,
 }
 
 fn script() -> &'static Script {
@@ -61,6 +68,7 @@ pub struct Liveness {
     dead: String,
     last_any: String,
     amnesty: String,
+    next: String,
 }
 
 impl Liveness {
@@ -70,6 +78,7 @@ impl Liveness {
             dead: format!("{prefix}:nodes:dead"),
             last_any: format!("{prefix}:nodes:last-beat"),
             amnesty: format!("{prefix}:nodes:amnesty"),
+            next: super::nodes::next_key(prefix),
         }
     }
 
@@ -85,6 +94,7 @@ impl Liveness {
             .key(&self.dead)
             .key(&self.last_any)
             .key(&self.amnesty)
+            .key(&self.next)
             .arg(node)
             .arg(timeout.as_millis() as u64)
             .invoke_async(connection)
@@ -94,8 +104,12 @@ impl Liveness {
             Some(value) => redis::from_redis_value(value)?,
             None => 0,
         };
+        let alive: usize = match values.next() {
+            Some(value) => redis::from_redis_value(value)?,
+            None => 0,
+        };
         let dead = values.map(redis::from_redis_value).collect::<Result<Vec<String>, _>>()?;
-        Ok(Beat { declared_dead: flag == 1, dead })
+        Ok(Beat { declared_dead: flag == 1, dead, alive })
     }
 
     /// Takes a node off the books on a graceful shutdown: nobody has to wait

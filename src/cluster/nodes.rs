@@ -9,9 +9,48 @@ use crate::protocol::SessionId;
 /// in the low ones.
 const LOCAL_BITS: u32 = 32;
 
+/// The counter of node numbers.
+pub fn next_key(prefix: &str) -> String {
+    format!("{prefix}:nodes:next")
+}
+
 /// The next node number of the cluster named by `prefix`.
 pub async fn register<C: redis::aio::ConnectionLike>(connection: &mut C, prefix: &str) -> redis::RedisResult<u64> {
-    redis::cmd("INCR").arg(format!("{prefix}:nodes:next")).query_async(connection).await
+    redis::cmd("INCR").arg(next_key(prefix)).query_async(connection).await
+}
+
+/// The set of node `node`'s open sessions (`direct` asks it).
+pub fn sessions_key(prefix: &str, node: u64) -> String {
+    format!("{prefix}:node:{node}:sessions")
+}
+
+const DIRECT: &str = r#"
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then
+    return 0
+end
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+"#;
+
+/// Sends `payload` to the node holding session `to`, if it is open there;
+/// returns whether it was.
+pub async fn direct<C: redis::aio::ConnectionLike>(
+    connection: &mut C,
+    prefix: &str,
+    to: SessionId,
+    payload: &str,
+) -> redis::RedisResult<bool> {
+    static SCRIPT: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
+    let node = node_of(to);
+    let sent: u8 = SCRIPT
+        .get_or_init(|| redis::Script::new(DIRECT))
+        .key(sessions_key(prefix, node))
+        .arg(to.0)
+        .arg(direct_channel(prefix, node))
+        .arg(payload)
+        .invoke_async(connection)
+        .await?;
+    Ok(sent == 1)
 }
 
 /// The id of the `local`-th session of node `node`; `None` once the node

@@ -17,20 +17,46 @@ pub const PRESENCE_PREFIX: &str = "P ";
 const JOIN: &str = r#"
 local members, node_index, rooms, meta, history = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local room, id, entry, max_members, channel = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
-if redis.call('HEXISTS', members, id) == 1 then
-    return {redis.call('HLEN', members), 0}
+local fresh_epoch, since, client_epoch, recent = ARGV[6], tonumber(ARGV[7]), ARGV[8], tonumber(ARGV[9])
+local count, outcome = redis.call('HLEN', members), 0
+if redis.call('HEXISTS', members, id) == 0 then
+    if count >= max_members then
+        return {count, -1}
+    end
+    redis.call('HSET', members, id, entry)
+    redis.call('SADD', node_index, room .. ' ' .. id)
+    count, outcome = count + 1, 1
+    redis.call('ZADD', rooms, count, room)
+    redis.call('PERSIST', meta)
+    redis.call('PERSIST', history)
+    redis.call('PUBLISH', channel, 'P {"type":"presence","room":"' .. room .. '","event":"join",' .. string.sub(entry, 2))
 end
-local count = redis.call('HLEN', members)
-if count >= max_members then
-    return {count, -1}
+-- The room's epoch exists from its first join, so that joined can carry it.
+local epoch = redis.call('HGET', meta, 'e')
+if not epoch then
+    epoch = fresh_epoch
+    redis.call('HSET', meta, 'e', epoch)
 end
-redis.call('HSET', members, id, entry)
-redis.call('SADD', node_index, room .. ' ' .. id)
-redis.call('ZADD', rooms, count + 1, room)
-redis.call('PERSIST', meta)
-redis.call('PERSIST', history)
-redis.call('PUBLISH', channel, 'P {"type":"presence","room":"' .. room .. '","event":"join",' .. string.sub(entry, 2))
-return {count + 1, 1}
+local top = tonumber(redis.call('HGET', meta, 's') or '0')
+local entries, reset = {}, 0
+if since >= 0 then
+    if since > top or (client_epoch ~= '' and client_epoch ~= epoch) then
+        entries, reset = redis.call('XRANGE', history, '-', '+'), 1
+    else
+        entries = redis.call('XRANGE', history, (since + 1) .. '-0', '+')
+    end
+elseif recent > 0 then
+    local newest = redis.call('XREVRANGE', history, '+', '-', 'COUNT', recent)
+    for i = #newest, 1, -1 do
+        entries[#entries + 1] = newest[i]
+    end
+end
+local out = {count, outcome, epoch, top, reset}
+for _, item in ipairs(entries) do
+    out[#out + 1] = tonumber(string.match(item[1], '^(%d+)-'))
+    out[#out + 1] = item[2][2]
+end
+return out
 "#;
 
 /// The body of a leave, shared by [`Presence::leave`] and
@@ -114,6 +140,53 @@ pub enum Joined {
     Full(usize),
 }
 
+/// Who joins: the room's name, the node holding the session, the session
+/// id, and its `members` entry (a JSON object).
+#[derive(Debug, Clone, Copy)]
+pub struct Membership<'a> {
+    pub room: &'a str,
+    pub node: &'a str,
+    pub id: &'a str,
+    pub entry: &'a str,
+}
+
+/// What a join reads of the history.
+#[derive(Debug, Clone, Copy)]
+pub enum Read<'a> {
+    /// The newest `n` messages (`history: n`).
+    Recent(usize),
+    /// Every kept message after `seq` (`since`), with the epoch it belongs to.
+    Since { seq: u64, epoch: Option<&'a str> },
+}
+
+/// A join's outcome and what its `joined` reply carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinReply {
+    pub joined: Joined,
+    pub epoch: String,
+    /// The room's last `seq` when the member joined.
+    pub top: u64,
+    /// History entries read, oldest first.
+    pub entries: Vec<(u64, String)>,
+    /// `since` was beyond the room's `seq` or of another epoch: `entries`
+    /// is every kept message and nothing was recovered.
+    pub reset: bool,
+}
+
+impl Default for JoinReply {
+    fn default() -> Self {
+        JoinReply { joined: Joined::Full(0), epoch: String::new(), top: 0, entries: Vec::new(), reset: false }
+    }
+}
+
+impl JoinReply {
+    /// `recovered` for a `since` join: every message after `since` is in
+    /// `entries`.
+    pub fn recovered(&self, since: u64) -> bool {
+        !self.reset && self.entries.len() as u64 == self.top.saturating_sub(since)
+    }
+}
+
 impl Presence {
     pub fn new(prefix: &str) -> Presence {
         Presence { prefix: prefix.to_string(), rooms: format!("{prefix}:rooms") }
@@ -130,34 +203,55 @@ impl Presence {
         invocation
     }
 
-    /// Makes session `id` (whose `members` entry is `entry`, a JSON object)
-    /// a member of `room` on `node`, unless the room is full.
-    #[allow(clippy::too_many_arguments)]
+    /// Makes session `member.id` a member of `keys`' room on `member.node`
+    /// unless the room is full, and reads what its `joined` reply needs, in
+    /// the same step: nothing published after the read can be missing from
+    /// the node's channel (the node subscribed before).
     pub async fn join<C: redis::aio::ConnectionLike>(
         &self,
         connection: &mut C,
         keys: &RoomKeys,
-        room: &str,
-        node: &str,
-        id: &str,
-        entry: &str,
+        member: &Membership<'_>,
         max_members: usize,
-    ) -> redis::RedisResult<Joined> {
+        read: Read<'_>,
+    ) -> redis::RedisResult<JoinReply> {
         static CELL: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
-        let (count, outcome): (usize, i8) = self
-            .with_room_keys(script(JOIN, &CELL), keys, node)
-            .arg(room)
-            .arg(id)
-            .arg(entry)
+        let (since, client_epoch, recent) = match read {
+            Read::Recent(count) => (-1, "", count),
+            Read::Since { seq, epoch } => (i64::try_from(seq).unwrap_or(i64::MAX), epoch.unwrap_or(""), 0),
+        };
+        let reply: Vec<redis::Value> = self
+            .with_room_keys(script(JOIN, &CELL), keys, member.node)
+            .arg(member.room)
+            .arg(member.id)
+            .arg(member.entry)
             .arg(max_members)
             .arg(&keys.channel)
+            .arg(format!("{:016x}", fastrand::u64(..)))
+            .arg(since)
+            .arg(client_epoch)
+            .arg(recent)
             .invoke_async(connection)
             .await?;
-        Ok(match outcome {
+        let malformed = || redis::RedisError::from((redis::ErrorKind::Parse, "a malformed join reply"));
+        let mut values = reply.into_iter();
+        let mut next = || values.next().ok_or_else(malformed);
+        let count: usize = redis::from_redis_value(next()?)?;
+        let outcome: i8 = redis::from_redis_value(next()?)?;
+        let joined = match outcome {
             1 => Joined::Added(count),
             0 => Joined::Already(count),
-            _ => Joined::Full(count),
-        })
+            _ => return Ok(JoinReply { joined: Joined::Full(count), ..JoinReply::default() }),
+        };
+        let epoch: String = redis::from_redis_value(next()?)?;
+        let top: u64 = redis::from_redis_value(next()?)?;
+        let reset: u8 = redis::from_redis_value(next()?)?;
+        let mut entries = Vec::new();
+        while let Some(seq) = values.next() {
+            let frame = values.next().ok_or_else(malformed)?;
+            entries.push((redis::from_redis_value(seq)?, redis::from_redis_value(frame)?));
+        }
+        Ok(JoinReply { joined, epoch, top, entries, reset: reset == 1 })
     }
 
     /// Ends session `id`'s membership of `room`; returns the members left,
@@ -181,6 +275,26 @@ impl Presence {
             .invoke_async(connection)
             .await?;
         Ok(usize::try_from(left).ok())
+    }
+
+    /// Puts session `id`'s new `members` entry (a new nick) in the room,
+    /// if it is still a member.
+    pub async fn rename<C: redis::aio::ConnectionLike>(
+        &self,
+        connection: &mut C,
+        keys: &RoomKeys,
+        id: &str,
+        entry: &str,
+    ) -> redis::RedisResult<()> {
+        static CELL: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+        const RENAME: &str = r#"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+    redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
+return 0
+"#;
+        let _: i64 = script(RENAME, &CELL).key(&keys.members).arg(id).arg(entry).invoke_async(connection).await?;
+        Ok(())
     }
 
     /// Every member of `room`: their `members` entries.

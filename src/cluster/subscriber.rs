@@ -18,8 +18,9 @@ use super::keys::RoomKeys;
 /// What the subscriber tells its owner, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// A payload from a room's channel (a message or a presence event).
-    Arrived { room: RoomName, payload: String },
+    /// A payload from a room's channel: a message, a presence event, or a
+    /// raw binary frame (not UTF-8, hence bytes).
+    Arrived { room: RoomName, payload: Vec<u8> },
     /// A payload from the node's `direct` channel.
     Direct(String),
     /// The connection was lost; what is published from now on is missed
@@ -34,14 +35,15 @@ enum Command {
     Unsubscribe(RoomName),
 }
 
-/// The handle; the connection's task ends when it is dropped.
+/// The handle; the connection's task ends when every clone is dropped.
+#[derive(Clone)]
 pub struct Subscriber {
     commands: mpsc::UnboundedSender<Command>,
 }
 
 impl Subscriber {
     /// Starts the task of node `node` on the current Tokio runtime.
-    pub fn start(client: redis::Client, prefix: String, node: u64, events: mpsc::UnboundedSender<Event>) -> Subscriber {
+    pub fn start(client: redis::Client, prefix: String, node: u64, events: mpsc::Sender<Event>) -> Subscriber {
         let (commands, receiver) = mpsc::unbounded_channel();
         tokio::spawn(run(client, prefix, node, receiver, events));
         Subscriber { commands }
@@ -73,7 +75,7 @@ async fn run(
     prefix: String,
     node: u64,
     mut commands: mpsc::UnboundedReceiver<Command>,
-    events: mpsc::UnboundedSender<Event>,
+    events: mpsc::Sender<Event>,
 ) {
     let channel = |room: &RoomName| RoomKeys::new(&prefix, room).channel;
     let direct = super::nodes::direct_channel(&prefix, node);
@@ -98,7 +100,7 @@ async fn run(
             continue;
         }
         backoff = Duration::from_millis(50);
-        if connected_before && events.send(Event::Reconnected).is_err() {
+        if connected_before && events.send(Event::Reconnected).await.is_err() {
             return;
         }
         connected_before = true;
@@ -106,18 +108,24 @@ async fn run(
             tokio::select! {
                 message = stream.next() => {
                     let Some(message) = message else {
-                        if events.send(Event::Lost("the pub/sub connection closed".into())).is_err() {
+                        if events.send(Event::Lost("the pub/sub connection closed".into())).await.is_err() {
                             return;
                         }
                         break;
                     };
-                    let Ok(payload) = message.get_payload::<String>() else { continue };
+                    let payload = message.get_payload_bytes().to_vec();
                     let event = match room_of(message.get_channel_name()) {
-                        _ if message.get_channel_name() == direct => Event::Direct(payload),
+                        _ if message.get_channel_name() == direct => match String::from_utf8(payload) {
+                            Ok(text) => Event::Direct(text),
+                            Err(_) => continue,
+                        },
                         Some(room) => Event::Arrived { room, payload },
                         None => continue,
                     };
-                    if events.send(event).is_err() {
+                    // Bounded: a node that cannot keep up stops reading, and
+                    // Redis's pub/sub output limit cuts it off; it then
+                    // repairs from the history.
+                    if events.send(event).await.is_err() {
                         return;
                     }
                 }

@@ -33,6 +33,7 @@ pub struct Settings {
     pub rooms: RoomSettings,
     pub api: ApiSettings,
     pub auth: AuthSettings,
+    pub cluster: ClusterSettings,
     pub log: LogSettings,
 }
 
@@ -179,6 +180,50 @@ impl Default for AuthSettings {
             private_rooms: Vec::new(),
             max_connections_per_user: 0,
         }
+    }
+}
+
+/// `[cluster]` (`shared/spec/cluster.md`): rooms across processes through
+/// Redis. All restart-only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// `redis://...` or `rediss://...`; empty = one process.
+    pub redis: String,
+    pub prefix: String,
+    #[serde(with = "values::duration")]
+    pub node_timeout: Duration,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self { redis: String::new(), prefix: "roomcast".into(), node_timeout: Duration::from_secs(5) }
+    }
+}
+
+impl ClusterSettings {
+    pub fn enabled(&self) -> bool {
+        !self.redis.is_empty()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.enabled() {
+            let url = url::Url::parse(&self.redis)
+                .map_err(|problem| ConfigError::key("cluster.redis", format!("not a URL: {problem}")))?;
+            if !matches!(url.scheme(), "redis" | "rediss") || url.host_str().is_none_or(str::is_empty) {
+                let problem = "must look like redis://[:PASSWORD@]HOST:PORT[/DB] or rediss://...";
+                return Err(ConfigError::key("cluster.redis", problem));
+            }
+            redis::Client::open(self.redis.as_str())
+                .map_err(|problem| ConfigError::key("cluster.redis", problem.to_string()))?;
+        }
+        if self.prefix.is_empty() || self.prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(ConfigError::key("cluster.prefix", "must be non-empty, without spaces"));
+        }
+        if self.node_timeout < Duration::from_secs(1) {
+            return Err(ConfigError::key("cluster.node_timeout", "must be at least 1s"));
+        }
+        Ok(())
     }
 }
 
@@ -431,6 +476,7 @@ impl Settings {
             }
         }
         crate::auth::Verifier::new(&self.auth)?;
+        self.cluster.validate()?;
         validate_log_filter(&self.log.level).map_err(|problem| ConfigError::key("log.level", problem))
     }
 
@@ -442,6 +488,12 @@ impl Settings {
             if !secret.is_empty() {
                 *secret = REDACTED.into();
             }
+        }
+        if let Ok(mut url) = url::Url::parse(&shown.cluster.redis)
+            && url.password().is_some()
+        {
+            let _ = url.set_password(Some(REDACTED));
+            shown.cluster.redis = url.to_string();
         }
         toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot render settings: {e}\n"))
     }

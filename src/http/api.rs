@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 use super::{AppState, Refusal};
 use crate::protocol::RoomName;
 use crate::protocol::frame;
-use crate::registry::messages::{ApiPublish, ListRooms};
+use crate::registry::messages::{ApiPublish, ApiRefusal, ListRooms};
 
 fn json(body: String) -> HttpResponse {
     HttpResponse::Ok().content_type("application/json").body(body)
@@ -94,9 +94,13 @@ pub async fn publish(
     }
     match state.registry.send(ApiPublish { room, body }).await {
         Ok(Ok(seq)) => json(format!("{{\"seq\":{seq}}}")),
-        Ok(Err(_)) => {
+        Ok(Err(ApiRefusal::TooManyRooms)) => {
             let why = "the server holds its most rooms (rooms.max_rooms); publish to an existing room";
             Refusal::new(StatusCode::SERVICE_UNAVAILABLE, why).response()
+        }
+        Ok(Err(ApiRefusal::Unavailable(why))) => {
+            Refusal::new(StatusCode::SERVICE_UNAVAILABLE, format!("the cluster's Redis is unavailable ({why})"))
+                .response()
         }
         Err(e) => {
             log::warn!("room registry unavailable: {e}");
@@ -111,7 +115,11 @@ pub async fn rooms(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse
         return refusal.response();
     }
     match state.registry.send(ListRooms).await {
-        Ok(rooms) => json(frame::rooms(None, rooms.iter().map(|(name, count)| (name, *count)), None)),
+        Ok(Ok(rooms)) => json(frame::rooms(None, rooms.iter().map(|(name, count)| (name, *count)), None)),
+        Ok(Err(why)) => {
+            Refusal::new(StatusCode::SERVICE_UNAVAILABLE, format!("the cluster's Redis is unavailable ({why})"))
+                .response()
+        }
         Err(e) => {
             log::warn!("room registry unavailable: {e}");
             Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "room registry unavailable").response()

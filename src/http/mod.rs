@@ -65,8 +65,11 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Set on SIGINT/SIGTERM: refuse new connections, report unhealthy.
     pub draining: Arc<AtomicBool>,
-    /// The next session id.
+    /// The next session id; in a cluster, below 2^32 (no node number) until
+    /// the node has joined.
     pub next_id: Arc<AtomicU64>,
+    /// `[cluster]` is on.
+    pub clustered: bool,
 }
 
 impl AppState {

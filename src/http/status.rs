@@ -6,10 +6,13 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::AppState;
 
-/// 200 `ok` while connections are accepted, 503 while draining.
+/// 200 `ok` while connections are accepted, 503 while draining or, in a
+/// cluster, while Redis does not answer.
 pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     if state.draining.load(Ordering::Acquire) {
         HttpResponse::ServiceUnavailable().content_type("text/plain").body("draining")
+    } else if state.clustered && state.metrics.cluster.up.load(Ordering::Relaxed) == 0 {
+        HttpResponse::ServiceUnavailable().content_type("text/plain").body("redis unavailable")
     } else {
         HttpResponse::Ok().content_type("text/plain").body("ok")
     }

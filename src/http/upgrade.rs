@@ -232,6 +232,10 @@ fn admit(req: &HttpRequest, state: &AppState, bad_room: Option<&'static str>) ->
         None => None,
     };
     let id = SessionId(state.next_id.fetch_add(1, Ordering::Relaxed));
+    if state.clustered && crate::cluster::nodes::node_of(id) == 0 {
+        log::info!("refused {} from {}: not yet in the cluster (Redis)", req.path(), peer(req));
+        return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "not yet connected to the cluster's Redis"));
+    }
     let socket = req.conn_data::<SocketId>().copied().map(ConnSocket::new);
     let limits = &live.settings.limits;
     let outbound = OutboundLimits {
@@ -350,6 +354,9 @@ pub async fn raw(
         Ok(Err(RawRefusal::RoomFull)) => Some(Refusal::new(StatusCode::CONFLICT, "room is full")),
         Ok(Err(RawRefusal::TooManyRooms)) => {
             Some(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "the server holds its most rooms; try an existing room"))
+        }
+        Ok(Err(RawRefusal::Unavailable)) => {
+            Some(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "the cluster's Redis is unavailable; try again"))
         }
         Err(error) => {
             log::warn!("room registry unavailable: {error}");

@@ -95,7 +95,7 @@ pub async fn run(args: ChurnArgs) -> Result<Report, String> {
     let latency = Latency::new();
     let tag = run_tag();
     let mut report = Report::new("churn");
-    report.param("url", dialer.url().as_str());
+    report.param("url", dialer.urls());
     report.param("rate", args.rate);
     report.param("duration_s", args.common.duration.as_secs_f64());
 

@@ -176,7 +176,7 @@ pub async fn run(args: EchoArgs) -> Result<Report, String> {
         dropped: AtomicU64::new(0),
     });
     let mut report = Report::new("echo");
-    report.param("url", echoes.dialer.url().as_str());
+    report.param("url", echoes.dialer.urls());
     report.param("connections", args.connections);
     report.param("in_flight", args.in_flight);
     report.param("size", args.size);

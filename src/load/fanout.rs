@@ -88,7 +88,7 @@ pub async fn run(args: FanoutArgs) -> Result<Report, String> {
     let members = Members::new(names, dialer, args.common.connect_concurrency);
 
     let mut report = Report::new("fanout");
-    report.param("url", members.dialer.url().as_str());
+    report.param("url", members.dialer.urls());
     report.param("rooms", args.rooms);
     report.param("members_per_room", args.members);
     report.param("publishers", publishers);

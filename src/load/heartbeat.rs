@@ -54,7 +54,7 @@ pub async fn run(args: HeartbeatArgs) -> Result<Report, String> {
     let members =
         Members::new((0..rooms).map(|r| format!("{tag}-{r}")).collect(), dialer, args.common.connect_concurrency);
     let mut report = Report::new("heartbeat");
-    report.param("url", members.dialer.url().as_str());
+    report.param("url", members.dialer.urls());
     report.param("live", args.live);
     report.param("dead", args.dead);
     report.param("rooms", rooms);

@@ -65,7 +65,7 @@ pub async fn run(args: IdleArgs) -> Result<Report, String> {
         dropped: AtomicU64::new(0),
     });
     let mut report = Report::new("idle");
-    report.param("url", idle.dialer.url().as_str());
+    report.param("url", idle.dialer.urls());
     report.param("connections", args.connections);
     report.param("hold_s", args.common.duration.as_secs_f64());
     report.param("sources", args.common.sources);

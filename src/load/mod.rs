@@ -55,9 +55,10 @@ pub enum Scenario {
 #[derive(Args, Debug, Clone)]
 pub struct Common {
     /// Server URL, e.g. ws://127.0.0.1:8080 (the scenario adds /ws or /echo
-    /// when the URL has no path).
-    #[arg(long)]
-    pub url: String,
+    /// when the URL has no path). Several (repeated, or comma-separated:
+    /// the nodes of a cluster) spread the connections over them in turn.
+    #[arg(long, required = true, value_delimiter = ',')]
+    pub url: Vec<String>,
     /// How long the measured part runs.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
@@ -103,9 +104,10 @@ pub struct Common {
 
 impl Common {
     pub async fn dialer(&self, default_path: &str) -> Result<Dialer, String> {
-        let url = endpoint(&self.url, default_path)?;
-        let dialer =
-            Dialer::new(url, self.sources, self.ca.as_deref()).await.map_err(|e| format!("{}: {e}", self.url))?;
+        let urls = self.url.iter().map(|url| endpoint(url, default_path)).collect::<Result<Vec<_>, _>>()?;
+        let dialer = Dialer::to_each(urls, self.sources, self.ca.as_deref())
+            .await
+            .map_err(|e| format!("{}: {e}", self.url.join(",")))?;
         Ok(dialer.with_credentials(self.credentials()?))
     }
 

@@ -85,7 +85,7 @@ pub async fn run(args: SlowArgs) -> Result<Report, String> {
     let members =
         Members::new((0..rooms).map(|r| format!("{tag}-{r}")).collect(), dialer, args.common.connect_concurrency);
     let mut report = Report::new("slow");
-    report.param("url", members.dialer.url().as_str());
+    report.param("url", members.dialer.urls());
     report.param("rooms", rooms);
     report.param("members_per_room", args.members);
     report.param("slow", args.slow);

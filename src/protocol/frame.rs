@@ -222,12 +222,22 @@ pub fn members<'a>(
     members: impl Iterator<Item = (SessionId, Option<&'a str>, User<'a>)>,
     reference: Option<&RawValue>,
 ) -> String {
+    let entries: Vec<String> = members.map(|(id, nick, user)| member_entry(id, nick, user)).collect();
+    members_of_entries(room, entries.iter().map(String::as_str), reference)
+}
+
+/// A `members` reply from ready [`member_entry`]s (as a cluster keeps them).
+pub fn members_of_entries<'a>(
+    room: &RoomName,
+    entries: impl Iterator<Item = &'a str>,
+    reference: Option<&RawValue>,
+) -> String {
     let mut list = String::from("[");
-    for (i, (id, nick, user)) in members.enumerate() {
+    for (i, entry) in entries.enumerate() {
         if i > 0 {
             list.push(',');
         }
-        list.push_str(&member_entry(id, nick, user));
+        list.push_str(entry);
     }
     list.push(']');
     Frame::new("members").str("room", room.as_str()).raw("members", &list).finish(reference)

@@ -31,6 +31,8 @@ pub mod close {
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
     pub const HEARTBEAT_TIMEOUT: u16 = 1011;
+    /// The node was declared dead by its cluster and starts again.
+    pub const SERVICE_RESTART: u16 = 1012;
     pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
@@ -112,6 +114,8 @@ pub enum ErrorCode {
     Forbidden,
     /// `auth.max_connections_per_user`.
     TooManyConnections,
+    /// The cluster's Redis does not answer (`cluster.md`).
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -129,6 +133,7 @@ impl ErrorCode {
             ErrorCode::TokenExpired => "token_expired",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::TooManyConnections => "too_many_connections",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 }

@@ -45,6 +45,10 @@ impl Members {
         self.members.contains_key(&id)
     }
 
+    pub fn get(&self, id: SessionId) -> Option<&Member> {
+        self.members.get(&id)
+    }
+
     pub fn get_mut(&mut self, id: SessionId) -> Option<&mut Member> {
         self.members.get_mut(&id)
     }
@@ -95,8 +99,19 @@ impl Members {
         raw: Option<&OutFrame>,
         slow: &mut Vec<SessionId>,
     ) {
+        self.fan_out_unless(|id, _| Some(id) == except, json, raw, slow);
+    }
+
+    /// [`Members::fan_out`] to the members `skip` does not name.
+    pub fn fan_out_unless(
+        &self,
+        skip: impl Fn(SessionId, &Member) -> bool,
+        json: Option<&OutFrame>,
+        raw: Option<&OutFrame>,
+        slow: &mut Vec<SessionId>,
+    ) {
         for (id, member) in &self.members {
-            if Some(*id) == except {
+            if skip(*id, member) {
                 continue;
             }
             let frame = match member.kind {

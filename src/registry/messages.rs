@@ -68,11 +68,18 @@ pub enum RawRefusal {
     RoomFull,
     /// A new room, and `rooms.max_rooms` are held: 503.
     TooManyRooms,
+    /// The cluster's Redis does not answer: 503.
+    Unavailable,
 }
 
-/// A new room, and `rooms.max_rooms` are held.
+/// Why `POST /api/rooms/{room}/publish` did not publish (503 either way).
 #[derive(Debug)]
-pub struct TooManyRooms;
+pub enum ApiRefusal {
+    /// A new room, and `rooms.max_rooms` are held.
+    TooManyRooms,
+    /// The cluster's Redis does not answer.
+    Unavailable(String),
+}
 
 /// The session has ended: its memberships end with `presence` leave events.
 /// Sent by [`Registration`] only.
@@ -117,15 +124,16 @@ pub struct RawFrame {
 
 /// `POST /api/rooms/{room}/publish`: returns the message's `seq`.
 #[derive(Message)]
-#[rtype(result = "Result<u64, TooManyRooms>")]
+#[rtype(result = "Result<u64, ApiRefusal>")]
 pub struct ApiPublish {
     pub room: RoomName,
     pub body: Box<RawValue>,
 }
 
-/// `GET /api/rooms`: every room with at least one member, by name.
+/// `GET /api/rooms`: every room with at least one member, by name (an
+/// error: the cluster's Redis does not answer).
 #[derive(Message)]
-#[rtype(result = "Vec<(RoomName, usize)>")]
+#[rtype(result = "Result<Vec<(RoomName, usize)>, String>")]
 pub struct ListRooms;
 
 /// SIGHUP's new limits: they apply to the rooms held too (a smaller history

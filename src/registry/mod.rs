@@ -9,6 +9,7 @@
 //! clone of the same bytes. A member whose queue is full is closed (1013)
 //! and removed at once, so the others are never slowed down by it.
 
+pub mod cluster;
 pub mod history;
 pub mod members;
 pub mod messages;
@@ -19,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use actix::{Actor, AsyncContext, Context, Handler, MessageResult};
+use actix::{Actor, AsyncContext, Context, Handler, ResponseActFuture, WrapFuture};
 use bytestring::ByteString;
 use serde_json::value::RawValue;
 
@@ -31,11 +32,12 @@ use crate::protocol::frame::{self, PresenceEvent};
 use crate::protocol::request::RequestKind;
 use crate::protocol::{self, ErrorCode, RoomName, SessionId};
 use crate::session::handle::{OutFrame, Push, SessionHandle};
+use cluster::Cluster;
 use history::HistoryLimits;
 use members::{Member, MemberKind};
 use messages::{
-    ApiPublish, Command, Connect, ConnectRaw, Disconnect, ListRooms, RawFrame, RawRefusal, Reauth, Reconfigure,
-    TooManyRooms,
+    ApiPublish, ApiRefusal, Command, Connect, ConnectRaw, Disconnect, ListRooms, RawFrame, RawRefusal, Reauth,
+    Reconfigure,
 };
 use room::Room;
 
@@ -104,10 +106,16 @@ pub struct Registry {
     slow: Vec<SessionId>,
     /// Rooms that became empty while handling a message; each gets a timer.
     emptied: Vec<RoomName>,
+    /// With `[cluster]`: rooms live in Redis (`rooms` stays empty).
+    cluster: Option<Box<Cluster>>,
 }
 
 impl Actor for Registry {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.start_cluster(ctx);
+    }
 }
 
 /// Queues a frame for one session, noting it in `slow` if its queue is full.
@@ -130,12 +138,13 @@ struct Join {
     grant: Option<Access>,
 }
 
-fn now_epoch_ms() -> u64 {
+pub(crate) fn now_epoch_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 impl Registry {
-    pub fn new(limits: Limits, metrics: Arc<Metrics>) -> Self {
+    /// A registry; with `cluster`, its rooms live in Redis.
+    pub fn new(limits: Limits, metrics: Arc<Metrics>, cluster: Option<Cluster>) -> Self {
         Registry {
             limits,
             metrics,
@@ -143,6 +152,7 @@ impl Registry {
             rooms: HashMap::new(),
             slow: Vec::new(),
             emptied: Vec::new(),
+            cluster: cluster.map(Box::new),
         }
     }
 
@@ -190,10 +200,13 @@ impl Registry {
         room.members.fan_out(None, Some(&presence), None, &mut self.slow);
     }
 
-    fn remove_session(&mut self, id: SessionId) {
+    fn remove_session(&mut self, id: SessionId, ctx: &mut Context<Self>) {
         let Some(entry) = self.sessions.remove(&id) else {
             return;
         };
+        if self.cluster.is_some() {
+            return self.cluster_remove_session(id, entry, ctx);
+        }
         for name in &entry.rooms {
             self.remove_member(id, name, entry.nick.as_deref(), entry.user(self.limits.auth));
         }
@@ -211,7 +224,7 @@ impl Registry {
             if let Some(entry) = self.sessions.get(&id) {
                 entry.handle.close_slow(&self.metrics);
             }
-            self.remove_session(id);
+            self.remove_session(id, ctx);
         }
         for name in std::mem::take(&mut self.emptied) {
             let Some(room) = self.rooms.get(&name) else {
@@ -440,15 +453,26 @@ fn publish_to(
 impl Handler<Connect> for Registry {
     type Result = ();
 
-    fn handle(&mut self, msg: Connect, _ctx: &mut Context<Self>) {
-        self.sessions.insert(msg.handle.id(), Entry::new(msg.handle, MemberKind::Json, msg.identity, self.limits.auth));
+    fn handle(&mut self, msg: Connect, ctx: &mut Context<Self>) {
+        let id = msg.handle.id();
+        self.sessions.insert(id, Entry::new(msg.handle, MemberKind::Json, msg.identity, self.limits.auth));
+        self.cluster_connected(id, ctx);
     }
 }
 
 impl Handler<ConnectRaw> for Registry {
-    type Result = Result<(), RawRefusal>;
+    type Result = ResponseActFuture<Self, Result<(), RawRefusal>>;
 
     fn handle(&mut self, msg: ConnectRaw, ctx: &mut Context<Self>) -> Self::Result {
+        if self.cluster.is_some() {
+            return self.cluster_connect_raw(msg, ctx);
+        }
+        Box::pin(actix::fut::ready(self.connect_raw(msg, ctx)))
+    }
+}
+
+impl Registry {
+    fn connect_raw(&mut self, msg: ConnectRaw, ctx: &mut Context<Self>) -> Result<(), RawRefusal> {
         if !self.room_allowed(&msg.room) {
             return Err(RawRefusal::TooManyRooms);
         }
@@ -468,7 +492,7 @@ impl Handler<Disconnect> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: Disconnect, ctx: &mut Context<Self>) {
-        self.remove_session(msg.id);
+        self.remove_session(msg.id, ctx);
         self.settle(ctx);
     }
 }
@@ -477,6 +501,10 @@ impl Handler<Command> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: Command, ctx: &mut Context<Self>) {
+        if self.cluster.is_some() {
+            self.cluster_command(msg, ctx);
+            return self.settle(ctx);
+        }
         let id = msg.id;
         let reference = msg.request.reference.as_deref();
         match msg.request.kind {
@@ -506,6 +534,10 @@ impl Handler<RawFrame> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: RawFrame, ctx: &mut Context<Self>) {
+        if self.cluster.is_some() {
+            self.cluster_raw_frame(msg, ctx);
+            return self.settle(ctx);
+        }
         let Some(entry) = self.sessions.get(&msg.id) else {
             return;
         };
@@ -539,11 +571,26 @@ impl Handler<RawFrame> for Registry {
 }
 
 impl Handler<ApiPublish> for Registry {
-    type Result = Result<u64, TooManyRooms>;
+    type Result = ResponseActFuture<Self, Result<u64, ApiRefusal>>;
 
     fn handle(&mut self, msg: ApiPublish, ctx: &mut Context<Self>) -> Self::Result {
+        if self.cluster.is_none() {
+            return Box::pin(actix::fut::ready(self.api_publish(msg, ctx)));
+        }
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        let sender = frame::api_sender_fields(self.limits.auth);
+        self.publish_in_redis(ctx, None, &msg.room, &sender, msg.body.get(), move |_, published| {
+            let _ = done.send(published.map_err(ApiRefusal::Unavailable));
+        });
+        let outcome = async move { outcome.await.unwrap_or_else(|_| Err(ApiRefusal::Unavailable("stopped".into()))) };
+        Box::pin(outcome.into_actor(self))
+    }
+}
+
+impl Registry {
+    fn api_publish(&mut self, msg: ApiPublish, ctx: &mut Context<Self>) -> Result<u64, ApiRefusal> {
         if !self.room_allowed(&msg.room) {
-            return Err(TooManyRooms);
+            return Err(ApiRefusal::TooManyRooms);
         }
         if !self.rooms.contains_key(&msg.room) {
             // Created empty by this publish: forgotten after empty_ttl like
@@ -559,10 +606,13 @@ impl Handler<ApiPublish> for Registry {
 }
 
 impl Handler<ListRooms> for Registry {
-    type Result = MessageResult<ListRooms>;
+    type Result = ResponseActFuture<Self, Result<Vec<(RoomName, usize)>, String>>;
 
     fn handle(&mut self, _msg: ListRooms, _ctx: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.occupied_rooms())
+        if self.cluster.is_none() {
+            return Box::pin(actix::fut::ready(Ok(self.occupied_rooms())));
+        }
+        Box::pin(self.rooms_in_redis().into_actor(self))
     }
 }
 

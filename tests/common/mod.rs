@@ -466,33 +466,53 @@ impl Redis {
     /// Starts one; a missing `redis-server` fails the test, naming the
     /// package.
     pub fn start() -> Redis {
-        let program = tool("redis-server", "redis-server");
         // Another process may take the free port between our look and
         // Redis' bind: then try another.
         for _ in 0..5 {
             let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            let mut child = Command::new(&program)
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start redis-server");
-            let stdout = child.stdout.take().expect("stdout");
-            let (tx, rx) = mpsc::channel();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    if line.contains("Ready to accept connections") {
-                        let _ = tx.send(());
-                    }
-                }
-            });
-            if rx.recv_timeout(DEADLINE).is_ok() {
-                return Redis { child, port };
+            if let Some(redis) = Self::try_start_on(port) {
+                return redis;
             }
-            let _ = child.kill();
-            let _ = child.wait();
         }
         panic!("redis-server did not start");
+    }
+
+    /// Starts one on `port` (a Redis that comes back after it was killed,
+    /// empty).
+    pub fn start_on(port: u16) -> Redis {
+        Self::try_start_on(port).unwrap_or_else(|| panic!("redis-server did not start on port {port}"))
+    }
+
+    fn try_start_on(port: u16) -> Option<Redis> {
+        let program = tool("redis-server", "redis-server");
+        let mut child = Command::new(&program)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("Ready to accept connections") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        if rx.recv_timeout(DEADLINE).is_ok() {
+            return Some(Redis { child, port });
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    /// Kills it at once (SIGKILL): its data is gone.
+    pub fn kill(mut self) -> u16 {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.port
     }
 
     pub fn url(&self) -> String {

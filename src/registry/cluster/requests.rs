@@ -1,0 +1,448 @@
+//! Requests in a cluster: each is one Redis round trip (a script or a
+//! command), answered when Redis has answered. `publish` gets its `seq`
+//! from Redis and its `ok` then; the message itself reaches every member,
+//! the publisher included, through the room's channel.
+
+use std::time::{Duration, Instant};
+
+use actix::Context;
+use serde_json::value::RawValue;
+
+use super::rooms::{BINARY_PREFIX, ClusterJoin, JoinOutcome, JoinRead, unavailable};
+use crate::auth::Access;
+use crate::cluster::keys::RoomKeys;
+use crate::cluster::nodes;
+use crate::cluster::publish::{self, Publish};
+use crate::metrics::AuthFailure;
+use crate::protocol::request::{Ref, RequestKind};
+use crate::protocol::{self, ErrorCode, RoomName, SessionId, frame};
+use crate::registry::members::MemberKind;
+use crate::registry::messages::{Command, RawFrame};
+use crate::registry::{Registry, now_epoch_ms};
+use crate::session::handle::OutFrame;
+
+/// How long a publish is tried again while Redis does not answer.
+const PUBLISH_WITHIN: Duration = Duration::from_secs(2);
+
+/// Why a publish failed.
+pub(in crate::registry) type PublishFailure = String;
+
+impl Registry {
+    /// Redis did not answer the last beat: requests that need it fail now
+    /// instead of waiting for a timeout.
+    fn redis_down(&self) -> Option<String> {
+        let up = self.metrics.cluster.up.load(std::sync::atomic::Ordering::Relaxed) == 1;
+        let linked = self.cluster.as_deref().is_some_and(|cluster| cluster.link.is_some());
+        (!up || !linked).then(|| "no answer to the last beat".to_string())
+    }
+
+    pub(super) fn cluster_request(&mut self, command: Command, ctx: &mut Context<Self>) {
+        let Command { id, request, grant, ticket } = command;
+        let reference = request.reference;
+        match request.kind {
+            RequestKind::Join { room, history, since, epoch, token: _ } => {
+                let read = match since {
+                    Some(since) => JoinRead::Since(since, epoch),
+                    None => JoinRead::Recent(history.unwrap_or(0).min(self.limits.history.messages as u64) as usize),
+                };
+                self.request_join(ctx, id, room, read, grant, reference, ticket);
+            }
+            RequestKind::Leave { room } => {
+                let Some(entry) = self.sessions.get_mut(&id) else {
+                    return;
+                };
+                let Some(at) = entry.rooms.iter().position(|r| *r == room) else {
+                    return self.error(
+                        id,
+                        ErrorCode::NotMember,
+                        &format!("not a member of {room}"),
+                        reference.as_deref(),
+                    );
+                };
+                entry.rooms.swap_remove(at);
+                self.drop_local_member(id, &room);
+                self.leave_in_redis(ctx, id, &room);
+                self.reply(id, frame::left(&room, reference.as_deref()));
+            }
+            RequestKind::Publish { room, body } => self.cluster_publish(ctx, id, room, &body, reference, ticket),
+            RequestKind::Direct { to, body } => self.cluster_direct(ctx, id, &to, &body, reference, ticket),
+            RequestKind::Nick { name } => {
+                self.nick(id, name, reference.as_deref());
+                self.rename_in_redis(ctx, id);
+            }
+            RequestKind::Rooms => {
+                let Some((mut connection, presence)) = self.redis_handle().map(|(c, p, _)| (c, p)) else {
+                    return self.error(id, ErrorCode::Unavailable, &unavailable("not connected"), reference.as_deref());
+                };
+                let work = async move { presence.rooms(&mut connection).await };
+                self.in_redis(ctx, Some(id), work, move |registry, rooms, _| {
+                    let _ticket = ticket;
+                    match rooms {
+                        Ok(rooms) => {
+                            let rooms = parse_rooms(rooms);
+                            let frame =
+                                frame::rooms(Some("rooms"), rooms.iter().map(|(n, c)| (n, *c)), reference.as_deref());
+                            registry.reply(id, frame);
+                        }
+                        Err(e) => registry.error(
+                            id,
+                            ErrorCode::Unavailable,
+                            &unavailable(&e.to_string()),
+                            reference.as_deref(),
+                        ),
+                    }
+                });
+            }
+            RequestKind::Members { room } => {
+                if self.local_member(id, &room).is_none() {
+                    return self.error(
+                        id,
+                        ErrorCode::NotMember,
+                        &format!("not a member of {room}"),
+                        reference.as_deref(),
+                    );
+                }
+                let Some((mut connection, presence, prefix)) = self.redis_handle() else {
+                    return self.error(id, ErrorCode::Unavailable, &unavailable("not connected"), reference.as_deref());
+                };
+                let keys = RoomKeys::new(&prefix, &room);
+                let work = async move { presence.members(&mut connection, &keys).await };
+                self.in_redis(ctx, Some(id), work, move |registry, members, _| {
+                    let _ticket = ticket;
+                    match members {
+                        Ok(mut entries) => {
+                            entries.sort_by_key(|entry| entry_id(entry));
+                            let frame = frame::members_of_entries(
+                                &room,
+                                entries.iter().map(String::as_str),
+                                reference.as_deref(),
+                            );
+                            registry.reply(id, frame);
+                        }
+                        Err(e) => registry.error(
+                            id,
+                            ErrorCode::Unavailable,
+                            &unavailable(&e.to_string()),
+                            reference.as_deref(),
+                        ),
+                    }
+                });
+            }
+            RequestKind::Ping => self.reply(id, frame::pong(reference.as_deref())),
+            RequestKind::Auth { .. } => {}
+        }
+    }
+
+    /// The command connection, the presence keys and the prefix.
+    fn redis_handle(&self) -> Option<(redis::aio::ConnectionManager, crate::cluster::presence::Presence, String)> {
+        let cluster = self.cluster.as_deref()?;
+        let link = cluster.link.as_ref()?;
+        Some((link.connection.clone(), cluster.presence.clone(), cluster.settings.prefix.clone()))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn request_join(
+        &mut self,
+        ctx: &mut Context<Self>,
+        id: SessionId,
+        room: RoomName,
+        read: JoinRead,
+        grant: Option<Access>,
+        reference: Ref,
+        ticket: crate::session::handle::InFlight,
+    ) {
+        let Some(entry) = self.sessions.get(&id) else {
+            return;
+        };
+        let access = self.access(entry, &room, grant);
+        let rooms_of_session = entry.rooms.len();
+        let is_member = entry.rooms.contains(&room);
+        let Some(cluster) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        let (holds, held) = (cluster.holds(&room), cluster.rooms.len());
+        if is_member {
+            if access == Some(Access::Write)
+                && let Some(member) = cluster.rooms.get_mut(&room).and_then(|r| r.members.get_mut(id))
+            {
+                member.read_only = false;
+            }
+        } else {
+            let Some(_) = access else {
+                self.metrics.auth_failure(AuthFailure::Forbidden);
+                let message = format!(
+                    "room {room} is private: your token grants nothing in it (send a room token with the join)"
+                );
+                return self.error(id, ErrorCode::Forbidden, &message, reference.as_deref());
+            };
+            if rooms_of_session >= self.limits.max_rooms_per_session {
+                let message = format!("a session may join at most {} rooms", self.limits.max_rooms_per_session);
+                return self.error(id, ErrorCode::TooManyRooms, &message, reference.as_deref());
+            }
+            if !holds && held >= self.limits.max_rooms {
+                let message =
+                    format!("the server holds its most rooms ({}); try an existing room", self.limits.max_rooms);
+                return self.error(id, ErrorCode::TooManyRooms, &message, reference.as_deref());
+            }
+        }
+        if let Some(why) = self.redis_down() {
+            return self.error(id, ErrorCode::Unavailable, &unavailable(&why), reference.as_deref());
+        }
+        let join = ClusterJoin { room: room.clone(), read: read.clone(), access: access.unwrap_or(Access::Write) };
+        self.cluster_join(ctx, id, join, move |registry, outcome, _| {
+            let _ticket = ticket;
+            match Registry::join_error(&room, &outcome) {
+                Some((code, message)) => registry.error(id, code, &message, reference.as_deref()),
+                None => {
+                    if let JoinOutcome::Joined(reply) = &outcome {
+                        registry.reply(id, Registry::joined_frame(&room, &read, reply, reference.as_deref()));
+                    }
+                }
+            }
+        });
+    }
+
+    /// Runs the publish script for a message to `room` from `sender`; `then`
+    /// gets its `seq`.
+    pub(in crate::registry) fn publish_in_redis(
+        &mut self,
+        ctx: &mut Context<Self>,
+        busy: Option<SessionId>,
+        room: &RoomName,
+        sender: &str,
+        body: &str,
+        then: impl FnOnce(&mut Registry, Result<u64, PublishFailure>) + 'static,
+    ) {
+        if let Some(why) = self.redis_down() {
+            return then(self, Err(why));
+        }
+        let max_history = self.limits.history.messages;
+        let Some(cluster) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        let Some(link) = &cluster.link else {
+            return then(self, Err("not connected".into()));
+        };
+        cluster.publishes += 1;
+        let publish_id = format!("{}-{}", link.node, cluster.publishes);
+        let mut connection = link.connection.clone();
+        let keys = RoomKeys::new(&cluster.settings.prefix, room);
+        let (head, tail) = frame::message_parts(room, sender, now_epoch_ms(), body);
+        let work = async move {
+            let message = Publish { id: &publish_id, head: &head, tail: &tail, max_history };
+            let started = Instant::now();
+            let published = publish::publish_retrying(&mut connection, &keys, &message, PUBLISH_WITHIN).await;
+            (published, started.elapsed())
+        };
+        self.in_redis(ctx, busy, work, move |registry, (published, took), _| match published {
+            Ok((published, _attempts)) => {
+                registry.metrics.cluster.observe_publish(took);
+                then(registry, Ok(published.seq));
+            }
+            Err(error) => then(registry, Err(error.to_string())),
+        });
+    }
+
+    fn cluster_publish(
+        &mut self,
+        ctx: &mut Context<Self>,
+        id: SessionId,
+        room: RoomName,
+        body: &RawValue,
+        reference: Ref,
+        ticket: crate::session::handle::InFlight,
+    ) {
+        let Some(member) = self.local_member(id, &room) else {
+            return self.error(
+                id,
+                ErrorCode::NotMember,
+                &format!("join {room} before publishing to it"),
+                reference.as_deref(),
+            );
+        };
+        if member.read_only {
+            self.metrics.auth_failure(AuthFailure::Forbidden);
+            let message = format!("your grant in {room} is read-only");
+            return self.error(id, ErrorCode::Forbidden, &message, reference.as_deref());
+        }
+        let Some(sender) = self.sessions.get(&id).map(|entry| entry.sender.clone()) else {
+            return;
+        };
+        self.publish_in_redis(ctx, Some(id), &room, &sender, body.get(), move |registry, seq| {
+            let _ticket = ticket;
+            match seq {
+                Ok(seq) => {
+                    if reference.is_some() {
+                        registry.reply(id, frame::ok(Some(seq), reference.as_deref()));
+                    }
+                }
+                Err(why) => registry.error(id, ErrorCode::Unavailable, &unavailable(&why), reference.as_deref()),
+            }
+        });
+    }
+
+    fn cluster_direct(
+        &mut self,
+        ctx: &mut Context<Self>,
+        id: SessionId,
+        to: &str,
+        body: &RawValue,
+        reference: Ref,
+        ticket: crate::session::handle::InFlight,
+    ) {
+        let own = self.cluster.as_deref().and_then(|cluster| cluster.node());
+        let target = SessionId::from_wire(to);
+        match target {
+            Some(target) if Some(nodes::node_of(target)) != own => {}
+            _ => return self.direct(id, to, body, reference.as_deref()),
+        }
+        let (Some(target), Some(sender)) = (target, self.sessions.get(&id).map(|entry| entry.sender.clone())) else {
+            return;
+        };
+        let Some((mut connection, _, prefix)) = self.redis_handle() else {
+            return self.error(id, ErrorCode::Unavailable, &unavailable("not connected"), reference.as_deref());
+        };
+        let payload = format!("{target}\n{sender}\n{}", body.get());
+        let work = async move { nodes::direct(&mut connection, &prefix, target, &payload).await };
+        let to = to.to_string();
+        self.in_redis(ctx, Some(id), work, move |registry, sent, _| {
+            let _ticket = ticket;
+            match sent {
+                Ok(true) => {
+                    if reference.is_some() {
+                        registry.reply(id, frame::ok(None, reference.as_deref()));
+                    }
+                }
+                Ok(false) => {
+                    registry.error(id, ErrorCode::NotFound, &format!("no session {to:?}"), reference.as_deref())
+                }
+                Err(e) => {
+                    registry.error(id, ErrorCode::Unavailable, &unavailable(&e.to_string()), reference.as_deref())
+                }
+            }
+        });
+    }
+
+    /// A `direct` from another node for a session here: `TO\nSENDER\nBODY`.
+    pub(super) fn direct_arrived(&mut self, payload: &str) {
+        let mut parts = payload.splitn(3, '\n');
+        let (Some(to), Some(sender), Some(body)) = (parts.next(), parts.next(), parts.next()) else {
+            return;
+        };
+        let Some(entry) = SessionId::from_wire(to).and_then(|to| self.sessions.get(&to)) else {
+            return;
+        };
+        let frame = match entry.kind {
+            MemberKind::Json => frame::direct(sender, body),
+            MemberKind::Raw => match serde_json::from_str::<&RawValue>(body) {
+                Ok(body) => protocol::body_as_raw_text(body),
+                Err(_) => return,
+            },
+        };
+        let handle = entry.handle.clone();
+        super::super::deliver(&handle, OutFrame::Text(frame.into()), &mut self.slow);
+    }
+
+    /// The session's new nick in its `members` entries.
+    fn rename_in_redis(&mut self, ctx: &mut Context<Self>, id: SessionId) {
+        let Some(entry) = self.sessions.get(&id) else {
+            return;
+        };
+        let member_entry = self.member_entry(entry, id);
+        let rooms = entry.rooms.clone();
+        let Some((mut connection, presence, prefix)) = self.redis_handle() else {
+            return;
+        };
+        let work = async move {
+            for room in rooms {
+                let keys = RoomKeys::new(&prefix, &room);
+                let _ = presence.rename(&mut connection, &keys, &id.to_string(), &member_entry).await;
+            }
+        };
+        self.in_redis(ctx, Some(id), work, |_, (), _| {});
+    }
+
+    /// A raw member's frame: text becomes a message with a `seq`, binary
+    /// goes to the room's raw members on every node.
+    pub(super) fn cluster_raw(&mut self, msg: RawFrame, ctx: &mut Context<Self>) {
+        let RawFrame { id, frame, ticket } = msg;
+        let Some(entry) = self.sessions.get(&id) else {
+            return;
+        };
+        let (Some(name), sender) = (entry.rooms.first().cloned(), entry.sender.clone()) else {
+            return;
+        };
+        match self.local_member(id, &name) {
+            None => return,
+            Some(member) if member.read_only => {
+                self.metrics.auth_failure(AuthFailure::Forbidden);
+                return;
+            }
+            Some(_) => {}
+        }
+        match frame {
+            OutFrame::Text(body) => {
+                let body = protocol::json_str(&body);
+                self.publish_in_redis(ctx, Some(id), &name, &sender, &body, move |_, published| {
+                    let _ticket = ticket;
+                    if let Err(why) = published {
+                        log::debug!("cluster: a raw frame was dropped: {why}");
+                    }
+                });
+            }
+            OutFrame::Binary(bytes) => {
+                let Some((mut connection, _, prefix)) = self.redis_handle() else {
+                    return;
+                };
+                let channel = RoomKeys::new(&prefix, &name).channel;
+                let mut payload = Vec::with_capacity(bytes.len() + 24);
+                payload.extend_from_slice(BINARY_PREFIX);
+                payload.extend_from_slice(id.to_string().as_bytes());
+                payload.push(b' ');
+                payload.extend_from_slice(&bytes);
+                let work = async move {
+                    let _ticket = ticket;
+                    redis::cmd("PUBLISH").arg(channel).arg(payload).query_async::<()>(&mut connection).await
+                };
+                self.in_redis(ctx, Some(id), work, |_, _, _| {});
+            }
+        }
+    }
+
+    /// `GET /api/rooms` and `rooms` in a cluster: the rooms of every node.
+    pub(in crate::registry) fn rooms_in_redis(
+        &self,
+    ) -> impl std::future::Future<Output = Result<Vec<(RoomName, usize)>, String>> + 'static {
+        let handle = self.redis_handle();
+        let down = self.redis_down();
+        async move {
+            if let Some(why) = down {
+                return Err(why);
+            }
+            let Some((mut connection, presence, _)) = handle else {
+                return Err("not connected".into());
+            };
+            presence.rooms(&mut connection).await.map(parse_rooms).map_err(|e| e.to_string())
+        }
+    }
+}
+
+fn parse_rooms(rooms: Vec<(String, usize)>) -> Vec<(RoomName, usize)> {
+    rooms.into_iter().filter_map(|(name, count)| RoomName::parse(&name).ok().map(|name| (name, count))).collect()
+}
+
+/// The session id a `members` entry starts with, for a stable order.
+fn entry_id(entry: &str) -> u64 {
+    entry.strip_prefix("{\"id\":\"").and_then(|rest| rest.split('"').next()).and_then(|id| id.parse().ok()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_sort_by_their_session_id() {
+        assert_eq!(entry_id(&frame::member_entry(SessionId(42), Some("a"), None)), 42);
+        assert_eq!(entry_id("{}"), 0);
+    }
+}

@@ -1,0 +1,568 @@
+//! Rooms in a cluster, as this node sees them: the members it feeds, and a
+//! [`Feed`] per room that turns the room's channel into gapless delivery.
+//!
+//! A join, without a gap: the node subscribes to the room's channel (and
+//! Redis confirms) before the join script runs, so every message after the
+//! script's read reaches the channel the node listens to. Until the reply,
+//! the joiner is *joining*: what the feed delivers meanwhile waits for it;
+//! after the reply it gets its `joined` (history up to the room's `seq` at
+//! the join), then what waited beyond that `seq`. A joiner whose node has
+//! not yet delivered up to that `seq` is *behind* and skips what it has
+//! from history. Presence events the joiner's own join preceded are not
+//! its to see: it waits for its own join event first.
+
+use actix::Context;
+use bytestring::ByteString;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::Cluster;
+use crate::auth::Access;
+use crate::cluster::feed::{Feed, Step};
+use crate::cluster::history;
+use crate::cluster::keys::RoomKeys;
+use crate::cluster::presence::{JoinReply, Joined, Membership, PRESENCE_PREFIX, Read};
+use crate::cluster::publish::Delivered;
+use crate::metrics::Metrics;
+use crate::protocol::{self, ErrorCode, RoomName, SessionId, frame};
+use crate::registry::members::{Member, MemberKind, Members};
+use crate::registry::{Entry, Registry};
+use crate::session::handle::{OutFrame, Push};
+
+/// A raw binary frame on a room's channel: `B FROM ` then the bytes.
+pub(super) const BINARY_PREFIX: &[u8] = b"B ";
+
+/// A member whose `joined` is on its way, and what the feed delivered to
+/// the room meanwhile (with the `seq` of messages), in order.
+pub(super) struct Joining {
+    id: SessionId,
+    waiting: Vec<(Option<u64>, OutFrame)>,
+    bytes: usize,
+}
+
+pub(super) struct LocalRoom {
+    pub members: Members,
+    feed: Feed,
+    /// Subscribed and confirmed, with the feed anchored.
+    subscribed: bool,
+    joining: Vec<Joining>,
+    /// Members that joined at a `seq` the feed has not reached.
+    behind: Vec<(SessionId, u64)>,
+    /// Joiners that have not yet seen their own join event.
+    awaiting_own: Vec<SessionId>,
+}
+
+impl LocalRoom {
+    fn new() -> LocalRoom {
+        LocalRoom {
+            members: Members::default(),
+            feed: Feed::unanchored(),
+            subscribed: false,
+            joining: Vec::new(),
+            behind: Vec::new(),
+            awaiting_own: Vec::new(),
+        }
+    }
+
+    fn is_joining(&self, id: SessionId) -> bool {
+        self.joining.iter().any(|joining| joining.id == id)
+    }
+
+    fn forget_member(&mut self, id: SessionId) -> bool {
+        self.joining.retain(|joining| joining.id != id);
+        self.behind.retain(|(behind, _)| *behind != id);
+        self.awaiting_own.retain(|awaiting| *awaiting != id);
+        self.members.remove(id)
+    }
+}
+
+/// A join as the cluster runs it.
+pub(in crate::registry) struct ClusterJoin {
+    pub room: RoomName,
+    pub read: JoinRead,
+    pub access: Access,
+}
+
+/// What the `joined` reply carries.
+#[derive(Clone)]
+pub(in crate::registry) enum JoinRead {
+    Recent(usize),
+    Since(u64, Option<String>),
+}
+
+/// How a join ended.
+pub(in crate::registry) enum JoinOutcome {
+    Joined(JoinReply),
+    Full(usize),
+    Unavailable(String),
+}
+
+/// The parts of a `presence` frame a node needs.
+#[derive(Deserialize)]
+struct PresenceHead<'a> {
+    event: &'a str,
+    id: &'a str,
+}
+
+/// The parts of a `message` frame a raw member needs.
+#[derive(Deserialize)]
+struct MessageParts<'a> {
+    from: &'a str,
+    #[serde(borrow)]
+    body: &'a RawValue,
+}
+
+fn text(frame: String) -> OutFrame {
+    OutFrame::Text(ByteString::from(frame))
+}
+
+impl Registry {
+    /// The session's `members` entry as Redis keeps it.
+    pub(super) fn member_entry(&self, entry: &Entry, id: SessionId) -> String {
+        frame::member_entry(id, entry.nick.as_deref(), entry.user(self.limits.auth))
+    }
+
+    /// Starts a join: the member is added here at once (joining), then the
+    /// node subscribes if it must and the join script runs. `done` gets the
+    /// outcome once the joiner has its place.
+    pub(in crate::registry) fn cluster_join(
+        &mut self,
+        ctx: &mut Context<Self>,
+        id: SessionId,
+        join: ClusterJoin,
+        done: impl FnOnce(&mut Registry, JoinOutcome, &mut Context<Registry>) + 'static,
+    ) {
+        let Some(entry) = self.sessions.get(&id) else {
+            return;
+        };
+        let member_entry = self.member_entry(entry, id);
+        let (kind, handle) = (entry.kind, entry.handle.clone());
+        let max_members = self.limits.max_members_per_room;
+        let Some(cluster) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        let Some(link) = &cluster.link else {
+            return done(self, JoinOutcome::Unavailable("the cluster's Redis is not connected".into()), ctx);
+        };
+        let (mut connection, node) = (link.connection.clone(), link.node_name());
+        let room = cluster.rooms.entry(join.room.clone()).or_insert_with(LocalRoom::new);
+        let is_new = !room.members.contains(id);
+        if is_new {
+            let member = Member { handle, kind, read_only: join.access == Access::Read };
+            room.members.add(id, member);
+            room.joining.push(Joining { id, waiting: Vec::new(), bytes: 0 });
+            room.awaiting_own.push(id);
+            if room.members.len() == 1 {
+                Metrics::inc(&self.metrics.rooms);
+            }
+            if let Some(entry) = self.sessions.get_mut(&id) {
+                entry.rooms.push(join.room.clone());
+            }
+        }
+        let subscribe = !room.subscribed;
+        let keys = RoomKeys::new(&cluster.settings.prefix, &join.room);
+        let presence = cluster.presence.clone();
+        let subscribed = subscribe.then(|| link.subscriber.clone());
+        let name = join.room.clone();
+        let read = join.read.clone();
+        let work = async move {
+            if let Some(subscriber) = subscribed {
+                subscriber.subscribe(&name).await?;
+            }
+            let id = id.to_string();
+            let member = Membership { room: name.as_str(), node: &node, id: &id, entry: &member_entry };
+            let read = match &read {
+                JoinRead::Recent(count) => Read::Recent(*count),
+                JoinRead::Since(seq, epoch) => Read::Since { seq: *seq, epoch: epoch.as_deref() },
+            };
+            presence.join(&mut connection, &keys, &member, max_members, read).await
+        };
+        self.in_redis(ctx, Some(id), work, move |registry, reply, ctx| {
+            let outcome = match reply {
+                Ok(reply) if matches!(reply.joined, Joined::Full(_)) => {
+                    let Joined::Full(count) = reply.joined else { unreachable!() };
+                    JoinOutcome::Full(count)
+                }
+                Ok(reply) => JoinOutcome::Joined(reply),
+                Err(error) => JoinOutcome::Unavailable(error.to_string()),
+            };
+            match &outcome {
+                JoinOutcome::Joined(reply) => registry.joined_in_redis(id, &join.room, reply, subscribe, ctx),
+                _ if is_new => registry.join_failed(id, &join.room),
+                _ => {}
+            }
+            let top = match &outcome {
+                JoinOutcome::Joined(reply) => Some(reply.top),
+                _ => None,
+            };
+            done(registry, outcome, ctx);
+            if let Some(top) = top {
+                registry.release_joiner(id, &join.room, top);
+            }
+        });
+    }
+
+    /// The join script ran: anchor the feed (the room's first join here).
+    fn joined_in_redis(
+        &mut self,
+        id: SessionId,
+        name: &RoomName,
+        reply: &JoinReply,
+        subscribed_now: bool,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(room) = self.clustered().and_then(|cluster| cluster.rooms.get_mut(name)) else {
+            return;
+        };
+        if subscribed_now {
+            room.subscribed = true;
+        }
+        if !matches!(reply.joined, Joined::Added(_)) {
+            room.awaiting_own.retain(|awaiting| *awaiting != id);
+        }
+        if !room.feed.is_anchored() {
+            let mut steps = Vec::new();
+            room.feed.anchor(&reply.epoch, reply.top, &mut steps);
+            self.apply_steps(name, steps, ctx);
+        }
+    }
+
+    /// After the `joined` reply: what waited for the joiner follows, and it
+    /// is behind if the feed has not reached its `seq` yet.
+    fn release_joiner(&mut self, id: SessionId, name: &RoomName, top: u64) {
+        let Some(room) = self.cluster.as_deref_mut().and_then(|cluster| cluster.rooms.get_mut(name)) else {
+            return;
+        };
+        let Some(at) = room.joining.iter().position(|joining| joining.id == id) else {
+            return;
+        };
+        let joining = room.joining.swap_remove(at);
+        if let Some(member) = room.members.get(id) {
+            for (seq, frame) in joining.waiting {
+                if seq.is_none_or(|seq| seq > top) && member.handle.push(frame) == Push::Full {
+                    self.slow.push(id);
+                    break;
+                }
+            }
+        }
+        if room.feed.last() < top {
+            room.behind.push((id, top));
+        }
+    }
+
+    /// A join that did not happen: the member made for it goes.
+    fn join_failed(&mut self, id: SessionId, name: &RoomName) {
+        if let Some(entry) = self.sessions.get_mut(&id) {
+            entry.rooms.retain(|room| room != name);
+        }
+        self.drop_local_member(id, name);
+    }
+
+    /// Removes a member from this node's room; the room goes (and the node
+    /// unsubscribes) when nobody is left.
+    pub(super) fn drop_local_member(&mut self, id: SessionId, name: &RoomName) {
+        let Some(cluster) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        let Some(room) = cluster.rooms.get_mut(name) else {
+            return;
+        };
+        if !room.forget_member(id) || !room.members.is_empty() {
+            return;
+        }
+        cluster.rooms.remove(name);
+        self.metrics.rooms.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(link) = &cluster.link {
+            link.subscriber.unsubscribe(name);
+        }
+    }
+
+    /// Ends a membership in Redis (with its leave event), in order with
+    /// whatever this node sent before.
+    pub(super) fn leave_in_redis(&mut self, ctx: &mut Context<Self>, id: SessionId, name: &RoomName) {
+        let Some(cluster) = self.cluster.as_deref() else {
+            return;
+        };
+        let Some(link) = &cluster.link else {
+            return;
+        };
+        let mut connection = link.connection.clone();
+        let keys = RoomKeys::new(&cluster.settings.prefix, name);
+        let (presence, empty_ttl, name) = (cluster.presence.clone(), self.limits.empty_ttl, name.clone());
+        let node = crate::cluster::nodes::node_of(id).to_string();
+        let work = async move {
+            presence.leave(&mut connection, &keys, name.as_str(), &node, &id.to_string(), empty_ttl).await
+        };
+        // A failed leave is put right when Redis answers again (reconcile).
+        self.in_redis(ctx, None, work, |_, _, _| {});
+    }
+
+    /// A session ended: it leaves its rooms here and in Redis.
+    pub(in crate::registry) fn cluster_remove_session(&mut self, id: SessionId, entry: Entry, ctx: &mut Context<Self>) {
+        if let Some(cluster) = self.clustered() {
+            cluster.busy.remove(&id);
+        }
+        for name in &entry.rooms {
+            self.drop_local_member(id, name);
+            self.leave_in_redis(ctx, id, name);
+        }
+        let Some(cluster) = self.cluster.as_deref() else {
+            return;
+        };
+        let Some(link) = &cluster.link else {
+            return;
+        };
+        let mut connection = link.connection.clone();
+        let key = crate::cluster::nodes::sessions_key(&cluster.settings.prefix, crate::cluster::nodes::node_of(id));
+        let work = async move { redis::cmd("SREM").arg(key).arg(id.0).query_async::<()>(&mut connection).await };
+        self.in_redis(ctx, None, work, |_, _, _| {});
+    }
+
+    /// A payload from a room's channel.
+    pub(super) fn arrived(&mut self, name: RoomName, payload: Vec<u8>, ctx: &mut Context<Self>) {
+        if let Some(binary) = payload.strip_prefix(BINARY_PREFIX) {
+            return self.binary_arrived(&name, binary);
+        }
+        let Ok(payload) = String::from_utf8(payload) else {
+            return;
+        };
+        if let Some(presence) = payload.strip_prefix(PRESENCE_PREFIX) {
+            return self.presence_arrived(&name, presence);
+        }
+        let Some(delivered) = Delivered::parse(&payload) else {
+            log::warn!("cluster: a malformed payload on {name}'s channel");
+            return;
+        };
+        let Some(room) = self.clustered().and_then(|cluster| cluster.rooms.get_mut(&name)) else {
+            return;
+        };
+        let mut steps = Vec::new();
+        let (seq, epoch) = (delivered.seq, delivered.epoch.to_string());
+        let frame = delivered.frame.to_string();
+        room.feed.arrived(seq, &epoch, frame, &mut steps);
+        self.apply_steps(&name, steps, ctx);
+    }
+
+    fn presence_arrived(&mut self, name: &RoomName, presence: &str) {
+        let Ok(head) = serde_json::from_str::<PresenceHead>(presence) else {
+            return;
+        };
+        let Some(room) = self.cluster.as_deref_mut().and_then(|cluster| cluster.rooms.get_mut(name)) else {
+            return;
+        };
+        let subject = SessionId::from_wire(head.id);
+        if head.event == "join"
+            && let Some(at) = room.awaiting_own.iter().position(|id| Some(*id) == subject)
+        {
+            room.awaiting_own.swap_remove(at);
+            return;
+        }
+        let frame = text(presence.to_string());
+        let room = &mut *room;
+        let skip = |id: SessionId, _: &Member| {
+            Some(id) == subject || room.awaiting_own.contains(&id) || room.joining.iter().any(|j| j.id == id)
+        };
+        room.members.fan_out_unless(skip, Some(&frame), None, &mut self.slow);
+        for joining in &mut room.joining {
+            let json = room.members.get(joining.id).is_some_and(|member| member.kind == MemberKind::Json);
+            if json && !room.awaiting_own.contains(&joining.id) {
+                joining.bytes += presence.len();
+                joining.waiting.push((None, frame.clone()));
+            }
+        }
+    }
+
+    fn binary_arrived(&mut self, name: &RoomName, payload: &[u8]) {
+        let Some(space) = payload.iter().position(|b| *b == b' ') else {
+            return;
+        };
+        let from = std::str::from_utf8(&payload[..space]).ok().and_then(SessionId::from_wire);
+        let frame = OutFrame::Binary(bytes::Bytes::copy_from_slice(&payload[space + 1..]));
+        let Some(room) = self.cluster.as_deref_mut().and_then(|cluster| cluster.rooms.get_mut(name)) else {
+            return;
+        };
+        let skip = |id: SessionId, _: &Member| Some(id) == from || room.is_joining(id);
+        room.members.fan_out_unless(skip, None, Some(&frame), &mut self.slow);
+    }
+
+    /// Carries out what a room's feed says, in order.
+    pub(super) fn apply_steps(&mut self, name: &RoomName, steps: Vec<Step>, ctx: &mut Context<Self>) {
+        for step in steps {
+            match step {
+                Step::Deliver(seq, frame) => self.deliver_message(name, seq, frame),
+                Step::Fetch { from, to } => {
+                    Metrics::inc(&self.metrics.cluster.repairs);
+                    self.fetch(name.clone(), from, to, ctx);
+                }
+                Step::Lost { from, to } => {
+                    log::warn!(
+                        "cluster: {name} messages {from}..={to} were gone from history before this node got them"
+                    );
+                    self.resync(name);
+                }
+                Step::Restarted(epoch) => {
+                    log::info!("cluster: {name} started again (epoch {epoch})");
+                    if let Some(room) = self.clustered().and_then(|cluster| cluster.rooms.get_mut(name)) {
+                        room.behind.clear();
+                    }
+                    self.resync(name);
+                }
+            }
+        }
+    }
+
+    /// A message in `seq` order to this node's members of the room.
+    fn deliver_message(&mut self, name: &RoomName, seq: u64, frame: String) {
+        let Some(room) = self.cluster.as_deref_mut().and_then(|cluster| cluster.rooms.get_mut(name)) else {
+            return;
+        };
+        // Raw members get the body alone, and not the messages they sent.
+        let raw = match room.members.has_raw() {
+            true => serde_json::from_str::<MessageParts>(&frame)
+                .ok()
+                .map(|parts| (SessionId::from_wire(parts.from), text(protocol::body_as_raw_text(parts.body)))),
+            false => None,
+        };
+        let (from, raw) = match raw {
+            Some((from, raw)) => (from, Some(raw)),
+            None => (None, None),
+        };
+        let bytes = frame.len();
+        let json = text(frame);
+        let room = &mut *room;
+        let skip = |id: SessionId, member: &Member| {
+            (member.kind == MemberKind::Raw && Some(id) == from)
+                || room.joining.iter().any(|joining| joining.id == id)
+                || room.behind.iter().any(|(behind, top)| *behind == id && seq <= *top)
+        };
+        room.members.fan_out_unless(skip, Some(&json), raw.as_ref(), &mut self.slow);
+        for joining in &mut room.joining {
+            let Some(member) = room.members.get(joining.id) else {
+                continue;
+            };
+            let frame = match member.kind {
+                MemberKind::Json => &json,
+                MemberKind::Raw if Some(joining.id) == from => continue,
+                MemberKind::Raw => match &raw {
+                    Some(raw) => raw,
+                    None => continue,
+                },
+            };
+            joining.bytes += bytes;
+            joining.waiting.push((Some(seq), frame.clone()));
+            if joining.bytes > crate::session::handle::INFLIGHT_BYTES * 16 {
+                self.slow.push(joining.id);
+            }
+        }
+        room.behind.retain(|(_, top)| *top > seq);
+    }
+
+    /// Tells the room's JSON members that messages are missing or the room
+    /// started again: a `joined` with `recovered: false` and the epoch.
+    fn resync(&mut self, name: &RoomName) {
+        let Some(room) = self.cluster.as_deref_mut().and_then(|cluster| cluster.rooms.get_mut(name)) else {
+            return;
+        };
+        let frame =
+            text(frame::joined(name, room.members.len(), room.feed.epoch(), std::iter::empty(), Some(false), None));
+        let room = &*room;
+        room.members.fan_out_unless(|id, _| room.is_joining(id), Some(&frame), None, &mut self.slow);
+    }
+
+    /// Reads a gap of the room's history; tried again while Redis does not
+    /// answer.
+    fn fetch(&mut self, name: RoomName, from: u64, to: Option<u64>, ctx: &mut Context<Self>) {
+        let Some(cluster) = self.cluster.as_deref() else {
+            return;
+        };
+        let (Some(link), true) = (&cluster.link, cluster.rooms.contains_key(&name)) else {
+            return;
+        };
+        let mut connection = link.connection.clone();
+        let keys = RoomKeys::new(&cluster.settings.prefix, &name);
+        let work = async move { history::range(&mut connection, &keys, from, to).await };
+        self.in_redis(ctx, None, work, move |registry, range, ctx| match range {
+            Ok(range) => {
+                let Some(room) = registry.clustered().and_then(|cluster| cluster.rooms.get_mut(&name)) else {
+                    return;
+                };
+                let mut steps = Vec::new();
+                room.feed.repaired(&range.epoch, range.entries, &mut steps);
+                registry.apply_steps(&name, steps, ctx);
+            }
+            Err(error) => {
+                log::debug!("cluster: reading {name}'s history failed ({error}); trying again");
+                let retry = std::time::Duration::from_millis(200);
+                actix::AsyncContext::run_later(ctx, retry, move |registry, ctx| registry.fetch(name, from, to, ctx));
+            }
+        });
+    }
+
+    /// The subscriber is back: every room may have missed messages, and
+    /// joiners may have missed their own join event.
+    pub(super) fn resubscribed(&mut self, ctx: &mut Context<Self>) {
+        let Some(cluster) = self.clustered() else {
+            return;
+        };
+        let mut work = Vec::new();
+        for (name, room) in &mut cluster.rooms {
+            room.awaiting_own.clear();
+            let mut steps = Vec::new();
+            room.feed.reconnected(&mut steps);
+            work.push((name.clone(), steps));
+        }
+        for (name, steps) in work {
+            self.apply_steps(&name, steps, ctx);
+        }
+    }
+
+    /// Whether `id` is a member of `name` here (and done joining).
+    pub(super) fn local_member(&mut self, id: SessionId, name: &RoomName) -> Option<&mut Member> {
+        let room = self.cluster.as_deref_mut()?.rooms.get_mut(name)?;
+        if room.is_joining(id) {
+            return None;
+        }
+        room.members.get_mut(id)
+    }
+
+    /// The `joined` reply for a JSON session's join.
+    pub(super) fn joined_frame(
+        name: &RoomName,
+        read: &JoinRead,
+        reply: &JoinReply,
+        reference: Option<&RawValue>,
+    ) -> String {
+        let history = reply.entries.iter().map(|(_, frame)| frame.as_str());
+        let recovered = match read {
+            JoinRead::Since(since, _) => Some(reply.recovered(*since)),
+            JoinRead::Recent(_) => None,
+        };
+        let count = match reply.joined {
+            Joined::Added(count) | Joined::Already(count) | Joined::Full(count) => count,
+        };
+        frame::joined(name, count, &reply.epoch, history, recovered, reference)
+    }
+
+    /// The error for a join that failed.
+    pub(super) fn join_error(name: &RoomName, outcome: &JoinOutcome) -> Option<(ErrorCode, String)> {
+        match outcome {
+            JoinOutcome::Joined(_) => None,
+            JoinOutcome::Full(count) => {
+                Some((ErrorCode::RoomFull, format!("room {name} has {count} members, the most allowed")))
+            }
+            JoinOutcome::Unavailable(why) => Some((ErrorCode::Unavailable, unavailable(why))),
+        }
+    }
+}
+
+/// An `unavailable` error's message.
+pub(super) fn unavailable(why: &str) -> String {
+    format!("the cluster's Redis is unavailable ({why}); try again")
+}
+
+impl Cluster {
+    /// Rooms this node holds (members here).
+    pub(super) fn holds(&self, name: &RoomName) -> bool {
+        self.rooms.contains_key(name)
+    }
+}

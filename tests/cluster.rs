@@ -1,0 +1,489 @@
+//! Rooms across several roomcast processes (`shared/spec/cluster.md`):
+//! real `roomcast serve` children sharing one real `redis-server`, driven
+//! by real WebSocket clients. Each rule of the contract has its test.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Client, DEADLINE, Redis, Server};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+const API_KEY: &str = "cluster-test-key";
+
+/// A node of a cluster on `redis`, once it has its number (before that it
+/// refuses connections).
+fn node_with(redis: &str, extra: &[(&str, &str)]) -> Server {
+    let mut env = vec![
+        ("ROOMCAST_CLUSTER__REDIS", redis),
+        ("ROOMCAST_CLUSTER__NODE_TIMEOUT", "1s"),
+        ("ROOMCAST_CLUSTER__PREFIX", "test"),
+        ("ROOMCAST_API__KEY", API_KEY),
+    ];
+    env.extend_from_slice(extra);
+    let server = Server::start(&env);
+    server.wait_for_log("cluster: node ");
+    server
+}
+
+fn nodes(redis: &Redis, count: usize) -> Vec<Server> {
+    (0..count).map(|_| node_with(&redis.url(), &[])).collect()
+}
+
+async fn api_publish(server: &Server, room: &str, body: Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(server.http(&format!("/api/rooms/{room}/publish")))
+        .bearer_auth(API_KEY)
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("POST publish")
+}
+
+/// The next frame of `kind`, skipping presence events.
+async fn next_of(client: &mut Client, kind: &str) -> Value {
+    loop {
+        let frame = client.recv_json().await;
+        if frame["type"] == kind {
+            return frame;
+        }
+        assert_eq!(frame["type"], "presence", "expected {kind}: {frame}");
+    }
+}
+
+/// `count` messages, skipping presence events.
+async fn messages(client: &mut Client, count: usize) -> Vec<Value> {
+    let mut out = Vec::with_capacity(count);
+    while out.len() < count {
+        out.push(next_of(client, "message").await);
+    }
+    out
+}
+
+/// Waits for a presence event matching `event` and `id`, skipping others
+/// and messages.
+async fn presence_of(client: &mut Client, event: &str, id: &str) -> Value {
+    loop {
+        let frame = client.recv_json().await;
+        if frame["type"] == "presence" && frame["event"] == event && frame["id"] == id {
+            return frame;
+        }
+    }
+}
+
+#[tokio::test]
+#[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
+async fn every_member_on_every_node_gets_every_message_in_seq_order_with_the_same_bytes() {
+    let redis = Redis::start();
+    let nodes = nodes(&redis, 3);
+    let mut members = Vec::new();
+    for node in &nodes {
+        let mut member = Client::json(node).await;
+        member.join("feed").await;
+        members.push(member);
+    }
+    // Publishers on every node at once, plus the HTTP API on each node.
+    const EACH: usize = 40;
+    for i in 0..EACH {
+        for (n, member) in members.iter_mut().enumerate() {
+            member.send_json(json!({"type": "publish", "room": "feed", "body": format!("n{n}-{i}")})).await;
+        }
+        if i % 10 == 0 {
+            let response = api_publish(&nodes[i / 10 % 3], "feed", json!(format!("api-{i}"))).await;
+            assert_eq!(response.status(), 200);
+        }
+    }
+    let total = EACH * 3 + 4;
+    let mut received = Vec::new();
+    for member in &mut members {
+        received.push(messages(member, total).await);
+    }
+    let seqs: Vec<u64> = received[0].iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=total as u64).collect::<Vec<_>>(), "seq 1, 2, 3, ... with no gap or repeat");
+    assert_eq!(received[0], received[1], "node 2's member got the same messages, fields and order");
+    assert_eq!(received[0], received[2], "node 3's member too");
+    // Each publisher's own messages keep its order.
+    for n in 0..3 {
+        let own: Vec<&str> = received[0]
+            .iter()
+            .filter_map(|m| m["body"].as_str())
+            .filter(|b| b.starts_with(&format!("n{n}-")))
+            .collect();
+        let expected: Vec<String> = (0..EACH).map(|i| format!("n{n}-{i}")).collect();
+        assert_eq!(own, expected);
+    }
+    assert!(nodes[0].metric("roomcast_cluster_publish_seconds_count").await > 0);
+    let deadline = Instant::now() + DEADLINE;
+    while nodes[0].metric("roomcast_cluster_nodes").await != 3 {
+        assert!(Instant::now() < deadline, "roomcast_cluster_nodes did not reach 3");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+#[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
+async fn presence_members_rooms_and_room_full_count_every_node() {
+    let redis = Redis::start();
+    let nodes: Vec<Server> =
+        (0..2).map(|_| node_with(&redis.url(), &[("ROOMCAST_LIMITS__MAX_MEMBERS_PER_ROOM", "2")])).collect();
+    let mut ann = Client::json(&nodes[0]).await;
+    assert_eq!(ann.request(json!({"type": "nick", "name": "ann"})).await["type"], "ok");
+    let joined = ann.join("lobby").await;
+    assert_eq!(joined["members"], 1);
+    assert!(joined["epoch"].as_str().is_some_and(|e| !e.is_empty()), "{joined}");
+
+    let mut bob = Client::json(&nodes[1]).await;
+    let joined = bob.join("lobby").await;
+    assert_eq!(joined["members"], 2, "ann on the other node counts");
+    let event = presence_of(&mut ann, "join", &bob.id).await;
+    assert_eq!(event, json!({"type": "presence", "room": "lobby", "event": "join", "id": bob.id, "nick": null}));
+
+    let listed = bob.request(json!({"type": "members", "room": "lobby"})).await;
+    let ids: Vec<&str> = listed["members"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids.contains(&ann.id.as_str()) && ids.contains(&bob.id.as_str()), "{listed}");
+    let ann_entry = listed["members"].as_array().unwrap().iter().find(|m| m["id"] == ann.id.as_str()).unwrap();
+    assert_eq!(ann_entry["nick"], "ann", "nick from the other node");
+
+    let rooms = ann.request(json!({"type": "rooms"})).await;
+    assert_eq!(rooms["rooms"], json!([{"room": "lobby", "members": 2}]));
+    let api_rooms: Value = reqwest::Client::new()
+        .get(nodes[1].http("/api/rooms"))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(api_rooms, json!({"rooms": [{"room": "lobby", "members": 2}]}));
+
+    // A third member, on either node, finds the room full.
+    let mut cy = Client::json(&nodes[0]).await;
+    let full = cy.request(json!({"type": "join", "room": "lobby"})).await;
+    assert_eq!(full["code"], "room_full", "{full}");
+    let raw = Client::try_connect(&nodes[1].url("/ws/lobby"), &[]).await.err().map(common::refused_status);
+    assert_eq!(raw, Some(409), "raw connections count the cluster too");
+
+    // A leave reaches the other node; the count follows.
+    assert_eq!(bob.request(json!({"type": "leave", "room": "lobby"})).await["type"], "left");
+    presence_of(&mut ann, "leave", &bob.id).await;
+    assert_eq!(cy.request(json!({"type": "join", "room": "lobby"})).await["members"], 2);
+    // A closed connection leaves too.
+    drop(cy);
+    let rooms = bob.request(json!({"type": "rooms"})).await;
+    let deadline = Instant::now() + DEADLINE;
+    let mut rooms = rooms;
+    while rooms["rooms"] != json!([{"room": "lobby", "members": 1}]) {
+        assert!(Instant::now() < deadline, "the dropped member still counted: {rooms}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        rooms = bob.request(json!({"type": "rooms"})).await;
+    }
+}
+
+#[tokio::test]
+#[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
+async fn direct_reaches_a_session_on_another_node_and_not_found_means_no_node_has_it() {
+    let redis = Redis::start();
+    let nodes = nodes(&redis, 2);
+    let mut ann = Client::json(&nodes[0]).await;
+    let mut bob = Client::json(&nodes[1]).await;
+    assert_ne!(ann.id, bob.id, "ids are unique across the cluster");
+    let ok = ann.request(json!({"type": "direct", "to": bob.id, "body": {"hi": 1}})).await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    let direct = bob.expect("direct").await;
+    assert_eq!(direct["from"], ann.id.as_str());
+    assert_eq!(direct["body"], json!({"hi": 1}));
+    // An id of the other node that is not open, and one of no node.
+    let bob_id: u64 = bob.id.parse().unwrap();
+    for missing in [bob_id + 1000, (99u64 << 32) | 1] {
+        let refused = ann.request(json!({"type": "direct", "to": missing.to_string(), "body": 1})).await;
+        assert_eq!(refused["code"], "not_found", "{refused}");
+    }
+    // Raw sessions are found too.
+    let mut raw = Client::connect(&nodes[1].url("/ws/side")).await;
+    let mut watcher = Client::json(&nodes[1]).await;
+    let joined = watcher.join("side").await;
+    assert_eq!(joined["members"], 2);
+    let members = watcher.request(json!({"type": "members", "room": "side"})).await;
+    let raw_id = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .find(|id| *id != watcher.id)
+        .unwrap();
+    assert_eq!(ann.request(json!({"type": "direct", "to": raw_id, "body": "bare text"})).await["type"], "ok");
+    assert_eq!(raw.recv().await, Message::text("bare text"));
+}
+
+#[tokio::test]
+#[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
+async fn recovery_on_another_node_and_a_foreign_epoch() {
+    let redis = Redis::start();
+    let nodes: Vec<Server> = (0..2).map(|_| node_with(&redis.url(), &[("ROOMCAST_ROOMS__HISTORY", "5")])).collect();
+    let mut ann = Client::json(&nodes[0]).await;
+    let joined = ann.join("news").await;
+    let epoch = joined["epoch"].as_str().unwrap().to_string();
+    for i in 1..=3 {
+        ann.request(json!({"type": "publish", "room": "news", "body": i})).await;
+    }
+    // A client that saw seq 1 reconnects to the other node.
+    let mut back = Client::json(&nodes[1]).await;
+    let rejoined = back.request(json!({"type": "join", "room": "news", "since": 1, "epoch": epoch})).await;
+    assert_eq!(rejoined["recovered"], true, "{rejoined}");
+    assert_eq!(rejoined["epoch"], epoch.as_str());
+    let seqs: Vec<u64> = rejoined["history"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [2, 3]);
+    // The history keeps rooms.history messages: an old since is not recovered.
+    for i in 4..=9 {
+        ann.request(json!({"type": "publish", "room": "news", "body": i})).await;
+    }
+    let mut late = Client::json(&nodes[1]).await;
+    let partial = late.request(json!({"type": "join", "room": "news", "since": 2, "epoch": epoch})).await;
+    assert_eq!(partial["recovered"], false);
+    let seqs: Vec<u64> = partial["history"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [5, 6, 7, 8, 9], "history is bounded by rooms.history");
+    let recent = late.request(json!({"type": "join", "room": "news", "history": 2})).await;
+    let seqs: Vec<u64> = recent["history"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [8, 9]);
+    // Another epoch: nothing recovered, every kept message.
+    let mut other = Client::json(&nodes[0]).await;
+    let foreign = other.request(json!({"type": "join", "room": "news", "since": 8, "epoch": "not-this-one"})).await;
+    assert_eq!(foreign["recovered"], false);
+    assert_eq!(foreign["history"].as_array().unwrap().len(), 5);
+    let keys: i64 =
+        redis::cmd("XLEN").arg("test:{news}:history").query_async(&mut redis.connection().await).await.unwrap();
+    assert_eq!(keys, 5, "Redis keeps rooms.history messages");
+}
+
+#[tokio::test]
+#[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
+async fn raw_members_relay_across_nodes() {
+    let redis = Redis::start();
+    let nodes = nodes(&redis, 2);
+    let mut json_member = Client::json(&nodes[1]).await;
+    json_member.join("wire").await;
+    let mut a = Client::connect(&nodes[0].url("/ws/wire")).await;
+    let mut b = Client::connect(&nodes[1].url("/ws/wire")).await;
+    a.send(Message::text("from a")).await;
+    assert_eq!(b.recv().await, Message::text("from a"));
+    let message = next_of(&mut json_member, "message").await;
+    assert_eq!(message["body"], "from a");
+    assert_eq!(message["seq"], 1);
+    a.send(Message::binary(vec![0u8, 159, 146, 150])).await;
+    assert_eq!(b.recv().await, Message::binary(vec![0u8, 159, 146, 150]), "binary reaches raw members only");
+    json_member.request(json!({"type": "publish", "room": "wire", "body": {"k": 1}})).await;
+    assert_eq!(a.recv().await, Message::text("{\"k\":1}"));
+    assert_eq!(b.recv().await, Message::text("{\"k\":1}"));
+    // a never hears its own frames.
+    assert!(a.recv_within(Duration::from_millis(300)).await.is_none());
+}
+
+#[tokio::test]
+#[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
+async fn a_graceful_shutdown_sends_the_leave_events_at_once() {
+    let redis = Redis::start();
+    let mut nodes = nodes(&redis, 2);
+    let mut stays = Client::json(&nodes[0]).await;
+    stays.join("hall").await;
+    let mut going = Client::json(&nodes[1]).await;
+    going.join("hall").await;
+    presence_of(&mut stays, "join", &going.id).await;
+    let started = Instant::now();
+    nodes[1].signal("TERM");
+    presence_of(&mut stays, "leave", &going.id).await;
+    assert!(started.elapsed() < Duration::from_millis(900), "before node_timeout: {:?}", started.elapsed());
+    nodes[1].wait_exit(DEADLINE);
+    let rooms = stays.request(json!({"type": "rooms"})).await;
+    assert_eq!(rooms["rooms"], json!([{"room": "hall", "members": 1}]));
+}
+
+#[tokio::test]
+#[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
+async fn a_killed_node_s_members_leave_within_node_timeout_plus_a_second() {
+    let redis = Redis::start();
+    let mut nodes = nodes(&redis, 2);
+    let mut stays = Client::json(&nodes[0]).await;
+    stays.join("hall").await;
+    let mut doomed = Vec::new();
+    for room in ["hall", "hall", "annex"] {
+        let mut member = Client::json(&nodes[1]).await;
+        member.join(room).await;
+        doomed.push(member);
+    }
+    stays.join("annex").await;
+    let started = Instant::now();
+    nodes[1].signal("KILL");
+    nodes[1].wait_exit(DEADLINE);
+    let mut left = Vec::new();
+    while left.len() < 3 {
+        let frame = stays.recv_json().await;
+        if frame["type"] == "presence" && frame["event"] == "leave" {
+            left.push((frame["room"].as_str().unwrap().to_string(), frame["id"].as_str().unwrap().to_string()));
+        }
+    }
+    let took = started.elapsed();
+    assert!(took <= Duration::from_secs(2), "node_timeout 1s + 1s, took {took:?}");
+    left.sort();
+    let mut expected: Vec<(String, String)> =
+        doomed.iter().zip(["hall", "hall", "annex"]).map(|(m, r)| (r.to_string(), m.id.clone())).collect();
+    expected.sort();
+    assert_eq!(left, expected);
+    let members = stays.request(json!({"type": "members", "room": "hall"})).await;
+    assert_eq!(members["members"].as_array().unwrap().len(), 1);
+    assert_eq!(nodes[0].metric("roomcast_cluster_nodes").await, 1);
+}
+
+#[tokio::test]
+#[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
+async fn a_redis_pause_twice_node_timeout_declares_nobody_dead() {
+    let redis = Redis::start();
+    let nodes = nodes(&redis, 2);
+    let mut a = Client::json(&nodes[0]).await;
+    a.join("hall").await;
+    let mut b = Client::json(&nodes[1]).await;
+    b.join("hall").await;
+    presence_of(&mut a, "join", &b.id).await;
+    let mut admin = redis.connection().await;
+    let () = redis::cmd("CLIENT").arg("PAUSE").arg(2000).arg("ALL").query_async(&mut admin).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    // After the pause, more than a node_timeout of beats later, nobody left.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let seq = a.request(json!({"type": "publish", "room": "hall", "body": "still here"})).await;
+    assert_eq!(seq["type"], "ok", "{seq}");
+    let got = next_of(&mut b, "message").await;
+    assert_eq!(got["body"], "still here");
+    assert!(a.recv_within(Duration::from_millis(200)).await.is_none_or(|m| !m.to_string().contains("\"leave\"")));
+    let members = a.request(json!({"type": "members", "room": "hall"})).await;
+    assert_eq!(members["members"].as_array().unwrap().len(), 2, "{members}");
+    for node in &nodes {
+        assert!(!node.log_text().contains("is dead"), "{}", node.log_text());
+        assert!(!node.log_text().contains("declared dead"), "{}", node.log_text());
+    }
+}
+
+#[tokio::test]
+#[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
+async fn redis_down_means_unavailable_and_503_and_its_return_a_new_epoch() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let nodes: Vec<Server> = (0..2).map(|_| node_with(&url, &[])).collect();
+    let mut a = Client::json(&nodes[0]).await;
+    let joined = a.join("hall").await;
+    let epoch = joined["epoch"].as_str().unwrap().to_string();
+    let seq = a.request(json!({"type": "publish", "room": "hall", "body": 1})).await["seq"].as_u64().unwrap();
+    let port = redis.kill();
+    // Noticed within a beat or two.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let health = reqwest::get(nodes[0].http("/healthz")).await.unwrap();
+        if health.status() == 503 {
+            assert!(health.text().await.unwrap().contains("redis"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "/healthz stayed 200 with Redis down");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused = a.request(json!({"type": "publish", "room": "hall", "body": 2})).await;
+    assert_eq!(refused["code"], "unavailable", "{refused}");
+    let refused = a.request(json!({"type": "join", "room": "other"})).await;
+    assert_eq!(refused["code"], "unavailable", "{refused}");
+    assert_eq!(api_publish(&nodes[1], "hall", json!(3)).await.status(), 503);
+    assert_eq!(nodes[0].metric("roomcast_cluster_up").await, 0);
+    // The connection stayed open.
+    assert_eq!(a.request(json!({"type": "ping"})).await["type"], "pong");
+
+    // Redis comes back, empty: a new epoch, and since is not recovered.
+    let _redis = Redis::start_on(port);
+    let deadline = Instant::now() + DEADLINE;
+    for node in &nodes {
+        while reqwest::get(node.http("/healthz")).await.unwrap().status() != 200 {
+            assert!(Instant::now() < deadline, "/healthz did not come back");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // The member that stayed is told its room started again.
+    let resync = next_of(&mut a, "joined").await;
+    assert_eq!(resync["recovered"], false, "{resync}");
+    assert_ne!(resync["epoch"], epoch.as_str());
+    let mut b = Client::json(&nodes[1]).await;
+    let rejoined = b.request(json!({"type": "join", "room": "hall", "since": seq, "epoch": epoch})).await;
+    assert_eq!(rejoined["type"], "joined", "{rejoined}");
+    assert_eq!(rejoined["epoch"], resync["epoch"], "a new epoch, the same on every node");
+    assert_eq!(rejoined["recovered"], false);
+    assert_eq!(rejoined["members"], 2, "the node put its members back in Redis");
+    let ok = a.request(json!({"type": "publish", "room": "hall", "body": "again"})).await;
+    assert_eq!(ok["seq"], 1, "{ok}");
+    assert_eq!(next_of(&mut b, "message").await["body"], "again");
+}
+
+#[tokio::test]
+#[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
+async fn no_gap_when_the_pub_sub_connections_are_killed_during_a_flood() {
+    let redis = Redis::start();
+    let nodes: Vec<Server> = (0..2)
+        .map(|_| {
+            node_with(
+                &redis.url(),
+                &[
+                    ("ROOMCAST_ROOMS__HISTORY", "5000"),
+                    ("ROOMCAST_LIMITS__MESSAGES_PER_SECOND", "100000"),
+                    ("ROOMCAST_LIMITS__BURST", "100000"),
+                ],
+            )
+        })
+        .collect();
+    let mut publisher = Client::json(&nodes[0]).await;
+    publisher.join("flood").await;
+    let mut reader = Client::json(&nodes[1]).await;
+    reader.join("flood").await;
+    const COUNT: u64 = 2000;
+    let killer = {
+        let client = redis.client();
+        tokio::spawn(async move {
+            let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_millis(60)).await;
+                let _: redis::RedisResult<i64> =
+                    redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub").query_async(&mut admin).await;
+            }
+        })
+    };
+    for i in 0..COUNT {
+        publisher.send_json(json!({"type": "publish", "room": "flood", "body": i})).await;
+    }
+    let got = messages(&mut reader, COUNT as usize).await;
+    killer.await.unwrap();
+    let seqs: Vec<u64> = got.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=COUNT).collect::<Vec<_>>(), "every message once, in order");
+    let bodies: Vec<u64> = got.iter().map(|m| m["body"].as_u64().unwrap()).collect();
+    assert_eq!(bodies, (0..COUNT).collect::<Vec<_>>());
+    let repairs = nodes[1].metric("roomcast_cluster_repairs_total").await
+        + nodes[0].metric("roomcast_cluster_repairs_total").await;
+    assert!(repairs > 0, "the kills made gaps that were repaired");
+}
+
+#[tokio::test]
+#[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
+async fn a_node_found_dead_closes_its_clients_1012_and_comes_back_as_a_new_node() {
+    let redis = Redis::start();
+    let nodes = nodes(&redis, 2);
+    let mut a = Client::json(&nodes[0]).await;
+    a.join("hall").await;
+    let mut b = Client::json(&nodes[1]).await;
+    b.join("hall").await;
+    presence_of(&mut a, "join", &b.id).await;
+    // Frozen past node_timeout: the others find it dead and its member leaves.
+    nodes[1].signal("STOP");
+    presence_of(&mut a, "leave", &b.id).await;
+    nodes[1].signal("CONT");
+    assert_eq!(b.close_code().await, 1012, "its clients would be ghosts: they reconnect");
+    nodes[1].wait_for_log_count("cluster: node ", 2);
+    let mut again = Client::json(&nodes[1]).await;
+    let (old, new): (u64, u64) = (b.id.parse().unwrap(), again.id.parse().unwrap());
+    assert_ne!(old >> 32, new >> 32, "a new node number");
+    assert_eq!(again.join("hall").await["members"], 2);
+    presence_of(&mut a, "join", &again.id).await;
+}
