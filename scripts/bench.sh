@@ -7,7 +7,8 @@
 #
 #   RUNS       runs of each scenario on each server (default 3)
 #   SERVERS    default: "roomcast rust-min node-ws py-websockets"
-#   SCENARIOS  default: every one below
+#   SCENARIOS  default: every one below; "cluster" runs scripts/bench-cluster.sh
+#              (one process vs 1, 2 and 3 nodes on one Redis) into DIR/cluster
 #   DIR        where the JSON of each run goes (default bench-results/DATE)
 #
 # Every server gets the same heartbeat (ping every 2 s, drop after 5 s of
@@ -67,6 +68,10 @@ start_server() {
 }
 
 for scenario in $SCENARIOS; do
+    if [ "$scenario" = cluster ]; then
+        "$ROOT/scripts/bench-cluster.sh" -r "$RUNS" -o "$OUT/cluster"
+        continue
+    fi
     mkdir -p "$OUT/$scenario"
     for server in $SERVERS; do
         for run in $(seq "$RUNS"); do

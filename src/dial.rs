@@ -119,6 +119,8 @@ impl Target {
 pub struct Dialer {
     targets: Vec<Target>,
     next_target: AtomicUsize,
+    /// Publishers on the first server, the others on the rest.
+    split: bool,
     credentials: Credentials,
     next_source: AtomicUsize,
     config: WebSocketConfig,
@@ -168,6 +170,7 @@ impl Dialer {
         Ok(Dialer {
             targets,
             next_target: AtomicUsize::new(0),
+            split: false,
             credentials: Credentials::None,
             next_source: AtomicUsize::new(0),
             config,
@@ -191,6 +194,28 @@ impl Dialer {
         &self.targets[0].url
     }
 
+    /// With several servers: publishers connect to the first, everyone
+    /// else to the others (so every delivery crosses between nodes).
+    pub fn split_publishers(mut self, split: bool) -> Self {
+        self.split = split && self.targets.len() > 1;
+        self
+    }
+
+    fn pick(&self, publisher: bool) -> &Target {
+        let next = self.next_target.fetch_add(1, Ordering::Relaxed);
+        match (self.split, publisher) {
+            (true, true) => &self.targets[0],
+            (true, false) => &self.targets[1 + next % (self.targets.len() - 1)],
+            (false, _) => &self.targets[next % self.targets.len()],
+        }
+    }
+
+    /// Connects a load member: a publisher or not matters with
+    /// [`Dialer::split_publishers`].
+    pub async fn connect_member(&self, publisher: bool, recv_buffer: Option<u32>) -> Result<Ws, DialError> {
+        self.connect_to(self.pick(publisher), &[], recv_buffer).await
+    }
+
     pub fn with_credentials(mut self, credentials: Credentials) -> Self {
         self.credentials = credentials;
         self
@@ -209,7 +234,16 @@ impl Dialer {
     /// Connects with extra handshake headers (e.g. a subprotocol) and,
     /// optionally, a receive buffer size.
     pub async fn connect_with(&self, headers: &[(&str, &str)], recv_buffer: Option<u32>) -> Result<Ws, DialError> {
-        let result = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.open(headers, recv_buffer))
+        self.connect_to(self.pick(false), headers, recv_buffer).await
+    }
+
+    async fn connect_to(
+        &self,
+        target: &Target,
+        headers: &[(&str, &str)],
+        recv_buffer: Option<u32>,
+    ) -> Result<Ws, DialError> {
+        let result = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.open(target, headers, recv_buffer))
             .await
             .unwrap_or(Err(DialError::TimedOut));
         if let Err(e) = &result {
@@ -246,8 +280,7 @@ impl Dialer {
         }
     }
 
-    async fn open(&self, headers: &[(&str, &str)], recv_buffer: Option<u32>) -> Result<Ws, DialError> {
-        let target = &self.targets[self.next_target.fetch_add(1, Ordering::Relaxed) % self.targets.len()];
+    async fn open(&self, target: &Target, headers: &[(&str, &str)], recv_buffer: Option<u32>) -> Result<Ws, DialError> {
         let socket = if target.server.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() };
         let socket = socket.map_err(DialError::Io)?;
         if !target.sources.is_empty() {

@@ -72,6 +72,18 @@ async fn presence_of(client: &mut Client, event: &str, id: &str) -> Value {
     }
 }
 
+/// Two nodes; `a` on the first and `b` on the second have joined `hall`,
+/// and `a` has seen `b` join.
+async fn two_in_hall(redis: &Redis) -> (Vec<Server>, Client, Client) {
+    let nodes = nodes(redis, 2);
+    let mut a = Client::json(&nodes[0]).await;
+    a.join("hall").await;
+    let mut b = Client::json(&nodes[1]).await;
+    b.join("hall").await;
+    presence_of(&mut a, "join", &b.id).await;
+    (nodes, a, b)
+}
+
 #[tokio::test]
 #[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
 async fn every_member_on_every_node_gets_every_message_in_seq_order_with_the_same_bytes() {
@@ -285,12 +297,7 @@ async fn raw_members_relay_across_nodes() {
 #[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
 async fn a_graceful_shutdown_sends_the_leave_events_at_once() {
     let redis = Redis::start();
-    let mut nodes = nodes(&redis, 2);
-    let mut stays = Client::json(&nodes[0]).await;
-    stays.join("hall").await;
-    let mut going = Client::json(&nodes[1]).await;
-    going.join("hall").await;
-    presence_of(&mut stays, "join", &going.id).await;
+    let (mut nodes, mut stays, going) = two_in_hall(&redis).await;
     let started = Instant::now();
     nodes[1].signal("TERM");
     presence_of(&mut stays, "leave", &going.id).await;
@@ -340,12 +347,7 @@ async fn a_killed_node_s_members_leave_within_node_timeout_plus_a_second() {
 #[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
 async fn a_redis_pause_twice_node_timeout_declares_nobody_dead() {
     let redis = Redis::start();
-    let nodes = nodes(&redis, 2);
-    let mut a = Client::json(&nodes[0]).await;
-    a.join("hall").await;
-    let mut b = Client::json(&nodes[1]).await;
-    b.join("hall").await;
-    presence_of(&mut a, "join", &b.id).await;
+    let (nodes, mut a, mut b) = two_in_hall(&redis).await;
     let mut admin = redis.connection().await;
     let () = redis::cmd("CLIENT").arg("PAUSE").arg(2000).arg("ALL").query_async(&mut admin).await.unwrap();
     tokio::time::sleep(Duration::from_millis(2000)).await;
@@ -469,12 +471,7 @@ async fn no_gap_when_the_pub_sub_connections_are_killed_during_a_flood() {
 #[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
 async fn a_node_found_dead_closes_its_clients_1012_and_comes_back_as_a_new_node() {
     let redis = Redis::start();
-    let nodes = nodes(&redis, 2);
-    let mut a = Client::json(&nodes[0]).await;
-    a.join("hall").await;
-    let mut b = Client::json(&nodes[1]).await;
-    b.join("hall").await;
-    presence_of(&mut a, "join", &b.id).await;
+    let (nodes, mut a, mut b) = two_in_hall(&redis).await;
     // Frozen past node_timeout: the others find it dead and its member leaves.
     nodes[1].signal("STOP");
     presence_of(&mut a, "leave", &b.id).await;
@@ -486,4 +483,138 @@ async fn a_node_found_dead_closes_its_clients_1012_and_comes_back_as_a_new_node(
     assert_ne!(old >> 32, new >> 32, "a new node number");
     assert_eq!(again.join("hall").await["members"], 2);
     presence_of(&mut a, "join", &again.id).await;
+}
+
+#[tokio::test]
+#[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
+async fn max_connections_per_user_counts_every_node_and_user_shows_from_every_node() {
+    const SECRET: &str = "cluster-tests-secret-of-32-bytes-or-more";
+    let auth = [
+        ("ROOMCAST_AUTH__MODE", "required"),
+        ("ROOMCAST_AUTH__HMAC_SECRET", SECRET),
+        ("ROOMCAST_AUTH__MAX_CONNECTIONS_PER_USER", "1"),
+    ];
+    let redis = Redis::start();
+    let nodes: Vec<Server> = (0..2).map(|_| node_with(&redis.url(), &auth)).collect();
+    let token = |user: &str| {
+        let output = common::command(&["token", "--sub", user], &[("ROOMCAST_AUTH__HMAC_SECRET", SECRET)])
+            .output()
+            .expect("roomcast token");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap().trim().to_string()
+    };
+    let (ann, bob) = (token("ann"), token("bob"));
+    let with = |token: &str| format!("Bearer {token}");
+    let welcomed = |mut client: Client| async move {
+        let welcome = client.expect("welcome").await;
+        client.id = welcome["id"].as_str().unwrap().to_string();
+        client
+    };
+    let mut first =
+        welcomed(Client::try_connect(&nodes[0].url("/ws"), &[("authorization", &with(&ann))]).await.unwrap()).await;
+    // The same user on the other node is one too many.
+    let mut second = Client::try_connect(&nodes[1].url("/ws"), &[("authorization", &with(&ann))]).await.unwrap();
+    let error = second.expect("error").await;
+    assert_eq!(error["code"], "too_many_connections", "{error}");
+    assert_eq!(second.close_code().await, 1008);
+    // Another user is fine, and sees ann's user on presence from the other node.
+    let mut other =
+        welcomed(Client::try_connect(&nodes[1].url("/ws"), &[("authorization", &with(&bob))]).await.unwrap()).await;
+    other.join("room").await;
+    first.join("room").await;
+    let event = presence_of(&mut other, "join", &first.id).await;
+    assert_eq!(event["user"], "ann");
+    let members = other.request(json!({"type": "members", "room": "room"})).await;
+    let users: Vec<&str> = members["members"].as_array().unwrap().iter().map(|m| m["user"].as_str().unwrap()).collect();
+    assert!(users.contains(&"ann") && users.contains(&"bob"), "{members}");
+    // Once ann's connection closes, the count comes back down on every node.
+    first.close().await;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let mut again = Client::try_connect(&nodes[1].url("/ws"), &[("authorization", &with(&ann))]).await.unwrap();
+        if again.recv_json().await["type"] == "welcome" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the closed connection still counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+#[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
+async fn a_publish_retried_after_a_timeout_is_delivered_once() {
+    let redis = Redis::start();
+    let nodes = nodes(&redis, 2);
+    let mut publisher = Client::json(&nodes[0]).await;
+    publisher.join("once").await;
+    let mut reader = Client::json(&nodes[1]).await;
+    reader.join("once").await;
+    // Redis holds every write for longer than a command may take (1 s with
+    // node_timeout 1s): the publish times out, is sent again, and both
+    // attempts run once Redis resumes.
+    let mut admin = redis.connection().await;
+    let () = redis::cmd("CLIENT").arg("PAUSE").arg(1500).arg("WRITE").query_async(&mut admin).await.unwrap();
+    let ok = publisher.request(json!({"type": "publish", "room": "once", "body": "retried"})).await;
+    assert_eq!(ok["seq"], 1, "{ok}");
+    let retried = nodes[0].wait_for_log("cluster: a publish to once took");
+    assert!(retried.contains("seq 1"), "{retried}");
+    assert_eq!(next_of(&mut reader, "message").await["body"], "retried");
+    let next = publisher.request(json!({"type": "publish", "room": "once", "body": "next"})).await;
+    assert_eq!(next["seq"], 2, "the retry made no second seq: {next}");
+    let message = next_of(&mut reader, "message").await;
+    assert_eq!((message["seq"].clone(), message["body"].clone()), (json!(2), json!("next")), "no duplicate between");
+}
+
+#[tokio::test]
+#[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
+async fn a_node_starts_without_redis_answers_503_and_joins_when_redis_comes() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let env = [("ROOMCAST_CLUSTER__REDIS", url.as_str()), ("ROOMCAST_CLUSTER__NODE_TIMEOUT", "1s")];
+    let server = Server::start(&env);
+    server.wait_for_log("Redis unavailable");
+    let health = reqwest::get(server.http("/healthz")).await.unwrap();
+    assert_eq!(health.status(), 503);
+    assert_eq!(health.text().await.unwrap(), "redis unavailable");
+    let refused = Client::try_connect(&server.url("/ws"), &[]).await.err().map(common::refused_status);
+    assert_eq!(refused, Some(503), "no session id without a node number");
+    let _redis = Redis::start_on(port);
+    server.wait_for_log("cluster: node ");
+    let deadline = Instant::now() + DEADLINE;
+    while reqwest::get(server.http("/healthz")).await.unwrap().status() != 200 {
+        assert!(Instant::now() < deadline, "/healthz did not come back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut client = Client::json(&server).await;
+    assert_eq!(client.join("late").await["members"], 1);
+}
+
+#[tokio::test]
+#[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
+async fn clients_that_vanish_mid_join_leave_no_member_behind_in_redis() {
+    let redis = Redis::start();
+    let nodes = nodes(&redis, 2);
+    // Each joins a room new to its node (the node must subscribe first) and
+    // is gone before the answer.
+    for i in 0..20 {
+        let mut client = Client::json(&nodes[0]).await;
+        client.send_json(json!({"type": "join", "room": format!("ghost-{i}")})).await;
+        drop(client);
+    }
+    let mut watcher = Client::json(&nodes[1]).await;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let rooms = watcher.request(json!({"type": "rooms"})).await;
+        if rooms["rooms"] == json!([]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "members left behind: {rooms}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut admin = redis.connection().await;
+    let held: Vec<String> = redis::cmd("KEYS").arg("test:node:*:members").query_async(&mut admin).await.unwrap();
+    for key in held {
+        let count: usize = redis::cmd("SCARD").arg(&key).query_async(&mut admin).await.unwrap();
+        assert_eq!(count, 0, "{key} still lists memberships");
+    }
 }

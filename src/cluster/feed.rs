@@ -9,6 +9,10 @@
 
 use std::collections::BTreeMap;
 
+/// Arrivals a feed keeps behind a gap while it is fetched; later ones are
+/// not kept (they are in the history) and are fetched after it.
+pub const MAX_WAITING: usize = 1024;
+
 /// What the node should do next, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
@@ -125,6 +129,11 @@ impl Feed {
         if seq == self.next && self.fetching.is_none() {
             self.next += 1;
             steps.push(Step::Deliver(seq, frame));
+            return;
+        }
+        if self.waiting.len() >= MAX_WAITING {
+            // Bounded: read from the history once what waits is delivered.
+            self.refetch = true;
             return;
         }
         self.waiting.insert(seq, frame);
@@ -308,6 +317,22 @@ mod tests {
         assert_eq!(delivered(&steps), [6, 7, 8]);
         assert_eq!(steps.last(), Some(&Step::Fetch { from: 9, to: None }), "the reconnect's fetch follows");
         assert!(feed.is_anchored());
+    }
+
+    #[test]
+    fn what_waits_behind_a_gap_is_bounded_and_the_rest_fetched_after() {
+        let mut feed = Feed::new("e1", 0);
+        let seqs: Vec<u64> = (2..=MAX_WAITING as u64 + 100).collect();
+        let steps = arrive(&mut feed, &seqs);
+        assert_eq!(steps, [Step::Fetch { from: 1, to: Some(1) }]);
+        let mut steps = Vec::new();
+        feed.repaired("e1", history(1..=1), &mut steps);
+        assert_eq!(delivered(&steps).len(), MAX_WAITING + 1, "1 and what was kept");
+        let last = MAX_WAITING as u64 + 1;
+        assert_eq!(steps.last(), Some(&Step::Fetch { from: last + 1, to: None }), "the rest from history");
+        let mut steps = Vec::new();
+        feed.repaired("e1", history(last + 1..=last + 99), &mut steps);
+        assert_eq!(feed.last(), MAX_WAITING as u64 + 100);
     }
 
     #[test]

@@ -1,8 +1,7 @@
 //! Rooms across several roomcast processes through Redis
-//! (`shared/spec/cluster.md`). Work in progress: what is here are the
-//! pieces of the Redis broker that the nodes will run on, each tested
-//! against a real Redis; the broker that wires them to the registry is
-//! not here yet.
+//! (`shared/spec/cluster.md`): the Redis side, each piece a script or a
+//! connection tested against a real Redis. The registry runs them
+//! (`registry/cluster/`).
 //!
 //! - [`feed`]: what a node has delivered of a room, and how it fills gaps.
 //! - [`history`]: reading a range of a room's history with its epoch.
@@ -14,6 +13,7 @@
 //!   keeps it in the room's history and publishes it, atomically.
 //! - [`subscriber`]: a node's pub/sub connection, subscribed again (and
 //!   said so) after every drop.
+//! - [`users`]: open connections per user across the cluster.
 
 pub mod feed;
 pub mod history;
@@ -23,3 +23,4 @@ pub mod nodes;
 pub mod presence;
 pub mod publish;
 pub mod subscriber;
+pub mod users;

@@ -83,6 +83,13 @@ async fn run(
     let mut backoff = Duration::from_millis(50);
     let mut connected_before = false;
     loop {
+        // After falling behind: let the owner catch up before reading again.
+        while events.capacity() < events.max_capacity() / 2 {
+            if events.is_closed() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let pubsub = match client.get_async_pubsub().await {
             Ok(pubsub) => pubsub,
             Err(error) => {
@@ -122,11 +129,17 @@ async fn run(
                         Some(room) => Event::Arrived { room, payload },
                         None => continue,
                     };
-                    // Bounded: a node that cannot keep up stops reading, and
-                    // Redis's pub/sub output limit cuts it off; it then
-                    // repairs from the history.
-                    if events.send(event).await.is_err() {
-                        return;
+                    // Bounded: a node that falls EVENT_QUEUE events behind
+                    // drops the connection (and what redis-rs buffered for
+                    // it) rather than buffer without end, and repairs each
+                    // room from its history once subscribed again.
+                    match events.try_send(event) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            log::warn!("cluster: this node fell behind its rooms' channels; resubscribing and repairing");
+                            break;
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => return,
                     }
                 }
                 command = commands.recv() => match command {

@@ -30,6 +30,7 @@ use crate::config::AuthMode;
 use crate::limit::Full;
 use crate::metrics::{AuthFailure, ConnectionSlot, Metrics};
 use crate::protocol::{RoomName, SUBPROTOCOL, SessionId};
+use crate::registry::cluster::AdmitUser;
 use crate::registry::messages::{Connect, ConnectRaw, RawRefusal, Registration};
 use crate::session::echo::Echo;
 use crate::session::handle::{OutboundLimits, Policy, SessionHandle};
@@ -290,18 +291,44 @@ fn refused(who: &Who, json: bool) -> Option<Refused> {
     }
 }
 
+/// In a cluster, `max_connections_per_user` counts every node's
+/// connections: Redis has the last word (the gate counted this node's).
+/// `registration` gives the count back when the session ends.
+async fn count_user_in_cluster(req: &HttpRequest, state: &AppState, admitted: &mut Admitted) {
+    let Who::User(identity) = &admitted.who else {
+        return;
+    };
+    let max = state.live().settings.auth.max_connections_per_user;
+    if !state.clustered || max == 0 {
+        return;
+    }
+    let ask = AdmitUser { id: admitted.handle.id(), user: identity.user.clone(), max };
+    if state.registry.send(ask).await.unwrap_or(true) {
+        return;
+    }
+    state.metrics.auth_failure(AuthFailure::Forbidden);
+    let message = format!(
+        "user {:?} has its most connections open across the cluster (auth.max_connections_per_user)",
+        &*identity.user
+    );
+    log::info!("refused {} from {}: {message}", req.path(), peer(req));
+    admitted.who = Who::Refused(Policy::TooManyConnections, message);
+    admitted.user_slot = None;
+}
+
 /// `GET /ws`: the JSON room protocol.
 pub async fn json(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
-    let admitted = match admit(&req, &state, None) {
+    let mut admitted = match admit(&req, &state, None) {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.response(),
     };
     let protocols = &[SUBPROTOCOL];
+    let registration = Registration::new(state.registry.clone(), admitted.handle.id());
+    count_user_in_cluster(&req, &state, &mut admitted).await;
     if let Some(endpoint) = refused(&admitted.who, true) {
         return start(&req, payload, &state, admitted, endpoint, protocols);
     }
     let identity = admitted.who.identity();
-    let registration = Registration::new(state.registry.clone(), admitted.handle.id());
     state.registry.do_send(Connect { handle: admitted.handle.clone(), identity: identity.clone() });
     let timing = state.watchdog.timing();
     let endpoint = JsonRoom::new(
@@ -323,13 +350,17 @@ pub async fn raw(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let name = RoomName::parse(&room);
-    let admitted = match admit(&req, &state, name.as_ref().err().copied()) {
+    let mut admitted = match admit(&req, &state, name.as_ref().err().copied()) {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.response(),
     };
     let Ok(name) = name else {
         return Refusal::new(StatusCode::BAD_REQUEST, "bad room name").response();
     };
+    // Before the registry hears of the session: if this future is dropped
+    // while it waits (the client went away), the registration still ends.
+    let registration = Registration::new(state.registry.clone(), admitted.handle.id());
+    count_user_in_cluster(&req, &state, &mut admitted).await;
     if let Some(endpoint) = refused(&admitted.who, false) {
         return start(&req, payload, &state, admitted, endpoint, &[]);
     }
@@ -344,9 +375,6 @@ pub async fn raw(
             return Refusal::new(StatusCode::FORBIDDEN, "a private room: your token grants nothing in it").response();
         }
     };
-    // Before the registry hears of the session: if this future is dropped
-    // while it waits (the client went away), the registration still ends.
-    let registration = Registration::new(state.registry.clone(), admitted.handle.id());
     let connect = ConnectRaw { handle: admitted.handle.clone(), room: name.clone(), identity, access };
     let joined = state.registry.send(connect).await;
     let refusal = match joined {

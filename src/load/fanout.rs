@@ -41,6 +41,10 @@ pub struct FanoutArgs {
     /// After publishing stops, how long to wait for the last deliveries.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub drain: Duration,
+    /// With several --url: publishers on the first node, every other member
+    /// on the others, so that every delivery crosses nodes.
+    #[arg(long)]
+    pub split_publishers: bool,
 }
 
 /// `--rate`: a positive number, or `max`.
@@ -82,7 +86,7 @@ pub async fn run(args: FanoutArgs) -> Result<Report, String> {
     if publishers > args.rooms * args.members {
         return Err(format!("--publishers {publishers} is more than the {} members", args.rooms * args.members));
     }
-    let dialer = args.common.dialer("/ws").await?;
+    let dialer = args.common.dialer("/ws").await?.split_publishers(args.split_publishers);
     let tag = run_tag();
     let names = (0..args.rooms).map(|r| format!("{tag}-{r}")).collect();
     let members = Members::new(names, dialer, args.common.connect_concurrency);
@@ -90,6 +94,7 @@ pub async fn run(args: FanoutArgs) -> Result<Report, String> {
     let mut report = Report::new("fanout");
     report.param("url", members.dialer.urls());
     report.param("rooms", args.rooms);
+    report.param("split_publishers", args.split_publishers);
     report.param("members_per_room", args.members);
     report.param("publishers", publishers);
     report.param("rate_per_publisher", rate.map_or("max".to_string(), |r| r.to_string()));

@@ -275,8 +275,8 @@ async fn connect_and_join(members: &Members, room: usize, role: &Role) -> Option
     let small_buffer = matches!(role, Role::Silent { small_buffer: true });
     let mut ws = {
         let _permit = members.gate.handshake_permit().await?;
-        let connected =
-            if small_buffer { members.dialer.connect_small_buffer().await } else { members.dialer.connect().await };
+        let publisher = matches!(role, Role::Publisher(_));
+        let connected = members.dialer.connect_member(publisher, small_buffer.then_some(4096)).await;
         match connected {
             Ok(ws) => ws,
             Err(_) => return None, // counted by the dialer

@@ -52,6 +52,9 @@ pub struct Limits {
     pub auth: bool,
     /// `auth.private_rooms`.
     pub private_rooms: Patterns,
+    /// `limits.outbound_bytes`: in a cluster, also what may wait for a
+    /// member whose `joined` is on its way.
+    pub outbound_bytes: usize,
 }
 
 impl Limits {
@@ -65,6 +68,7 @@ impl Limits {
             auth: settings.auth.mode != AuthMode::Off,
             // Validated with the rest of the settings.
             private_rooms: Patterns::parse(&settings.auth.private_rooms).unwrap_or_default(),
+            outbound_bytes: settings.limits.outbound_bytes.bytes(),
         }
     }
 }
@@ -492,6 +496,7 @@ impl Handler<Disconnect> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: Disconnect, ctx: &mut Context<Self>) {
+        self.release_user(msg.id, ctx);
         self.remove_session(msg.id, ctx);
         self.settle(ctx);
     }

@@ -166,11 +166,14 @@ impl Registry {
         };
         let mut connection = link.connection.clone();
         let (presence, empty_ttl) = (cluster.presence.clone(), self.limits.empty_ttl);
-        let sessions = dead.parse().map(|node| nodes::sessions_key(&cluster.settings.prefix, node));
+        let number: Option<u64> = dead.parse().ok();
+        let sessions = number.map(|node| nodes::sessions_key(&cluster.settings.prefix, node));
+        let users = cluster.users.clone();
         let work = async move {
             let evicted = presence.evict(&mut connection, &dead, empty_ttl).await;
-            if let Ok(sessions) = sessions {
+            if let (Some(sessions), Some(number)) = (sessions, number) {
                 let _: redis::RedisResult<()> = redis::cmd("DEL").arg(sessions).query_async(&mut connection).await;
+                let _ = users.forget_node(&mut connection, number).await;
             }
             (dead, evicted)
         };
@@ -193,6 +196,8 @@ impl Registry {
             cluster.link = None;
             cluster.rooms.clear();
             cluster.busy.clear();
+            // The others took this node's counts off when they found it dead.
+            cluster.counted.clear();
             cluster.next_id.store(0, Ordering::Release);
         }
         for entry in self.sessions.values_mut() {
@@ -215,6 +220,7 @@ impl Registry {
         let presence = cluster.presence.clone();
         let (empty_ttl, max_members) = (self.limits.empty_ttl, usize::MAX);
         let sessions: Vec<u64> = self.sessions.keys().map(|id| id.0).collect();
+        let (users, user_counts) = (cluster.users.clone(), self.user_counts());
         let mut held = Vec::new();
         for (name, room) in &cluster.rooms {
             for id in room.members.ids() {
@@ -225,13 +231,14 @@ impl Registry {
         }
         let work = async move {
             let node_name = node.to_string();
+            let key = nodes::sessions_key(&prefix, node);
+            let mut replace = redis::pipe();
+            replace.atomic().del(&key).ignore();
             if !sessions.is_empty() {
-                let _: redis::RedisResult<()> = redis::cmd("SADD")
-                    .arg(nodes::sessions_key(&prefix, node))
-                    .arg(&sessions)
-                    .query_async(&mut connection)
-                    .await;
+                replace.sadd(&key, &sessions).ignore();
             }
+            let _: redis::RedisResult<()> = replace.query_async(&mut connection).await;
+            let _ = users.recount(&mut connection, node, &user_counts).await;
             let recorded = presence.memberships(&mut connection, &node_name).await.unwrap_or_default();
             for (room, id) in recorded {
                 let still = held.iter().any(|(name, held_id, _)| name.as_str() == room && held_id.to_string() == id);
@@ -301,21 +308,24 @@ impl Handler<ClusterLeave> for Registry {
         let link = self.cluster.as_deref().and_then(|cluster| {
             let link = cluster.link.as_ref()?;
             let sessions = nodes::sessions_key(&cluster.settings.prefix, link.node);
-            Some((link.connection.clone(), link.liveness.clone(), link.node_name(), cluster.presence.clone(), sessions))
+            let leaving = (link.connection.clone(), link.liveness.clone(), link.node_name(), cluster.presence.clone());
+            Some((leaving, sessions, cluster.users.clone(), link.node))
         });
         let empty_ttl = self.limits.empty_ttl;
         if let Some(cluster) = self.cluster.as_deref_mut() {
             // What closes from now on has already left.
             cluster.rooms.clear();
+            cluster.counted.clear();
         }
         for entry in self.sessions.values_mut() {
             entry.rooms.clear();
         }
         Box::pin(
             async move {
-                let Some((mut connection, liveness, node, presence, sessions)) = link else {
+                let Some(((mut connection, liveness, node, presence), sessions, users, number)) = link else {
                     return;
                 };
+                let _ = users.forget_node(&mut connection, number).await;
                 match presence.evict(&mut connection, &node, empty_ttl).await {
                     Ok(count) => log::info!("cluster: {count} memberships left their rooms"),
                     Err(error) => log::warn!("cluster: leaving the rooms failed: {error}"),

@@ -17,6 +17,7 @@
 mod link;
 mod requests;
 mod rooms;
+mod users;
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -28,11 +29,13 @@ use actix::{ActorFutureExt, AsyncContext, Context, WrapFuture};
 use super::Registry;
 use super::messages::{Command, RawFrame};
 use crate::cluster::presence::Presence;
+use crate::cluster::users::Users;
 use crate::config::ClusterSettings;
 use crate::protocol::{RoomName, SessionId};
 pub use link::ClusterLeave;
 use link::Link;
 use rooms::LocalRoom;
+pub use users::AdmitUser;
 
 /// A request that waits for the session's previous one.
 enum Deferred {
@@ -47,6 +50,9 @@ pub struct Cluster {
     /// id once the node has its number.
     next_id: Arc<AtomicU64>,
     presence: Presence,
+    users: Users,
+    /// Sessions counted in Redis under `max_connections_per_user`.
+    counted: HashMap<SessionId, Arc<str>>,
     /// `None` until Redis answered and gave this node a number.
     link: Option<Link>,
     /// Rooms with members on this node.
@@ -67,11 +73,14 @@ impl Cluster {
     pub fn new(settings: ClusterSettings, next_id: Arc<AtomicU64>) -> Result<Cluster, redis::RedisError> {
         let client = redis::Client::open(settings.redis.as_str())?;
         let presence = Presence::new(&settings.prefix);
+        let users = Users::new(&settings.prefix);
         Ok(Cluster {
             settings,
             client,
             next_id,
             presence,
+            users,
+            counted: HashMap::new(),
             link: None,
             rooms: HashMap::new(),
             busy: HashMap::new(),

@@ -77,20 +77,11 @@ impl Registry {
                 let work = async move { presence.rooms(&mut connection).await };
                 self.in_redis(ctx, Some(id), work, move |registry, rooms, _| {
                     let _ticket = ticket;
-                    match rooms {
-                        Ok(rooms) => {
-                            let rooms = parse_rooms(rooms);
-                            let frame =
-                                frame::rooms(Some("rooms"), rooms.iter().map(|(n, c)| (n, *c)), reference.as_deref());
-                            registry.reply(id, frame);
-                        }
-                        Err(e) => registry.error(
-                            id,
-                            ErrorCode::Unavailable,
-                            &unavailable(&e.to_string()),
-                            reference.as_deref(),
-                        ),
-                    }
+                    let frame = rooms.map(|rooms| {
+                        let rooms = parse_rooms(rooms);
+                        frame::rooms(Some("rooms"), rooms.iter().map(|(n, c)| (n, *c)), reference.as_deref())
+                    });
+                    registry.answer(id, frame, reference.as_deref());
                 });
             }
             RequestKind::Members { room } => {
@@ -109,27 +100,23 @@ impl Registry {
                 let work = async move { presence.members(&mut connection, &keys).await };
                 self.in_redis(ctx, Some(id), work, move |registry, members, _| {
                     let _ticket = ticket;
-                    match members {
-                        Ok(mut entries) => {
-                            entries.sort_by_key(|entry| entry_id(entry));
-                            let frame = frame::members_of_entries(
-                                &room,
-                                entries.iter().map(String::as_str),
-                                reference.as_deref(),
-                            );
-                            registry.reply(id, frame);
-                        }
-                        Err(e) => registry.error(
-                            id,
-                            ErrorCode::Unavailable,
-                            &unavailable(&e.to_string()),
-                            reference.as_deref(),
-                        ),
-                    }
+                    let frame = members.map(|mut entries| {
+                        entries.sort_by_key(|entry| entry_id(entry));
+                        frame::members_of_entries(&room, entries.iter().map(String::as_str), reference.as_deref())
+                    });
+                    registry.answer(id, frame, reference.as_deref());
                 });
             }
             RequestKind::Ping => self.reply(id, frame::pong(reference.as_deref())),
             RequestKind::Auth { .. } => {}
+        }
+    }
+
+    /// A reply read from Redis, or `unavailable`.
+    fn answer(&mut self, id: SessionId, frame: redis::RedisResult<String>, reference: Option<&RawValue>) {
+        match frame {
+            Ok(frame) => self.reply(id, frame),
+            Err(error) => self.error(id, ErrorCode::Unavailable, &unavailable(&error.to_string()), reference),
         }
     }
 
@@ -228,6 +215,7 @@ impl Registry {
         let mut connection = link.connection.clone();
         let keys = RoomKeys::new(&cluster.settings.prefix, room);
         let (head, tail) = frame::message_parts(room, sender, now_epoch_ms(), body);
+        let room = room.clone();
         let work = async move {
             let message = Publish { id: &publish_id, head: &head, tail: &tail, max_history };
             let started = Instant::now();
@@ -235,7 +223,14 @@ impl Registry {
             (published, started.elapsed())
         };
         self.in_redis(ctx, busy, work, move |registry, (published, took), _| match published {
-            Ok((published, _attempts)) => {
+            Ok((published, attempts)) => {
+                if attempts > 1 {
+                    let again = if published.repeated { "the first had run" } else { "the first had not run" };
+                    log::info!(
+                        "cluster: a publish to {room} took {attempts} attempts ({again}): seq {}",
+                        published.seq
+                    );
+                }
                 registry.metrics.cluster.observe_publish(took);
                 then(registry, Ok(published.seq));
             }

@@ -198,6 +198,12 @@ impl Registry {
             done(registry, outcome, ctx);
             if let Some(top) = top {
                 registry.release_joiner(id, &join.room, top);
+                // The session ended (or its node was found dead) while the
+                // join was on its way: what the join added in Redis goes.
+                let gone = !registry.sessions.get(&id).is_some_and(|entry| entry.rooms.contains(&join.room));
+                if gone {
+                    registry.leave_in_redis(ctx, id, &join.room);
+                }
             }
         });
     }
@@ -368,6 +374,9 @@ impl Registry {
             if json && !room.awaiting_own.contains(&joining.id) {
                 joining.bytes += presence.len();
                 joining.waiting.push((None, frame.clone()));
+                if joining.bytes > self.limits.outbound_bytes {
+                    self.slow.push(joining.id);
+                }
             }
         }
     }
@@ -450,7 +459,8 @@ impl Registry {
             };
             joining.bytes += bytes;
             joining.waiting.push((Some(seq), frame.clone()));
-            if joining.bytes > crate::session::handle::INFLIGHT_BYTES * 16 {
+            if joining.bytes > self.limits.outbound_bytes {
+                // As if its queue had overflowed: closed 1013.
                 self.slow.push(joining.id);
             }
         }
