@@ -71,6 +71,10 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn new(settings: ClusterSettings, next_id: Arc<AtomicU64>) -> Result<Cluster, redis::RedisError> {
+        // `rediss://`: the Redis client builds its TLS configuration from the
+        // process's default provider, which must be one (the server's, ring)
+        // whatever other crates enable.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = redis::Client::open(settings.redis.as_str())?;
         let presence = Presence::new(&settings.prefix);
         let users = Users::new(&settings.prefix);
