@@ -279,6 +279,35 @@ impl Registry {
         }
     }
 
+    /// Why a session may not join `name` as a new member, on one node or a
+    /// cluster alike: no grant in a private room, the session's most rooms,
+    /// or one room more than this node may hold (`holds`: it holds `name`;
+    /// `held`: how many it holds).
+    fn new_member_refusal(
+        &self,
+        entry: &Entry,
+        name: &RoomName,
+        access: Option<Access>,
+        holds: bool,
+        held: usize,
+    ) -> Option<(ErrorCode, String)> {
+        if access.is_none() {
+            self.metrics.auth_failure(AuthFailure::Forbidden);
+            let message =
+                format!("room {name} is private: your token grants nothing in it (send a room token with the join)");
+            return Some((ErrorCode::Forbidden, message));
+        }
+        if entry.rooms.len() >= self.limits.max_rooms_per_session {
+            let message = format!("a session may join at most {} rooms", self.limits.max_rooms_per_session);
+            return Some((ErrorCode::TooManyRooms, message));
+        }
+        if !holds && held >= self.limits.max_rooms {
+            let message = format!("the server holds its most rooms ({}); try an existing room", self.limits.max_rooms);
+            return Some((ErrorCode::TooManyRooms, message));
+        }
+        None
+    }
+
     fn join(&mut self, id: SessionId, join: Join, reference: Option<&RawValue>) {
         let Join { room: name, history, since, grant } = join;
         let Some(entry) = self.sessions.get(&id) else {
@@ -295,27 +324,16 @@ impl Registry {
                 member.read_only = false;
             }
         } else {
-            let Some(access) = access else {
-                self.metrics.auth_failure(AuthFailure::Forbidden);
-                let message = format!(
-                    "room {name} is private: your token grants nothing in it (send a room token with the join)"
-                );
-                return self.error(id, ErrorCode::Forbidden, &message, reference);
-            };
-            if entry.rooms.len() >= self.limits.max_rooms_per_session {
-                let message = format!("a session may join at most {} rooms", self.limits.max_rooms_per_session);
-                return self.error(id, ErrorCode::TooManyRooms, &message, reference);
+            let (holds, held) = (self.rooms.contains_key(&name), self.rooms.len());
+            if let Some((code, message)) = self.new_member_refusal(entry, &name, access, holds, held) {
+                return self.error(id, code, &message, reference);
             }
             let members = self.rooms.get(&name).map_or(0, |room| room.members.len());
             if members >= self.limits.max_members_per_room {
                 let message = format!("room {name} has {members} members, the most allowed");
                 return self.error(id, ErrorCode::RoomFull, &message, reference);
             }
-            if !self.room_allowed(&name) {
-                let message =
-                    format!("the server holds its most rooms ({}); try an existing room", self.limits.max_rooms);
-                return self.error(id, ErrorCode::TooManyRooms, &message, reference);
-            }
+            let access = access.unwrap_or(Access::Write);
             self.add_member(id, &name, access);
         }
         let Some(room) = self.rooms.get(&name) else {

@@ -142,35 +142,20 @@ impl Registry {
             return;
         };
         let access = self.access(entry, &room, grant);
-        let rooms_of_session = entry.rooms.len();
         let is_member = entry.rooms.contains(&room);
-        let Some(cluster) = self.cluster.as_deref_mut() else {
+        let Some(cluster) = self.cluster.as_deref() else {
             return;
         };
         let (holds, held) = (cluster.holds(&room), cluster.rooms.len());
         if is_member {
+            // As on one node: a write grant lifts a read-only membership.
             if access == Some(Access::Write)
-                && let Some(member) = cluster.rooms.get_mut(&room).and_then(|r| r.members.get_mut(id))
+                && let Some(member) = self.local_member(id, &room)
             {
                 member.read_only = false;
             }
-        } else {
-            let Some(_) = access else {
-                self.metrics.auth_failure(AuthFailure::Forbidden);
-                let message = format!(
-                    "room {room} is private: your token grants nothing in it (send a room token with the join)"
-                );
-                return self.error(id, ErrorCode::Forbidden, &message, reference.as_deref());
-            };
-            if rooms_of_session >= self.limits.max_rooms_per_session {
-                let message = format!("a session may join at most {} rooms", self.limits.max_rooms_per_session);
-                return self.error(id, ErrorCode::TooManyRooms, &message, reference.as_deref());
-            }
-            if !holds && held >= self.limits.max_rooms {
-                let message =
-                    format!("the server holds its most rooms ({}); try an existing room", self.limits.max_rooms);
-                return self.error(id, ErrorCode::TooManyRooms, &message, reference.as_deref());
-            }
+        } else if let Some((code, message)) = self.new_member_refusal(entry, &room, access, holds, held) {
+            return self.error(id, code, &message, reference.as_deref());
         }
         if let Some(why) = self.redis_down() {
             return self.error(id, ErrorCode::Unavailable, &unavailable(&why), reference.as_deref());
