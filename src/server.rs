@@ -134,16 +134,20 @@ async fn serve(settings: Settings, config: Option<PathBuf>) -> Result<(), ServeE
     // (the gate answers 503) until Redis has given the node one.
     let next_id = Arc::new(AtomicU64::new(if clustered { 0 } else { 1 }));
     let cluster = match clustered {
-        true => Some(
-            Cluster::new(settings.cluster.clone(), next_id.clone())
+        true => Some((
+            settings.cluster.clone(),
+            redis::Client::open(settings.cluster.redis.as_str())
                 .map_err(|e| ConfigError::key("cluster.redis", e.to_string()))?,
-        ),
+            next_id.clone(),
+            crate::registry::cluster::start_io_thread()?,
+        )),
         false => None,
     };
     if clustered {
         eprintln!("cluster: connecting to Redis (prefix {:?})", settings.cluster.prefix);
     }
     let registry = Registry::start_in_arbiter(&registry_thread.handle(), move |_| {
+        let cluster = cluster.map(|(settings, client, next_id, io)| Cluster::new(settings, client, next_id, io));
         Registry::new(limits, registry_metrics, cluster)
     });
     let state = AppState {

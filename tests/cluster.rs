@@ -462,6 +462,9 @@ async fn no_gap_when_the_pub_sub_connections_are_killed_during_a_flood() {
     let seqs: Vec<u64> = got.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, (1..=COUNT).collect::<Vec<_>>(), "every message once, in order");
     let bodies: Vec<u64> = got.iter().map(|m| m["body"].as_u64().unwrap()).collect();
+    if bodies != (0..COUNT).collect::<Vec<_>>() {
+        eprintln!("NODE0 LOG:\n{}", nodes[0].log_text());
+    }
     assert_eq!(bodies, (0..COUNT).collect::<Vec<_>>());
     let repairs = nodes[1].metric("roomcast_cluster_repairs_total").await
         + nodes[0].metric("roomcast_cluster_repairs_total").await;
@@ -624,4 +627,43 @@ async fn clients_that_vanish_mid_join_leave_no_member_behind_in_redis() {
         assert!(Instant::now() < deadline, "members left behind: rooms {rooms:?}, {listed} in node indexes");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+#[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
+async fn pipelined_publishes_are_answered_in_the_order_they_were_sent() {
+    let redis = Redis::start();
+    let nodes = nodes(&redis, 1);
+    let mut client = Client::json(&nodes[0]).await;
+    client.join("line").await;
+    // Publishes go to Redis without waiting for each other; a refused one,
+    // a join and a members request among them still get their replies in
+    // order.
+    for n in 1..=40 {
+        let request = match n {
+            15 => json!({"type": "publish", "room": "elsewhere", "body": n, "ref": n}),
+            25 => json!({"type": "join", "room": "second", "ref": n}),
+            40 => json!({"type": "members", "room": "line", "ref": n}),
+            _ => json!({"type": "publish", "room": "line", "body": n, "ref": n}),
+        };
+        client.send_json(request).await;
+    }
+    let mut refs = Vec::new();
+    let mut seqs = Vec::new();
+    while refs.len() < 40 {
+        let frame = client.recv_json().await;
+        match frame["type"].as_str() {
+            Some("message" | "presence") => continue,
+            Some("ok") => seqs.push(frame["seq"].as_u64().unwrap()),
+            Some("error") => {
+                assert_eq!((frame["ref"].clone(), frame["code"].clone()), (json!(15), json!("not_member")))
+            }
+            Some("joined") => assert_eq!(frame["ref"], 25),
+            Some("members") => assert_eq!(frame["ref"], 40),
+            _ => panic!("unexpected {frame}"),
+        }
+        refs.push(frame["ref"].as_u64().unwrap());
+    }
+    assert_eq!(refs, (1..=40).collect::<Vec<_>>(), "replies in request order");
+    assert_eq!(seqs, (1..=37).collect::<Vec<_>>(), "and seqs in publish order");
 }

@@ -122,6 +122,26 @@ fn with_leave(source: &'static str, cell: &'static std::sync::OnceLock<Script>) 
     cell.get_or_init(|| Script::new(&format!("{LEAVE_FUNCTION}\n{source}")))
 }
 
+fn join_script() -> &'static Script {
+    static CELL: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+    script(JOIN, &CELL)
+}
+
+fn leave_script() -> &'static Script {
+    static CELL: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+    with_leave(LEAVE, &CELL)
+}
+
+/// Loads the scripts whose order matters into `connection`'s Redis before
+/// they are first run: a script Redis does not know is sent again after a
+/// round trip, behind whatever was sent meanwhile.
+pub async fn load_scripts<C: redis::aio::ConnectionLike>(connection: &mut C) -> redis::RedisResult<()> {
+    for script in [join_script(), leave_script(), super::publish::script()] {
+        let _: String = script.prepare_invoke().load_async(connection).await?;
+    }
+    Ok(())
+}
+
 /// The cluster-wide presence keys of the cluster named by `prefix`.
 #[derive(Debug, Clone)]
 pub struct Presence {
@@ -215,13 +235,12 @@ impl Presence {
         max_members: usize,
         read: Read<'_>,
     ) -> redis::RedisResult<JoinReply> {
-        static CELL: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
         let (since, client_epoch, recent) = match read {
             Read::Recent(count) => (-1, "", count),
             Read::Since { seq, epoch } => (i64::try_from(seq).unwrap_or(i64::MAX), epoch.unwrap_or(""), 0),
         };
         let reply: Vec<redis::Value> = self
-            .with_room_keys(script(JOIN, &CELL), keys, member.node)
+            .with_room_keys(join_script(), keys, member.node)
             .arg(member.room)
             .arg(member.id)
             .arg(member.entry)
@@ -265,9 +284,8 @@ impl Presence {
         id: &str,
         empty_ttl: std::time::Duration,
     ) -> redis::RedisResult<Option<usize>> {
-        static CELL: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
         let left: i64 = self
-            .with_room_keys(with_leave(LEAVE, &CELL), keys, node)
+            .with_room_keys(leave_script(), keys, node)
             .arg(room)
             .arg(id)
             .arg(&keys.channel)

@@ -44,8 +44,19 @@ pub struct Subscriber {
 impl Subscriber {
     /// Starts the task of node `node` on the current Tokio runtime.
     pub fn start(client: redis::Client, prefix: String, node: u64, events: mpsc::Sender<Event>) -> Subscriber {
+        Self::start_on(&tokio::runtime::Handle::current(), client, prefix, node, events)
+    }
+
+    /// Starts the task on the runtime `runtime`.
+    pub fn start_on(
+        runtime: &tokio::runtime::Handle,
+        client: redis::Client,
+        prefix: String,
+        node: u64,
+        events: mpsc::Sender<Event>,
+    ) -> Subscriber {
         let (commands, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(run(client, prefix, node, receiver, events));
+        runtime.spawn(run(client, prefix, node, receiver, events));
         Subscriber { commands }
     }
 

@@ -602,7 +602,7 @@ impl Handler<ApiPublish> for Registry {
         }
         let (done, outcome) = tokio::sync::oneshot::channel();
         let sender = frame::api_sender_fields(self.limits.auth);
-        self.publish_in_redis(ctx, None, &msg.room, &sender, msg.body.get(), move |_, published| {
+        self.publish_in_redis(ctx, cluster::Turn::Node, &msg.room, &sender, msg.body.get(), move |_, published, _| {
             let _ = done.send(published.map_err(ApiRefusal::Unavailable));
         });
         let outcome = async move { outcome.await.unwrap_or_else(|_| Err(ApiRefusal::Unavailable("stopped".into()))) };

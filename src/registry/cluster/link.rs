@@ -10,6 +10,7 @@ use std::time::Duration;
 use actix::{AsyncContext, Context, Handler, Message, ResponseActFuture, StreamHandler, WrapFuture};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use super::Turn;
 use crate::cluster::liveness::Liveness;
 use crate::cluster::nodes;
 use crate::cluster::subscriber::{Event, Subscriber};
@@ -48,8 +49,10 @@ async fn connect(
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(response_timeout(timeout * 2)))
-        .set_number_of_retries(1);
+        .set_number_of_retries(1)
+        .set_pipeline_buffer_size(super::PIPELINE_BUFFER);
     let mut connection = ConnectionManager::new_with_config(client, config).await?;
+    crate::cluster::presence::load_scripts(&mut connection).await?;
     let node = nodes::register(&mut connection, &prefix).await?;
     Ok((connection, node))
 }
@@ -95,7 +98,7 @@ impl Registry {
         let timeout = cluster.settings.node_timeout;
         let Some(link) = &cluster.link else {
             let work = connect(cluster.client.clone(), cluster.settings.prefix.clone(), timeout);
-            return self.in_redis(ctx, None, work, |registry, connected, ctx| {
+            return self.in_redis(ctx, Turn::Node, work, |registry, connected, ctx| {
                 if let Some(cluster) = registry.clustered() {
                     cluster.beating = false;
                 }
@@ -107,7 +110,7 @@ impl Registry {
         };
         let (mut connection, liveness, node) = (link.connection.clone(), link.liveness.clone(), link.node_name());
         let work = async move { liveness.beat(&mut connection, &node, timeout).await };
-        self.in_redis(ctx, None, work, |registry, beat, ctx| {
+        self.in_redis(ctx, Turn::Node, work, |registry, beat, ctx| {
             let Some(cluster) = registry.clustered() else {
                 return;
             };
@@ -137,7 +140,8 @@ impl Registry {
             return;
         };
         let (events, receiver) = tokio::sync::mpsc::channel(EVENT_QUEUE);
-        let subscriber = Subscriber::start(cluster.client.clone(), cluster.settings.prefix.clone(), node, events);
+        let (client, prefix) = (cluster.client.clone(), cluster.settings.prefix.clone());
+        let subscriber = Subscriber::start_on(&cluster.io, client, prefix, node, events);
         let liveness = Liveness::new(&cluster.settings.prefix);
         cluster.link = Some(Link { connection, node, subscriber, liveness });
         let Some(first) = nodes::session_id(node, 1) else {
@@ -177,7 +181,7 @@ impl Registry {
             }
             (dead, evicted)
         };
-        self.in_redis(ctx, None, work, |_, (dead, evicted), _| match evicted {
+        self.in_redis(ctx, Turn::Node, work, |_, (dead, evicted), _| match evicted {
             Ok(count) => log::warn!("cluster: node {dead} is dead: {count} memberships left its rooms"),
             Err(error) => log::warn!("cluster: node {dead} is dead; evicting its members failed: {error}"),
         });
@@ -196,6 +200,8 @@ impl Registry {
             cluster.link = None;
             cluster.rooms.clear();
             cluster.busy.clear();
+            cluster.publishing.clear();
+            cluster.turns.clear();
             // The others took this node's counts off when they found it dead.
             cluster.counted.clear();
             cluster.next_id.store(0, Ordering::Release);
@@ -230,6 +236,8 @@ impl Registry {
             }
         }
         let work = async move {
+            // Redis may have restarted, without the scripts.
+            let _ = crate::cluster::presence::load_scripts(&mut connection).await;
             let node_name = node.to_string();
             let key = nodes::sessions_key(&prefix, node);
             let mut replace = redis::pipe();
@@ -256,7 +264,7 @@ impl Registry {
                 let _ = presence.join(&mut connection, &keys, &member, max_members, read).await;
             }
         };
-        self.in_redis(ctx, None, work, |_, (), _| {
+        self.in_redis(ctx, Turn::Node, work, |_, (), _| {
             log::info!("cluster: this node's sessions and members are in Redis again")
         });
     }
@@ -272,7 +280,7 @@ impl Registry {
         let mut connection = link.connection.clone();
         let key = nodes::sessions_key(&cluster.settings.prefix, nodes::node_of(id));
         let work = async move { redis::cmd("SADD").arg(key).arg(id.0).query_async::<()>(&mut connection).await };
-        self.in_redis(ctx, None, work, |_, _, _| {});
+        self.in_redis(ctx, Turn::After(id), work, |_, _, _| {});
     }
 }
 

@@ -11,8 +11,10 @@
 //!
 //! Every request that needs Redis is answered when Redis has answered. A
 //! session's requests run one at a time, in order (later ones wait in
-//! [`Cluster::busy`], bounded by the session's in-flight budget), so its
-//! replies keep the order of its requests, as on one node.
+//! [`Cluster::busy`], bounded by the session's in-flight budget), except
+//! that publishes follow each other without waiting (pipelined on the one
+//! connection, their replies put back in order): its replies keep the
+//! order of its requests, as on one node.
 
 mod link;
 mod requests;
@@ -31,11 +33,80 @@ use super::messages::{Command, RawFrame};
 use crate::cluster::presence::Presence;
 use crate::cluster::users::Users;
 use crate::config::ClusterSettings;
+use crate::protocol::request::RequestKind;
 use crate::protocol::{RoomName, SessionId};
 pub use link::ClusterLeave;
 use link::Link;
 use rooms::LocalRoom;
 pub use users::AdmitUser;
+
+/// The Redis client's queue of commands not yet written (its pipeline
+/// buffer). A command is handed to it on the first poll of its future only
+/// while the queue has room; a full queue lets later commands overtake.
+pub(super) const PIPELINE_BUFFER: usize = 4096;
+
+/// Redis work a node runs at once: below [`PIPELINE_BUFFER`], so that a
+/// command always enters the queue on its first poll, in the order
+/// [`in_turn`] gives. Beyond it, work waits in [`Cluster::queued`], in order.
+const MAX_IN_FLIGHT: usize = PIPELINE_BUFFER - 64;
+
+/// Starts Redis work (spawns its future on the registry).
+type Start = Box<dyn FnOnce(&mut Registry, &mut Context<Registry>)>;
+
+/// Whose Redis work this is, which decides when it starts.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Turn {
+    /// The node's own (beats, repairs, the API): starts at once.
+    Node,
+    /// A session's, started after its earlier Redis work was sent (so that
+    /// Redis runs a session's commands in the order it made them), while
+    /// the session goes on (publishes, leaves).
+    After(SessionId),
+    /// A session's, after its earlier work, and the session's later
+    /// requests wait for its answer.
+    Alone(SessionId),
+}
+
+/// Starts the thread that runs a node's Redis connections (a Tokio runtime
+/// of its own).
+pub fn start_io_thread() -> std::io::Result<tokio::runtime::Handle> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let handle = runtime.handle().clone();
+    std::thread::Builder::new()
+        .name("redis-io".into())
+        .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
+    Ok(handle)
+}
+
+/// Sends `work`'s first command only once the work before it has sent its
+/// own (`previous` fires), then says so (`started`): the connection to
+/// Redis carries commands in the order they were sent, and this keeps a
+/// session's in the order it made them, whatever order the futures are
+/// first polled in.
+async fn in_turn<T>(
+    previous: Option<tokio::sync::oneshot::Receiver<()>>,
+    started: Option<tokio::sync::oneshot::Sender<()>>,
+    work: impl Future<Output = T>,
+) -> T {
+    if let Some(previous) = previous {
+        // An error: the work before was dropped, which sends nothing more.
+        let _ = previous.await;
+    }
+    // Out of tokio's cooperative budget: a spent budget makes the Redis
+    // client's queue answer "not now" even with room, and the first poll
+    // would not hand the command over.
+    let mut work = std::pin::pin!(tokio::task::unconstrained(work));
+    let mut started = started;
+    std::future::poll_fn(move |cx| {
+        // Its first poll hands its first command to the connection.
+        let out = work.as_mut().poll(cx);
+        if let Some(started) = started.take() {
+            let _ = started.send(());
+        }
+        out
+    })
+    .await
+}
 
 /// A request that waits for the session's previous one.
 enum Deferred {
@@ -46,6 +117,8 @@ enum Deferred {
 pub struct Cluster {
     settings: ClusterSettings,
     client: redis::Client,
+    /// The runtime of the node's Redis connections and their work.
+    io: tokio::runtime::Handle,
     /// The session id counter the HTTP gate uses: set to the node's first
     /// id once the node has its number.
     next_id: Arc<AtomicU64>,
@@ -57,8 +130,17 @@ pub struct Cluster {
     link: Option<Link>,
     /// Rooms with members on this node.
     rooms: HashMap<RoomName, LocalRoom>,
-    /// Sessions with a request in Redis, and what they sent after it.
+    /// Sessions with a request in Redis (or waiting for their publishes),
+    /// and what they sent after it.
     busy: HashMap<SessionId, VecDeque<Deferred>>,
+    /// Sessions with publishes in Redis.
+    publishing: HashMap<SessionId, Pipeline>,
+    /// Per session, the signal that its latest Redis work has been sent.
+    turns: HashMap<SessionId, tokio::sync::oneshot::Receiver<()>>,
+    /// Redis work running, and work waiting for room (bounded in turn by
+    /// the sessions' in-flight bytes: each holds its request's ticket).
+    in_flight: usize,
+    queued: VecDeque<Start>,
     /// Counts publishes, for their ids.
     publishes: u64,
     /// A beat is on its way.
@@ -70,17 +152,22 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub fn new(settings: ClusterSettings, next_id: Arc<AtomicU64>) -> Result<Cluster, redis::RedisError> {
+    pub fn new(
+        settings: ClusterSettings,
+        client: redis::Client,
+        next_id: Arc<AtomicU64>,
+        io: tokio::runtime::Handle,
+    ) -> Cluster {
         // `rediss://`: the Redis client builds its TLS configuration from the
         // process's default provider, which must be one (the server's, ring)
         // whatever other crates enable.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = redis::Client::open(settings.redis.as_str())?;
         let presence = Presence::new(&settings.prefix);
         let users = Users::new(&settings.prefix);
-        Ok(Cluster {
+        Cluster {
             settings,
             client,
+            io,
             next_id,
             presence,
             users,
@@ -88,11 +175,15 @@ impl Cluster {
             link: None,
             rooms: HashMap::new(),
             busy: HashMap::new(),
+            publishing: HashMap::new(),
+            turns: HashMap::new(),
+            in_flight: 0,
+            queued: VecDeque::new(),
             publishes: 0,
             beating: false,
             redis_was_down: false,
             outage_logged: false,
-        })
+        }
     }
 
     /// This node's number, once it has one.
@@ -106,79 +197,195 @@ impl Registry {
         self.cluster.as_deref_mut()
     }
 
-    /// Runs `work` (Redis I/O) and then `then` on the registry. With `id`,
-    /// the session is busy meanwhile: its later requests wait their turn.
-    fn in_redis<T: 'static>(
+    /// Runs `work` (Redis I/O) and then `then` on the registry, in `turn`.
+    fn in_redis<T: Send + 'static>(
         &mut self,
         ctx: &mut Context<Self>,
-        id: Option<SessionId>,
-        work: impl Future<Output = T> + 'static,
+        turn: Turn,
+        work: impl Future<Output = T> + Send + 'static,
         then: impl FnOnce(&mut Registry, T, &mut Context<Registry>) + 'static,
     ) {
-        if let (Some(id), Some(cluster)) = (id, self.clustered()) {
-            cluster.busy.entry(id).or_default();
-        }
-        ctx.spawn(work.into_actor(self).map(move |out, registry, ctx| {
-            then(registry, out, ctx);
-            if let Some(id) = id {
-                registry.run_deferred(id, ctx);
+        let (busy, ordered) = match turn {
+            Turn::Node => (None, None),
+            Turn::After(id) => (None, Some(id)),
+            Turn::Alone(id) => (Some(id), Some(id)),
+        };
+        let alive = ordered.is_some_and(|id| self.sessions.contains_key(&id));
+        let (mut previous, mut started) = (None, None);
+        if let Some(cluster) = self.cluster.as_deref_mut() {
+            if let Some(id) = busy {
+                cluster.busy.entry(id).or_default();
             }
-            registry.settle(ctx);
-        }));
-    }
-
-    fn is_busy(&self, id: SessionId) -> bool {
-        self.cluster.as_ref().is_some_and(|cluster| cluster.busy.contains_key(&id))
-    }
-
-    /// Queues `deferred` behind the session's request in Redis, if any;
-    /// gives it back when the session is free.
-    fn defer(&mut self, id: SessionId, deferred: Deferred) -> Option<Deferred> {
-        match self.clustered().and_then(|cluster| cluster.busy.get_mut(&id)) {
-            Some(queue) => {
-                queue.push_back(deferred);
-                None
+            if let Some(id) = ordered {
+                previous = cluster.turns.remove(&id);
+                let (sender, receiver) = tokio::sync::oneshot::channel();
+                started = Some(sender);
+                if alive {
+                    cluster.turns.insert(id, receiver);
+                }
             }
-            None => Some(deferred),
+        }
+        let work = in_turn(previous, started, work);
+        let start = move |registry: &mut Registry, ctx: &mut Context<Registry>| {
+            // On the Redis thread, so that the Redis client is never held up
+            // by the registry's own work (fan-out, repairs).
+            let Some(io) = registry.cluster.as_deref().map(|cluster| cluster.io.clone()) else {
+                return;
+            };
+            let work = io.spawn(work);
+            ctx.spawn(work.into_actor(registry).map(move |out, registry, ctx| {
+                if let Some(cluster) = registry.clustered() {
+                    cluster.in_flight -= 1;
+                }
+                match out {
+                    Ok(out) => then(registry, out, ctx),
+                    Err(error) => log::error!("cluster: Redis work failed: {error}"),
+                }
+                if let Some(id) = busy {
+                    registry.run_deferred(id, ctx);
+                }
+                registry.start_queued(ctx);
+                registry.settle(ctx);
+            }));
+        };
+        let Some(cluster) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        if cluster.in_flight < MAX_IN_FLIGHT && cluster.queued.is_empty() {
+            cluster.in_flight += 1;
+            start(self, ctx);
+        } else {
+            cluster.queued.push_back(Box::new(start));
         }
     }
 
-    /// The session's request in Redis is done: runs what it sent next, up
-    /// to the next one that needs Redis.
+    /// Starts queued Redis work while there is room.
+    fn start_queued(&mut self, ctx: &mut Context<Self>) {
+        loop {
+            let Some(cluster) = self.cluster.as_deref_mut() else {
+                return;
+            };
+            if cluster.in_flight >= MAX_IN_FLIGHT {
+                return;
+            }
+            let Some(start) = cluster.queued.pop_front() else {
+                return;
+            };
+            cluster.in_flight += 1;
+            start(self, ctx);
+        }
+    }
+
+    /// Whether a request of the session must wait: one is in Redis, or it
+    /// is not a publish and publishes are (a publish may follow publishes:
+    /// they are pipelined, and their replies put back in order).
+    fn must_wait(&self, id: SessionId, deferred: &Deferred) -> bool {
+        let Some(cluster) = self.cluster.as_deref() else {
+            return false;
+        };
+        cluster.busy.contains_key(&id) || (!deferred.is_publish() && cluster.publishing.contains_key(&id))
+    }
+
+    /// Runs `deferred` now, or queues it behind what the session has in Redis.
+    fn run_or_defer(&mut self, id: SessionId, deferred: Deferred, ctx: &mut Context<Self>) {
+        if self.must_wait(id, &deferred) {
+            if let Some(cluster) = self.clustered() {
+                cluster.busy.entry(id).or_default().push_back(deferred);
+            }
+            return;
+        }
+        match deferred {
+            Deferred::Command(command) => self.cluster_request(command, ctx),
+            Deferred::Raw(frame) => self.cluster_raw(frame, ctx),
+        }
+    }
+
+    /// The session's request in Redis is done (or its publishes are): runs
+    /// what it sent next, up to the next one that must wait.
     fn run_deferred(&mut self, id: SessionId, ctx: &mut Context<Self>) {
         let Some(mut queue) = self.clustered().and_then(|cluster| cluster.busy.remove(&id)) else {
             return;
         };
         while let Some(deferred) = queue.pop_front() {
-            match deferred {
-                Deferred::Command(command) => self.cluster_command(command, ctx),
-                Deferred::Raw(frame) => self.cluster_raw_frame(frame, ctx),
-            }
-            if let Some(waiting) = self.clustered().and_then(|cluster| cluster.busy.get_mut(&id)) {
-                waiting.extend(queue);
+            if self.must_wait(id, &deferred) {
+                queue.push_front(deferred);
+                if let Some(cluster) = self.clustered() {
+                    let waiting = cluster.busy.entry(id).or_default();
+                    waiting.extend(queue);
+                }
                 return;
             }
+            self.run_or_defer(id, deferred, ctx);
         }
     }
 
     /// A request from a session, in cluster mode.
     pub(super) fn cluster_command(&mut self, command: Command, ctx: &mut Context<Self>) {
-        let id = command.id;
-        if let Some(command) = self.defer(id, Deferred::Command(command)) {
-            let Deferred::Command(command) = command else { return };
-            self.cluster_request(command, ctx);
-        }
+        self.run_or_defer(command.id, Deferred::Command(command), ctx);
     }
 
     /// A raw member's frame, in cluster mode.
     pub(super) fn cluster_raw_frame(&mut self, frame: RawFrame, ctx: &mut Context<Self>) {
-        let id = frame.id;
-        if self.is_busy(id) {
-            self.defer(id, Deferred::Raw(frame));
-            return;
-        }
-        self.cluster_raw(frame, ctx);
+        self.run_or_defer(frame.id, Deferred::Raw(frame), ctx);
     }
+
+    /// A publish of the session goes to Redis: its place in the session's
+    /// reply order.
+    pub(super) fn pipeline_publish(&mut self, id: SessionId) -> u64 {
+        let Some(cluster) = self.clustered() else {
+            return 0;
+        };
+        let pipeline = cluster.publishing.entry(id).or_default();
+        pipeline.sent += 1;
+        pipeline.sent - 1
+    }
+
+    /// Publish `n` of the session is done: its reply (if any) goes out once
+    /// the ones before it have; when none is left, what waited runs.
+    pub(super) fn publish_done(&mut self, id: SessionId, n: u64, reply: Option<String>, ctx: &mut Context<Self>) {
+        let Some(cluster) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        let Some(pipeline) = cluster.publishing.get_mut(&id) else {
+            return;
+        };
+        pipeline.done.insert(n, reply);
+        let mut replies = Vec::new();
+        while let Some(reply) = pipeline.done.remove(&pipeline.replied) {
+            pipeline.replied += 1;
+            replies.extend(reply);
+        }
+        let drained = pipeline.replied == pipeline.sent;
+        if drained {
+            cluster.publishing.remove(&id);
+        }
+        for reply in replies {
+            self.reply(id, reply);
+        }
+        if drained {
+            self.run_deferred(id, ctx);
+        }
+    }
+}
+
+impl Deferred {
+    /// Publishes (and raw frames, which are publishes) may be pipelined.
+    fn is_publish(&self) -> bool {
+        match self {
+            Deferred::Command(command) => matches!(command.request.kind, RequestKind::Publish { .. }),
+            Deferred::Raw(_) => true,
+        }
+    }
+}
+
+/// A session's publishes on their way to Redis.
+#[derive(Default)]
+struct Pipeline {
+    /// Publishes sent, and replies given, in the session's order.
+    sent: u64,
+    replied: u64,
+    /// Done out of order: waiting for the ones before them.
+    done: std::collections::BTreeMap<u64, Option<String>>,
 }
 
 impl Registry {

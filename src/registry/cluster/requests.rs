@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use actix::Context;
 use serde_json::value::RawValue;
 
+use super::Turn;
 use super::rooms::{BINARY_PREFIX, ClusterJoin, JoinOutcome, JoinRead, unavailable};
 use crate::auth::Access;
 use crate::cluster::keys::RoomKeys;
@@ -75,7 +76,7 @@ impl Registry {
                     return self.error(id, ErrorCode::Unavailable, &unavailable("not connected"), reference.as_deref());
                 };
                 let work = async move { presence.rooms(&mut connection).await };
-                self.in_redis(ctx, Some(id), work, move |registry, rooms, _| {
+                self.in_redis(ctx, Turn::Alone(id), work, move |registry, rooms, _| {
                     let _ticket = ticket;
                     let frame = rooms.map(|rooms| {
                         let rooms = parse_rooms(rooms);
@@ -98,7 +99,7 @@ impl Registry {
                 };
                 let keys = RoomKeys::new(&prefix, &room);
                 let work = async move { presence.members(&mut connection, &keys).await };
-                self.in_redis(ctx, Some(id), work, move |registry, members, _| {
+                self.in_redis(ctx, Turn::Alone(id), work, move |registry, members, _| {
                     let _ticket = ticket;
                     let frame = members.map(|mut entries| {
                         entries.sort_by_key(|entry| entry_id(entry));
@@ -179,21 +180,21 @@ impl Registry {
     pub(in crate::registry) fn publish_in_redis(
         &mut self,
         ctx: &mut Context<Self>,
-        busy: Option<SessionId>,
+        turn: Turn,
         room: &RoomName,
         sender: &str,
         body: &str,
-        then: impl FnOnce(&mut Registry, Result<u64, PublishFailure>) + 'static,
+        then: impl FnOnce(&mut Registry, Result<u64, PublishFailure>, &mut Context<Registry>) + 'static,
     ) {
         if let Some(why) = self.redis_down() {
-            return then(self, Err(why));
+            return then(self, Err(why), ctx);
         }
         let max_history = self.limits.history.messages;
         let Some(cluster) = self.cluster.as_deref_mut() else {
             return;
         };
         let Some(link) = &cluster.link else {
-            return then(self, Err("not connected".into()));
+            return then(self, Err("not connected".into()), ctx);
         };
         cluster.publishes += 1;
         let publish_id = format!("{}-{}", link.node, cluster.publishes);
@@ -207,7 +208,7 @@ impl Registry {
             let published = publish::publish_retrying(&mut connection, &keys, &message, PUBLISH_WITHIN).await;
             (published, started.elapsed())
         };
-        self.in_redis(ctx, busy, work, move |registry, (published, took), _| match published {
+        self.in_redis(ctx, turn, work, move |registry, (published, took), ctx| match published {
             Ok((published, attempts)) => {
                 if attempts > 1 {
                     let again = if published.repeated { "the first had run" } else { "the first had not run" };
@@ -217,9 +218,9 @@ impl Registry {
                     );
                 }
                 registry.metrics.cluster.observe_publish(took);
-                then(registry, Ok(published.seq));
+                then(registry, Ok(published.seq), ctx);
             }
-            Err(error) => then(registry, Err(error.to_string())),
+            Err(error) => then(registry, Err(error.to_string()), ctx),
         });
     }
 
@@ -232,32 +233,30 @@ impl Registry {
         reference: Ref,
         ticket: crate::session::handle::InFlight,
     ) {
-        let Some(member) = self.local_member(id, &room) else {
-            return self.error(
-                id,
-                ErrorCode::NotMember,
-                &format!("join {room} before publishing to it"),
-                reference.as_deref(),
-            );
+        let refusal = match self.local_member(id, &room) {
+            None => Some((ErrorCode::NotMember, format!("join {room} before publishing to it"))),
+            Some(member) if member.read_only => {
+                self.metrics.auth_failure(AuthFailure::Forbidden);
+                Some((ErrorCode::Forbidden, format!("your grant in {room} is read-only")))
+            }
+            Some(_) => None,
         };
-        if member.read_only {
-            self.metrics.auth_failure(AuthFailure::Forbidden);
-            let message = format!("your grant in {room} is read-only");
-            return self.error(id, ErrorCode::Forbidden, &message, reference.as_deref());
+        if let Some((code, message)) = refusal {
+            // After the replies to the publishes before it.
+            let n = self.pipeline_publish(id);
+            return self.publish_done(id, n, Some(frame::error(code, &message, reference.as_deref())), ctx);
         }
         let Some(sender) = self.sessions.get(&id).map(|entry| entry.sender.clone()) else {
             return;
         };
-        self.publish_in_redis(ctx, Some(id), &room, &sender, body.get(), move |registry, seq| {
+        let n = self.pipeline_publish(id);
+        self.publish_in_redis(ctx, Turn::After(id), &room, &sender, body.get(), move |registry, seq, ctx| {
             let _ticket = ticket;
-            match seq {
-                Ok(seq) => {
-                    if reference.is_some() {
-                        registry.reply(id, frame::ok(Some(seq), reference.as_deref()));
-                    }
-                }
-                Err(why) => registry.error(id, ErrorCode::Unavailable, &unavailable(&why), reference.as_deref()),
-            }
+            let reply = match seq {
+                Ok(seq) => reference.is_some().then(|| frame::ok(Some(seq), reference.as_deref())),
+                Err(why) => Some(frame::error(ErrorCode::Unavailable, &unavailable(&why), reference.as_deref())),
+            };
+            registry.publish_done(id, n, reply, ctx);
         });
     }
 
@@ -285,7 +284,7 @@ impl Registry {
         let payload = format!("{target}\n{sender}\n{}", body.get());
         let work = async move { nodes::direct(&mut connection, &prefix, target, &payload).await };
         let to = to.to_string();
-        self.in_redis(ctx, Some(id), work, move |registry, sent, _| {
+        self.in_redis(ctx, Turn::Alone(id), work, move |registry, sent, _| {
             let _ticket = ticket;
             match sent {
                 Ok(true) => {
@@ -339,7 +338,7 @@ impl Registry {
                 let _ = presence.rename(&mut connection, &keys, &id.to_string(), &member_entry).await;
             }
         };
-        self.in_redis(ctx, Some(id), work, |_, (), _| {});
+        self.in_redis(ctx, Turn::Alone(id), work, |_, (), _| {});
     }
 
     /// A raw member's frame: text becomes a message with a `seq`, binary
@@ -363,11 +362,13 @@ impl Registry {
         match frame {
             OutFrame::Text(body) => {
                 let body = protocol::json_str(&body);
-                self.publish_in_redis(ctx, Some(id), &name, &sender, &body, move |_, published| {
+                let n = self.pipeline_publish(id);
+                self.publish_in_redis(ctx, Turn::After(id), &name, &sender, &body, move |registry, published, ctx| {
                     let _ticket = ticket;
                     if let Err(why) = published {
                         log::debug!("cluster: a raw frame was dropped: {why}");
                     }
+                    registry.publish_done(id, n, None, ctx);
                 });
             }
             OutFrame::Binary(bytes) => {
@@ -384,7 +385,7 @@ impl Registry {
                     let _ticket = ticket;
                     redis::cmd("PUBLISH").arg(channel).arg(payload).query_async::<()>(&mut connection).await
                 };
-                self.in_redis(ctx, Some(id), work, |_, _, _| {});
+                self.in_redis(ctx, Turn::Alone(id), work, |_, _, _| {});
             }
         }
     }

@@ -16,7 +16,7 @@ use bytestring::ByteString;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::Cluster;
+use super::{Cluster, Turn};
 use crate::auth::Access;
 use crate::cluster::feed::{Feed, Step};
 use crate::cluster::history;
@@ -177,7 +177,7 @@ impl Registry {
             };
             presence.join(&mut connection, &keys, &member, max_members, read).await
         };
-        self.in_redis(ctx, Some(id), work, move |registry, reply, ctx| {
+        self.in_redis(ctx, Turn::Alone(id), work, move |registry, reply, ctx| {
             let outcome = match reply {
                 Ok(reply) if matches!(reply.joined, Joined::Full(_)) => {
                     let Joined::Full(count) = reply.joined else { unreachable!() };
@@ -300,13 +300,14 @@ impl Registry {
             presence.leave(&mut connection, &keys, name.as_str(), &node, &id.to_string(), empty_ttl).await
         };
         // A failed leave is put right when Redis answers again (reconcile).
-        self.in_redis(ctx, None, work, |_, _, _| {});
+        self.in_redis(ctx, Turn::After(id), work, |_, _, _| {});
     }
 
     /// A session ended: it leaves its rooms here and in Redis.
     pub(in crate::registry) fn cluster_remove_session(&mut self, id: SessionId, entry: Entry, ctx: &mut Context<Self>) {
         if let Some(cluster) = self.clustered() {
             cluster.busy.remove(&id);
+            cluster.publishing.remove(&id);
         }
         for name in &entry.rooms {
             self.drop_local_member(id, name);
@@ -321,7 +322,10 @@ impl Registry {
         let mut connection = link.connection.clone();
         let key = crate::cluster::nodes::sessions_key(&cluster.settings.prefix, crate::cluster::nodes::node_of(id));
         let work = async move { redis::cmd("SREM").arg(key).arg(id.0).query_async::<()>(&mut connection).await };
-        self.in_redis(ctx, None, work, |_, _, _| {});
+        self.in_redis(ctx, Turn::After(id), work, |_, _, _| {});
+        if let Some(cluster) = self.clustered() {
+            cluster.turns.remove(&id);
+        }
     }
 
     /// A payload from a room's channel.
@@ -491,7 +495,7 @@ impl Registry {
         let mut connection = link.connection.clone();
         let keys = RoomKeys::new(&cluster.settings.prefix, &name);
         let work = async move { history::range(&mut connection, &keys, from, to).await };
-        self.in_redis(ctx, None, work, move |registry, range, ctx| match range {
+        self.in_redis(ctx, Turn::Node, work, move |registry, range, ctx| match range {
             Ok(range) => {
                 let Some(room) = registry.clustered().and_then(|cluster| cluster.rooms.get_mut(&name)) else {
                     return;

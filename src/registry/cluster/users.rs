@@ -38,7 +38,7 @@ impl Handler<AdmitUser> for Registry {
         let (mut connection, node, users) = (link.connection.clone(), link.node, cluster.users.clone());
         let user = msg.user.clone();
         let work = async move { users.admit(&mut connection, node, &user, msg.max).await };
-        self.in_redis(ctx, None, work, move |registry, counted, _| {
+        self.in_redis(ctx, super::Turn::Node, work, move |registry, counted, _| {
             let admitted = match counted {
                 Ok(true) => {
                     if let Some(cluster) = registry.cluster.as_deref_mut() {
@@ -72,7 +72,7 @@ impl Registry {
         };
         let (mut connection, node, users) = (link.connection.clone(), link.node, cluster.users.clone());
         let work = async move { users.release(&mut connection, node, &user).await };
-        self.in_redis(ctx, None, work, |_, _, _| {});
+        self.in_redis(ctx, super::Turn::Node, work, |_, _, _| {});
     }
 
     /// This node's counts per user, as Redis should hold them.
