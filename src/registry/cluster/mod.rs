@@ -3,11 +3,15 @@
 //! but a room's order, history, presence and membership count live in
 //! Redis, reached through [`crate::cluster`].
 //!
-//! - [`link`]: the node's connection and number, beats, deaths, the
+//! - `link`: the node's connection and number, beats, deaths, the
 //!   subscriber's events, and putting Redis right again after an outage.
-//! - [`rooms`]: joins, leaves, the room feeds and fan-out to local members.
-//! - [`requests`]: publish, direct, members, rooms, nick, raw frames and
+//! - `rooms`: joins, leaves, the room feeds and fan-out to local members.
+//! - `requests`: publish, direct, members, rooms, nick, raw frames and
 //!   the HTTP API, each one Redis round trip.
+//! - `users`: `max_connections_per_user` counted across nodes.
+//!
+//! Redis work runs on a thread of its own (`start_io_thread`), started in
+//! each session's order (`in_turn`) and at most `MAX_IN_FLIGHT` at once.
 //!
 //! Every request that needs Redis is answered when Redis has answered. A
 //! session's requests run one at a time, in order (later ones wait in
