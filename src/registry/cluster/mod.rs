@@ -15,7 +15,7 @@
 //!
 //! Every request that needs Redis is answered when Redis has answered. A
 //! session's requests run one at a time, in order (later ones wait in
-//! [`Cluster::busy`], bounded by the session's in-flight budget), except
+//! `Cluster::busy`, bounded by the session's in-flight budget), except
 //! that publishes follow each other without waiting (pipelined on the one
 //! connection, their replies put back in order): its replies keep the
 //! order of its requests, as on one node.
