@@ -46,8 +46,11 @@ pub struct Feed {
 /// What happened to a feed before it knew where its room was.
 #[derive(Debug, Default)]
 struct Early {
+    /// At most [`MAX_WAITING`]; later ones are read from the history.
     arrivals: Vec<(u64, String, String)>,
-    reconnected: bool,
+    /// Read the history to the end once anchored: the connection dropped,
+    /// or arrivals were not kept.
+    fetch_to_end: bool,
 }
 
 impl Feed {
@@ -85,7 +88,7 @@ impl Feed {
         for (seq, epoch, frame) in early.arrivals {
             self.arrived(seq, &epoch, frame, steps);
         }
-        if early.reconnected {
+        if early.fetch_to_end {
             self.reconnected(steps);
         }
     }
@@ -116,7 +119,10 @@ impl Feed {
     /// A message from the room's channel.
     pub fn arrived(&mut self, seq: u64, epoch: &str, frame: String, steps: &mut Vec<Step>) {
         if let Some(early) = &mut self.unanchored {
-            early.arrivals.push((seq, epoch.to_string(), frame));
+            match early.arrivals.len() < MAX_WAITING {
+                true => early.arrivals.push((seq, epoch.to_string(), frame)),
+                false => early.fetch_to_end = true,
+            }
             return;
         }
         if epoch != self.epoch {
@@ -146,7 +152,7 @@ impl Feed {
     /// been missed meanwhile, up to whatever the room's `seq` is now.
     pub fn reconnected(&mut self, steps: &mut Vec<Step>) {
         if let Some(early) = &mut self.unanchored {
-            early.reconnected = true;
+            early.fetch_to_end = true;
             return;
         }
         match self.fetching {
@@ -317,6 +323,20 @@ mod tests {
         assert_eq!(delivered(&steps), [6, 7, 8]);
         assert_eq!(steps.last(), Some(&Step::Fetch { from: 9, to: None }), "the reconnect's fetch follows");
         assert!(feed.is_anchored());
+    }
+
+    #[test]
+    fn what_arrives_before_the_anchor_is_bounded_and_the_rest_fetched() {
+        let mut feed = Feed::unanchored();
+        let mut steps = Vec::new();
+        for seq in 1..=MAX_WAITING as u64 + 50 {
+            feed.arrived(seq, "e1", frame(seq), &mut steps);
+        }
+        assert!(steps.is_empty());
+        feed.anchor("e1", 0, &mut steps);
+        assert_eq!(delivered(&steps).len(), MAX_WAITING, "what was kept");
+        let kept = MAX_WAITING as u64;
+        assert_eq!(steps.last(), Some(&Step::Fetch { from: kept + 1, to: None }), "the rest from history");
     }
 
     #[test]
