@@ -31,6 +31,15 @@ pub struct Metrics {
     pub cluster: ClusterMetrics,
 }
 
+/// One metric per row: name, type, help, value.
+type Row<'a> = (&'a str, &'a str, &'a str, u64);
+
+fn write_rows(out: &mut String, rows: &[Row]) {
+    for (name, kind, help, value) in rows {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    }
+}
+
 /// Upper bounds (seconds) of `roomcast_cluster_publish_seconds`' buckets.
 const PUBLISH_BUCKETS: [f64; 12] = [0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
 
@@ -68,9 +77,7 @@ impl ClusterMetrics {
                 get(&self.repairs),
             ),
         ];
-        for (name, kind, help, value) in rows {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
-        }
+        write_rows(out, &rows);
         let name = "roomcast_cluster_publish_seconds";
         let _ = writeln!(out, "# HELP {name} A publish's round trip to Redis.\n# TYPE {name} histogram");
         let mut cumulative = 0;
@@ -168,7 +175,7 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        let rows: [(&str, &str, &str, u64); 15] = [
+        let rows: [Row; 15] = [
             ("roomcast_connections", "gauge", "Open WebSocket connections.", self.connections()),
             ("roomcast_rooms", "gauge", "Rooms with at least one member.", get(&self.rooms)),
             (
@@ -221,9 +228,7 @@ impl Metrics {
             ("roomcast_up", "gauge", "1 while the server runs.", 1),
         ];
         let mut out = String::with_capacity(2048);
-        for (name, kind, help, value) in rows {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
-        }
+        write_rows(&mut out, &rows);
         let name = "roomcast_auth_failures_total";
         let _ = writeln!(
             out,

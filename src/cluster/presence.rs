@@ -132,14 +132,9 @@ fn leave_script() -> &'static Script {
     with_leave(LEAVE, &CELL)
 }
 
-/// Loads the scripts whose order matters into `connection`'s Redis before
-/// they are first run: a script Redis does not know is sent again after a
-/// round trip, behind whatever was sent meanwhile.
-pub async fn load_scripts<C: redis::aio::ConnectionLike>(connection: &mut C) -> redis::RedisResult<()> {
-    for script in [join_script(), leave_script(), super::publish::script()] {
-        let _: String = script.prepare_invoke().load_async(connection).await?;
-    }
-    Ok(())
+/// The join and leave scripts (see [`super::load_scripts`]).
+pub(super) fn scripts() -> [&'static Script; 2] {
+    [join_script(), leave_script()]
 }
 
 /// The cluster-wide presence keys of the cluster named by `prefix`.

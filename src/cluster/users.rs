@@ -43,6 +43,21 @@ fn script(source: &'static str, cell: &'static std::sync::OnceLock<Script>) -> &
     cell.get_or_init(|| Script::new(&format!("{ADD}\n{source}")))
 }
 
+fn admit_script() -> &'static Script {
+    static CELL: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+    script(ADMIT, &CELL)
+}
+
+fn release_script() -> &'static Script {
+    static CELL: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+    script(RELEASE, &CELL)
+}
+
+/// The admit and release scripts (see [`super::load_scripts`]).
+pub(super) fn scripts() -> [&'static Script; 2] {
+    [admit_script(), release_script()]
+}
+
 /// The per-user keys of the cluster named by `prefix`.
 #[derive(Debug, Clone)]
 pub struct Users {
@@ -68,8 +83,7 @@ impl Users {
         user: &str,
         max: usize,
     ) -> redis::RedisResult<bool> {
-        static CELL: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
-        let counted: u8 = script(ADMIT, &CELL)
+        let counted: u8 = admit_script()
             .key(&self.users)
             .key(self.node_users(node))
             .arg(user)
@@ -86,8 +100,7 @@ impl Users {
         node: u64,
         user: &str,
     ) -> redis::RedisResult<()> {
-        static CELL: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
-        script(RELEASE, &CELL).key(&self.users).key(self.node_users(node)).arg(user).invoke_async(connection).await
+        release_script().key(&self.users).key(self.node_users(node)).arg(user).invoke_async(connection).await
     }
 
     /// Takes `node`'s connections off every user's count.
@@ -109,15 +122,14 @@ impl Users {
         counts: &[(std::sync::Arc<str>, usize)],
     ) -> redis::RedisResult<()> {
         self.forget_node(connection, node).await?;
-        for (user, count) in counts {
-            let _: () = redis::pipe()
-                .hincr(&self.users, &**user, *count)
-                .ignore()
-                .hincr(self.node_users(node), &**user, *count)
-                .ignore()
-                .query_async(connection)
-                .await?;
+        if counts.is_empty() {
+            return Ok(());
         }
+        let mut add = redis::pipe();
+        for (user, count) in counts {
+            add.hincr(&self.users, &**user, *count).ignore().hincr(self.node_users(node), &**user, *count).ignore();
+        }
+        let _: () = add.query_async(connection).await?;
         Ok(())
     }
 }

@@ -79,16 +79,23 @@ fn push_opt_str(out: &mut String, value: Option<&str>) {
     }
 }
 
+/// `"KEY":"ID","nick":NICK` (and `"user":USER` with authentication on): a
+/// session as its messages (`from`) and member lists (`id`) name it.
+fn push_identity(out: &mut String, key: &str, id: SessionId, nick: Option<&str>, user: User) {
+    let _ = write!(out, "\"{key}\":\"{id}\",\"nick\":");
+    push_opt_str(out, nick);
+    if let Some(user) = user {
+        out.push_str(",\"user\":");
+        push_opt_str(out, user);
+    }
+}
+
 /// `"from":ID,"nick":NICK` (and `"user":USER` with authentication on) for
 /// a session, built when its nick changes and spliced into every `message`
 /// and `direct` it sends.
 pub fn sender_fields(id: SessionId, nick: Option<&str>, user: User) -> String {
-    let mut out = format!("\"from\":\"{id}\",\"nick\":");
-    push_opt_str(&mut out, nick);
-    if let Some(user) = user {
-        out.push_str(",\"user\":");
-        push_opt_str(&mut out, user);
-    }
+    let mut out = String::new();
+    push_identity(&mut out, "from", id, nick, user);
     out
 }
 
@@ -207,12 +214,8 @@ pub fn rooms<'a>(
 /// while authentication is on. A `presence` event is the same fields after
 /// its `room` and `event`.
 pub fn member_entry(id: SessionId, nick: Option<&str>, user: User) -> String {
-    let mut entry = format!("{{\"id\":\"{id}\",\"nick\":");
-    push_opt_str(&mut entry, nick);
-    if let Some(user) = user {
-        entry.push_str(",\"user\":");
-        push_opt_str(&mut entry, user);
-    }
+    let mut entry = String::from("{");
+    push_identity(&mut entry, "id", id, nick, user);
     entry.push('}');
     entry
 }

@@ -52,7 +52,7 @@ async fn connect(
         .set_number_of_retries(1)
         .set_pipeline_buffer_size(super::PIPELINE_BUFFER);
     let mut connection = ConnectionManager::new_with_config(client, config).await?;
-    crate::cluster::presence::load_scripts(&mut connection).await?;
+    crate::cluster::load_scripts(&mut connection).await?;
     let node = nodes::register(&mut connection, &prefix).await?;
     Ok((connection, node))
 }
@@ -196,15 +196,23 @@ impl Registry {
         for entry in self.sessions.values() {
             entry.handle.request_close(CloseRequest::cause(close::SERVICE_RESTART));
         }
+        // The others made its members leave and took its counts off.
+        self.forget_memberships();
         if let Some(cluster) = self.cluster.as_deref_mut() {
             cluster.link = None;
-            cluster.rooms.clear();
             cluster.busy.clear();
             cluster.publishing.clear();
             cluster.turns.clear();
-            // The others took this node's counts off when they found it dead.
-            cluster.counted.clear();
             cluster.next_id.store(0, Ordering::Release);
+        }
+    }
+
+    /// This node's members and counted connections are gone from Redis (or
+    /// about to be): nothing of them is left to leave or give back.
+    fn forget_memberships(&mut self) {
+        if let Some(cluster) = self.cluster.as_deref_mut() {
+            cluster.rooms.clear();
+            cluster.counted.clear();
         }
         for entry in self.sessions.values_mut() {
             entry.rooms.clear();
@@ -237,7 +245,7 @@ impl Registry {
         }
         let work = async move {
             // Redis may have restarted, without the scripts.
-            let _ = crate::cluster::presence::load_scripts(&mut connection).await;
+            let _ = crate::cluster::load_scripts(&mut connection).await;
             let node_name = node.to_string();
             let key = nodes::sessions_key(&prefix, node);
             let mut replace = redis::pipe();
@@ -320,14 +328,8 @@ impl Handler<ClusterLeave> for Registry {
             Some((leaving, sessions, cluster.users.clone(), link.node))
         });
         let empty_ttl = self.limits.empty_ttl;
-        if let Some(cluster) = self.cluster.as_deref_mut() {
-            // What closes from now on has already left.
-            cluster.rooms.clear();
-            cluster.counted.clear();
-        }
-        for entry in self.sessions.values_mut() {
-            entry.rooms.clear();
-        }
+        // What closes from now on has already left.
+        self.forget_memberships();
         Box::pin(
             async move {
                 let Some(((mut connection, liveness, node, presence), sessions, users, number)) = link else {

@@ -199,7 +199,11 @@ impl Registry {
         cluster.publishes += 1;
         let publish_id = format!("{}-{}", link.node, cluster.publishes);
         let mut connection = link.connection.clone();
-        let keys = RoomKeys::new(&cluster.settings.prefix, room);
+        // A member's room has its keys made; an API publish may go anywhere.
+        let keys = match cluster.rooms.get(room) {
+            Some(local) => local.keys.clone(),
+            None => std::sync::Arc::new(RoomKeys::new(&cluster.settings.prefix, room)),
+        };
         let (head, tail) = frame::message_parts(room, sender, now_epoch_ms(), body);
         let room = room.clone();
         let work = async move {
@@ -372,10 +376,13 @@ impl Registry {
                 });
             }
             OutFrame::Binary(bytes) => {
-                let Some((mut connection, _, prefix)) = self.redis_handle() else {
+                let Some((mut connection, _, _)) = self.redis_handle() else {
                     return;
                 };
-                let channel = RoomKeys::new(&prefix, &name).channel;
+                let Some(keys) = self.cluster.as_deref().and_then(|c| c.rooms.get(&name)).map(|r| r.keys.clone())
+                else {
+                    return;
+                };
                 let mut payload = Vec::with_capacity(bytes.len() + 24);
                 payload.extend_from_slice(BINARY_PREFIX);
                 payload.extend_from_slice(id.to_string().as_bytes());
@@ -383,7 +390,7 @@ impl Registry {
                 payload.extend_from_slice(&bytes);
                 let work = async move {
                     let _ticket = ticket;
-                    redis::cmd("PUBLISH").arg(channel).arg(payload).query_async::<()>(&mut connection).await
+                    redis::cmd("PUBLISH").arg(&keys.channel).arg(payload).query_async::<()>(&mut connection).await
                 };
                 self.in_redis(ctx, Turn::Alone(id), work, |_, _, _| {});
             }

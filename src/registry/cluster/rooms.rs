@@ -11,6 +11,8 @@
 //! from history. Presence events the joiner's own join preceded are not
 //! its to see: it waits for its own join event first.
 
+use std::sync::Arc;
+
 use actix::Context;
 use bytestring::ByteString;
 use serde::Deserialize;
@@ -40,7 +42,22 @@ pub(super) struct Joining {
     bytes: usize,
 }
 
+impl Joining {
+    /// Keeps `frame` (a message with its `seq`, or a presence event) for
+    /// the joiner until its `joined` is sent. Past `limit` bytes it is
+    /// slow, as if its queue had overflowed (closed 1013).
+    fn hold(&mut self, seq: Option<u64>, frame: &OutFrame, limit: usize, slow: &mut Vec<SessionId>) {
+        self.bytes += frame.cost();
+        self.waiting.push((seq, frame.clone()));
+        if self.bytes > limit {
+            slow.push(self.id);
+        }
+    }
+}
+
 pub(super) struct LocalRoom {
+    /// Its keys in Redis, made once (a publish needs them).
+    pub keys: Arc<RoomKeys>,
     pub members: Members,
     feed: Feed,
     /// Subscribed and confirmed, with the feed anchored.
@@ -53,8 +70,9 @@ pub(super) struct LocalRoom {
 }
 
 impl LocalRoom {
-    fn new() -> LocalRoom {
+    fn new(keys: RoomKeys) -> LocalRoom {
         LocalRoom {
+            keys: Arc::new(keys),
             members: Members::default(),
             feed: Feed::unanchored(),
             subscribed: false,
@@ -145,7 +163,9 @@ impl Registry {
             return done(self, JoinOutcome::Unavailable("the cluster's Redis is not connected".into()), ctx);
         };
         let (mut connection, node) = (link.connection.clone(), link.node_name());
-        let room = cluster.rooms.entry(join.room.clone()).or_insert_with(LocalRoom::new);
+        let prefix = &cluster.settings.prefix;
+        let room =
+            cluster.rooms.entry(join.room.clone()).or_insert_with(|| LocalRoom::new(RoomKeys::new(prefix, &join.room)));
         let is_new = !room.members.contains(id);
         if is_new {
             let member = Member { handle, kind, read_only: join.access == Access::Read };
@@ -160,7 +180,7 @@ impl Registry {
             }
         }
         let subscribe = !room.subscribed;
-        let keys = RoomKeys::new(&cluster.settings.prefix, &join.room);
+        let keys = room.keys.clone();
         let presence = cluster.presence.clone();
         let subscribed = subscribe.then(|| link.subscriber.clone());
         let name = join.room.clone();
@@ -376,11 +396,7 @@ impl Registry {
         for joining in &mut room.joining {
             let json = room.members.get(joining.id).is_some_and(|member| member.kind == MemberKind::Json);
             if json && !room.awaiting_own.contains(&joining.id) {
-                joining.bytes += presence.len();
-                joining.waiting.push((None, frame.clone()));
-                if joining.bytes > self.limits.outbound_bytes {
-                    self.slow.push(joining.id);
-                }
+                joining.hold(None, &frame, self.limits.outbound_bytes, &mut self.slow);
             }
         }
     }
@@ -440,7 +456,6 @@ impl Registry {
             Some((from, raw)) => (from, Some(raw)),
             None => (None, None),
         };
-        let bytes = frame.len();
         let json = text(frame);
         let room = &mut *room;
         let skip = |id: SessionId, member: &Member| {
@@ -461,12 +476,7 @@ impl Registry {
                     None => continue,
                 },
             };
-            joining.bytes += bytes;
-            joining.waiting.push((Some(seq), frame.clone()));
-            if joining.bytes > self.limits.outbound_bytes {
-                // As if its queue had overflowed: closed 1013.
-                self.slow.push(joining.id);
-            }
+            joining.hold(Some(seq), frame, self.limits.outbound_bytes, &mut self.slow);
         }
         room.behind.retain(|(_, top)| *top > seq);
     }
@@ -489,11 +499,10 @@ impl Registry {
         let Some(cluster) = self.cluster.as_deref() else {
             return;
         };
-        let (Some(link), true) = (&cluster.link, cluster.rooms.contains_key(&name)) else {
+        let (Some(link), Some(room)) = (&cluster.link, cluster.rooms.get(&name)) else {
             return;
         };
-        let mut connection = link.connection.clone();
-        let keys = RoomKeys::new(&cluster.settings.prefix, &name);
+        let (mut connection, keys) = (link.connection.clone(), room.keys.clone());
         let work = async move { history::range(&mut connection, &keys, from, to).await };
         self.in_redis(ctx, Turn::Node, work, move |registry, range, ctx| match range {
             Ok(range) => {
