@@ -31,7 +31,8 @@ BASE_PORT=9301
 MAX="fanout --rooms 10 --members 100 --rate max --size 100 --duration 10s"
 FIXED="fanout --rooms 10 --members 100 --rate 100 --size 100 --duration 10s"
 
-command -v redis-server >/dev/null || { echo "bench-cluster: redis-server is missing (apt install redis-server)" >&2; exit 1; }
+command -v redis-server >/dev/null && command -v redis-cli >/dev/null ||
+    { echo "bench-cluster: redis-server is missing (apt install redis-server)" >&2; exit 1; }
 (cd "$ROOT" && cargo build --release --quiet)
 mkdir -p "$OUT"
 ulimit -n "$(ulimit -Hn)"
@@ -44,7 +45,7 @@ cleanup() {
     kill "$REDIS_PID" 2>/dev/null || true
 }
 trap cleanup EXIT
-rcli() { python3 "$ROOT/scripts/bench_cluster.py" redis "$REDIS_PORT" "$@"; }
+rcli() { redis-cli -p "$REDIS_PORT" "$@"; }
 for _ in $(seq 50); do rcli ping >/dev/null 2>&1 && break; sleep 0.1; done
 
 # CPU seconds (user + system) of the processes given.

@@ -1,7 +1,6 @@
 #!/usr/bin/env python3
 """Helpers of scripts/bench-cluster.sh (standard library only).
 
-    bench_cluster.py redis PORT COMMAND ARGS...   one Redis command (RESP over a socket)
     bench_cluster.py cpu PID...                   user + system CPU seconds of the processes
     bench_cluster.py table DIR "SETUPS"           the medians of the runs in DIR, as Markdown
 """
@@ -9,25 +8,8 @@ import glob
 import json
 import os
 import re
-import socket
 import statistics
 import sys
-
-
-def redis(port, args):
-    with socket.create_connection(("127.0.0.1", int(port)), timeout=5) as sock:
-        request = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
-        sock.sendall(request.encode())
-        data = b""
-        while True:
-            chunk = sock.recv(65536)
-            data += chunk
-            if not chunk or data.endswith(b"\r\n") and (data[:1] != b"$" or data.count(b"\r\n") >= 2):
-                break
-    text = data.decode(errors="replace")
-    if text.startswith("$"):
-        text = text.split("\r\n", 1)[1]
-    print(text.rstrip("\r\n"))
 
 
 def cpu(pids):
@@ -94,9 +76,7 @@ def table(directory, setups):
 
 if __name__ == "__main__":
     what = sys.argv[1]
-    if what == "redis":
-        redis(sys.argv[2], sys.argv[3:])
-    elif what == "cpu":
+    if what == "cpu":
         cpu(sys.argv[2:])
     elif what == "table":
         table(sys.argv[2], sys.argv[3])
