@@ -14,21 +14,14 @@ const API_KEY: &str = "cluster-test-key";
 
 /// A node of a cluster on `redis`, once it has its number (before that it
 /// refuses connections).
-fn node_with(redis: &str, extra: &[(&str, &str)]) -> Server {
-    let mut env = vec![
-        ("ROOMCAST_CLUSTER__REDIS", redis),
-        ("ROOMCAST_CLUSTER__NODE_TIMEOUT", "1s"),
-        ("ROOMCAST_CLUSTER__PREFIX", "test"),
-        ("ROOMCAST_API__KEY", API_KEY),
-    ];
+fn node_with(redis: &Redis, extra: &[(&str, &str)]) -> Server {
+    let mut env = vec![("ROOMCAST_CLUSTER__PREFIX", "test"), ("ROOMCAST_API__KEY", API_KEY)];
     env.extend_from_slice(extra);
-    let server = Server::start(&env);
-    server.wait_for_log("cluster: node ");
-    server
+    redis.node(&env)
 }
 
 fn nodes(redis: &Redis, count: usize) -> Vec<Server> {
-    (0..count).map(|_| node_with(&redis.url(), &[])).collect()
+    (0..count).map(|_| node_with(redis, &[])).collect()
 }
 
 async fn api_publish(server: &Server, room: &str, body: Value) -> reqwest::Response {
@@ -75,7 +68,7 @@ async fn presence_of(client: &mut Client, event: &str, id: &str) -> Value {
 /// Two nodes; `a` on the first and `b` on the second have joined `hall`,
 /// and `a` has seen `b` join.
 async fn two_in_hall(redis: &Redis, extra: &[(&str, &str)]) -> (Vec<Server>, Client, Client) {
-    let nodes: Vec<Server> = (0..2).map(|_| node_with(&redis.url(), extra)).collect();
+    let nodes: Vec<Server> = (0..2).map(|_| node_with(redis, extra)).collect();
     let mut a = Client::json(&nodes[0]).await;
     a.join("hall").await;
     let mut b = Client::json(&nodes[1]).await;
@@ -126,6 +119,8 @@ async fn every_member_on_every_node_gets_every_message_in_seq_order_with_the_sam
         assert_eq!(own, expected);
     }
     assert!(nodes[0].metric("roomcast_cluster_publish_seconds_count").await > 0);
+    // The gauge changes at node 1's next beat (every node_timeout / 5), an
+    // event nothing announces: look until then.
     let deadline = Instant::now() + DEADLINE;
     while nodes[0].metric("roomcast_cluster_nodes").await != 3 {
         assert!(Instant::now() < deadline, "roomcast_cluster_nodes did not reach 3");
@@ -138,7 +133,7 @@ async fn every_member_on_every_node_gets_every_message_in_seq_order_with_the_sam
 async fn presence_members_rooms_and_room_full_count_every_node() {
     let redis = Redis::start();
     let nodes: Vec<Server> =
-        (0..2).map(|_| node_with(&redis.url(), &[("ROOMCAST_LIMITS__MAX_MEMBERS_PER_ROOM", "2")])).collect();
+        (0..2).map(|_| node_with(&redis, &[("ROOMCAST_LIMITS__MAX_MEMBERS_PER_ROOM", "2")])).collect();
     let mut ann = Client::json(&nodes[0]).await;
     assert_eq!(ann.request(json!({"type": "nick", "name": "ann"})).await["type"], "ok");
     let joined = ann.join("lobby").await;
@@ -182,16 +177,13 @@ async fn presence_members_rooms_and_room_full_count_every_node() {
     assert_eq!(bob.request(json!({"type": "leave", "room": "lobby"})).await["type"], "left");
     presence_of(&mut ann, "leave", &bob.id).await;
     assert_eq!(cy.request(json!({"type": "join", "room": "lobby"})).await["members"], 2);
-    // A closed connection leaves too.
+    // A closed connection leaves too: its leave event and the count change
+    // in one script.
+    let cy_id = cy.id.clone();
     drop(cy);
+    presence_of(&mut ann, "leave", &cy_id).await;
     let rooms = bob.request(json!({"type": "rooms"})).await;
-    let deadline = Instant::now() + DEADLINE;
-    let mut rooms = rooms;
-    while rooms["rooms"] != json!([{"room": "lobby", "members": 1}]) {
-        assert!(Instant::now() < deadline, "the dropped member still counted: {rooms}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        rooms = bob.request(json!({"type": "rooms"})).await;
-    }
+    assert_eq!(rooms["rooms"], json!([{"room": "lobby", "members": 1}]), "the dropped member still counted");
 }
 
 #[tokio::test]
@@ -234,7 +226,7 @@ async fn direct_reaches_a_session_on_another_node_and_not_found_means_no_node_ha
 #[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
 async fn recovery_on_another_node_and_a_foreign_epoch() {
     let redis = Redis::start();
-    let nodes: Vec<Server> = (0..2).map(|_| node_with(&redis.url(), &[("ROOMCAST_ROOMS__HISTORY", "5")])).collect();
+    let nodes: Vec<Server> = (0..2).map(|_| node_with(&redis, &[("ROOMCAST_ROOMS__HISTORY", "5")])).collect();
     let mut ann = Client::json(&nodes[0]).await;
     let joined = ann.join("news").await;
     let epoch = joined["epoch"].as_str().unwrap().to_string();
@@ -350,10 +342,20 @@ async fn a_redis_pause_twice_node_timeout_declares_nobody_dead() {
     let redis = Redis::start();
     let (nodes, mut a, mut b) = two_in_hall(&redis, &[]).await;
     let mut admin = redis.connection().await;
+    let unlimited = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    let mut waiter = redis.client().get_multiplexed_async_connection_with_config(&unlimited).await.unwrap();
     let () = redis::cmd("CLIENT").arg("PAUSE").arg(2000).arg("ALL").query_async(&mut admin).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(2000)).await;
-    // After the pause, more than a node_timeout of beats later, nobody left.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Every command waits out the pause: this PING returns when it ends.
+    let pong: String = redis::cmd("PING").query_async(&mut waiter).await.unwrap();
+    assert_eq!(pong, "PONG");
+    // Both nodes' beats timed out during it (node_timeout 1 s); each says so
+    // when a beat lands again, and by then every beat that could have
+    // judged the other after the pause has run.
+    for node in &nodes {
+        node.wait_for_log("cluster: Redis answers again");
+    }
+    let dead: Vec<String> = redis::cmd("SMEMBERS").arg("test:nodes:dead").query_async(&mut admin).await.unwrap();
+    assert!(dead.is_empty(), "declared dead: {dead:?}");
     let seq = a.request(json!({"type": "publish", "room": "hall", "body": "still here"})).await;
     assert_eq!(seq["type"], "ok", "{seq}");
     let got = next_of(&mut b, "message").await;
@@ -371,24 +373,19 @@ async fn a_redis_pause_twice_node_timeout_declares_nobody_dead() {
 #[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
 async fn redis_down_means_unavailable_and_503_and_its_return_a_new_epoch() {
     let redis = Redis::start();
-    let url = redis.url();
-    let nodes: Vec<Server> = (0..2).map(|_| node_with(&url, &[])).collect();
+    let nodes: Vec<Server> = (0..2).map(|_| node_with(&redis, &[])).collect();
     let mut a = Client::json(&nodes[0]).await;
     let joined = a.join("hall").await;
     let epoch = joined["epoch"].as_str().unwrap().to_string();
     let seq = a.request(json!({"type": "publish", "room": "hall", "body": 1})).await["seq"].as_u64().unwrap();
     let port = redis.kill();
-    // Noticed within a beat or two.
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let health = reqwest::get(nodes[0].http("/healthz")).await.unwrap();
-        if health.status() == 503 {
-            assert!(health.text().await.unwrap().contains("redis"));
-            break;
-        }
-        assert!(Instant::now() < deadline, "/healthz stayed 200 with Redis down");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    // Noticed at the next beat, which says so.
+    for node in &nodes {
+        node.wait_for_log("cluster: Redis unavailable");
     }
+    let health = reqwest::get(nodes[0].http("/healthz")).await.unwrap();
+    assert_eq!(health.status(), 503);
+    assert!(health.text().await.unwrap().contains("redis"));
     let refused = a.request(json!({"type": "publish", "room": "hall", "body": 2})).await;
     assert_eq!(refused["code"], "unavailable", "{refused}");
     let refused = a.request(json!({"type": "join", "room": "other"})).await;
@@ -400,12 +397,9 @@ async fn redis_down_means_unavailable_and_503_and_its_return_a_new_epoch() {
 
     // Redis comes back, empty: a new epoch, and since is not recovered.
     let _redis = Redis::start_on(port);
-    let deadline = Instant::now() + DEADLINE;
     for node in &nodes {
-        while reqwest::get(node.http("/healthz")).await.unwrap().status() != 200 {
-            assert!(Instant::now() < deadline, "/healthz did not come back");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        node.wait_for_log("cluster: Redis answers again");
+        assert_eq!(reqwest::get(node.http("/healthz")).await.unwrap().status(), 200);
     }
     // The member that stayed is told its room started again.
     let resync = next_of(&mut a, "joined").await;
@@ -429,7 +423,7 @@ async fn no_gap_when_the_pub_sub_connections_are_killed_during_a_flood() {
     let nodes: Vec<Server> = (0..2)
         .map(|_| {
             node_with(
-                &redis.url(),
+                &redis,
                 &[
                     ("ROOMCAST_ROOMS__HISTORY", "5000"),
                     ("ROOMCAST_LIMITS__MESSAGES_PER_SECOND", "100000"),
@@ -443,6 +437,8 @@ async fn no_gap_when_the_pub_sub_connections_are_killed_during_a_flood() {
     let mut reader = Client::json(&nodes[1]).await;
     reader.join("flood").await;
     const COUNT: u64 = 2000;
+    // Kills spread over the flood (a pace, not a wait: nothing announces
+    // "the middle of a flood").
     let killer = {
         let client = redis.client();
         tokio::spawn(async move {
@@ -499,7 +495,7 @@ async fn max_connections_per_user_counts_every_node_and_user_shows_from_every_no
         ("ROOMCAST_AUTH__MAX_CONNECTIONS_PER_USER", "1"),
     ];
     let redis = Redis::start();
-    let nodes: Vec<Server> = (0..2).map(|_| node_with(&redis.url(), &auth)).collect();
+    let nodes: Vec<Server> = (0..2).map(|_| node_with(&redis, &auth)).collect();
     let token = |user: &str| {
         let output = common::command(&["token", "--sub", user], &[("ROOMCAST_AUTH__HMAC_SECRET", SECRET)])
             .output()
@@ -531,17 +527,13 @@ async fn max_connections_per_user_counts_every_node_and_user_shows_from_every_no
     let members = other.request(json!({"type": "members", "room": "room"})).await;
     let users: Vec<&str> = members["members"].as_array().unwrap().iter().map(|m| m["user"].as_str().unwrap()).collect();
     assert!(users.contains(&"ann") && users.contains(&"bob"), "{members}");
-    // Once ann's connection closes, the count comes back down on every node.
+    // Once ann's connection closes, the count comes back down on every node:
+    // its node gives it back just before it sends the leave.
+    let first_id = first.id.clone();
     first.close().await;
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let mut again = Client::try_connect(&nodes[1].url("/ws"), &[("authorization", &with(&ann))]).await.unwrap();
-        if again.recv_json().await["type"] == "welcome" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the closed connection still counted");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    presence_of(&mut other, "leave", &first_id).await;
+    let mut again = Client::try_connect(&nodes[1].url("/ws"), &[("authorization", &with(&ann))]).await.unwrap();
+    assert_eq!(again.recv_json().await["type"], "welcome", "the closed connection still counted");
 }
 
 #[tokio::test]
@@ -584,11 +576,8 @@ async fn a_node_starts_without_redis_answers_503_and_joins_when_redis_comes() {
     assert_eq!(refused, Some(503), "no session id without a node number");
     let _redis = Redis::start_on(port);
     server.wait_for_log("cluster: node ");
-    let deadline = Instant::now() + DEADLINE;
-    while reqwest::get(server.http("/healthz")).await.unwrap().status() != 200 {
-        assert!(Instant::now() < deadline, "/healthz did not come back");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    server.wait_for_log("cluster: Redis answers again");
+    assert_eq!(reqwest::get(server.http("/healthz")).await.unwrap().status(), 200);
     let mut client = Client::json(&server).await;
     assert_eq!(client.join("late").await["members"], 1);
 }
@@ -598,6 +587,15 @@ async fn a_node_starts_without_redis_answers_503_and_joins_when_redis_comes() {
 async fn clients_that_vanish_mid_join_leave_no_member_behind_in_redis() {
     let redis = Redis::start();
     let nodes = nodes(&redis, 2);
+    // Every join and leave, in the order Redis ran them.
+    let mut events = redis.client().get_async_pubsub().await.unwrap();
+    events.psubscribe("test:{*}:messages").await.unwrap();
+    let mut events = events.on_message();
+    let mut next_event = async || {
+        let payload = common::next_payload(&mut events).await;
+        let event: Value = serde_json::from_str(payload.strip_prefix("P ").expect("a presence event")).unwrap();
+        (event["room"].as_str().unwrap().to_string(), event["event"].as_str().unwrap().to_string())
+    };
     // Each joins a room new to its node (the node must subscribe first) and
     // is gone before the answer.
     for i in 0..20 {
@@ -605,28 +603,35 @@ async fn clients_that_vanish_mid_join_leave_no_member_behind_in_redis() {
         client.send_json(json!({"type": "join", "room": format!("ghost-{i}")})).await;
         drop(client);
     }
-    // A join through the same node after them: its reply comes after theirs
-    // (one connection to Redis, in order), so from then on Redis only gets
-    // cleaner, and a clean state is the final one.
+    // A join through the same node after them runs after theirs (one
+    // connection to Redis, in order): the ghosts' joins are the ones before
+    // its own, and each must be followed by a leave.
     let mut probe = Client::json(&nodes[0]).await;
     probe.join("probe").await;
     assert_eq!(probe.request(json!({"type": "leave", "room": "probe"})).await["type"], "left");
-    let mut admin = redis.connection().await;
-    let deadline = Instant::now() + DEADLINE;
+    let (mut joins, mut leaves, mut probe_left) = (0, 0, false);
     loop {
-        let rooms: Vec<String> =
-            redis::cmd("ZRANGE").arg("test:rooms").arg(0).arg(-1).query_async(&mut admin).await.unwrap();
-        let indexes: Vec<String> = redis::cmd("KEYS").arg("test:node:*:members").query_async(&mut admin).await.unwrap();
-        let mut listed = 0;
-        for key in &indexes {
-            listed += redis::cmd("SCARD").arg(key).query_async::<usize>(&mut admin).await.unwrap();
+        match next_event().await {
+            (room, event) if room == "probe" && event == "join" => break,
+            (_, event) if event == "join" => joins += 1,
+            _ => leaves += 1,
         }
-        if rooms.is_empty() && listed == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "members left behind: rooms {rooms:?}, {listed} in node indexes");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    while leaves < joins || !probe_left {
+        match next_event().await {
+            (room, _) if room == "probe" => probe_left = true,
+            _ => leaves += 1,
+        }
+    }
+    let mut admin = redis.connection().await;
+    let rooms: Vec<String> =
+        redis::cmd("ZRANGE").arg("test:rooms").arg(0).arg(-1).query_async(&mut admin).await.unwrap();
+    let indexes: Vec<String> = redis::cmd("KEYS").arg("test:node:*:members").query_async(&mut admin).await.unwrap();
+    let mut listed = 0;
+    for key in &indexes {
+        listed += redis::cmd("SCARD").arg(key).query_async::<usize>(&mut admin).await.unwrap();
+    }
+    assert!(rooms.is_empty() && listed == 0, "members left behind: rooms {rooms:?}, {listed} in node indexes");
 }
 
 #[tokio::test]

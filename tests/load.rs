@@ -345,16 +345,9 @@ fn load_authenticates_with_minted_or_given_tokens() {
 #[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
 async fn fanout_across_cluster_nodes_checks_order_and_loss_cluster_wide() {
     let redis = common::Redis::start();
-    let url = redis.url();
     let mut env = fast_limits();
-    env.extend([("ROOMCAST_CLUSTER__REDIS", url.as_str()), ("ROOMCAST_CLUSTER__NODE_TIMEOUT", "2s")]);
-    let nodes: Vec<Server> = (0..2)
-        .map(|_| {
-            let node = Server::start(&env);
-            node.wait_for_log("cluster: node ");
-            node
-        })
-        .collect();
+    env.push(("ROOMCAST_CLUSTER__NODE_TIMEOUT", "2s"));
+    let nodes: Vec<Server> = (0..2).map(|_| redis.node(&env)).collect();
     let urls = format!("ws://{},ws://{}", nodes[0].addr, nodes[1].addr);
     let json = std::env::temp_dir().join(format!("roomcast-load-cluster-{}.json", std::process::id()));
     let args = ["load", "fanout", "--url", &urls, "--rooms", "2", "--members", "4", "--rate", "50", "--duration", "1s"];

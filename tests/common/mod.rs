@@ -508,6 +508,18 @@ impl Redis {
         None
     }
 
+    /// A `roomcast serve` node of a cluster on this Redis (node_timeout 1s
+    /// unless `env` says otherwise), once it has its node number: before
+    /// that it refuses connections.
+    pub fn node(&self, env: &[(&str, &str)]) -> Server {
+        let url = self.url();
+        let mut all = vec![("ROOMCAST_CLUSTER__REDIS", url.as_str()), ("ROOMCAST_CLUSTER__NODE_TIMEOUT", "1s")];
+        all.extend_from_slice(env);
+        let server = Server::start(&all);
+        server.wait_for_log("cluster: node ");
+        server
+    }
+
     /// Kills it at once (SIGKILL): its data is gone.
     pub fn kill(mut self) -> u16 {
         let _ = self.child.kill();
