@@ -2,6 +2,7 @@
 //! exposition format (version 0.0.4).
 
 use std::fmt::Write as _;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::Notify;
@@ -29,6 +30,53 @@ pub struct Metrics {
     pub auth_failures: [AtomicU64; 4],
     /// `roomcast_cluster_*`, rendered when `[cluster]` is on.
     pub cluster: ClusterMetrics,
+}
+
+/// Panics since the process started (`roomcast_panics_total`): process-wide,
+/// since a panic hook has no `Metrics` at hand.
+static PANICS: AtomicU64 = AtomicU64::new(0);
+
+/// Places (file:line) whose first panic was logged; later ones there are
+/// only counted. Bounded: past this many places, panics are only counted.
+static PANIC_PLACES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+const MAX_PANIC_PLACES: usize = 64;
+
+/// Replaces the default panic hook (a message, or a backtrace, per panic)
+/// by one that counts every panic and logs each place once. A panic stays
+/// within the task it happened in (one connection's actor, one request):
+/// the release profile unwinds (`Cargo.toml`), and actix's workers go on.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        PANICS.fetch_add(1, Ordering::Relaxed);
+        let place = info.location().map_or_else(|| "an unknown place".to_string(), |at| format!("{at}"));
+        let first = {
+            let mut places = PANIC_PLACES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let first = !places.contains(&place) && places.len() < MAX_PANIC_PLACES;
+            if first {
+                places.push(place.clone());
+            }
+            first
+        };
+        if first {
+            let payload = info.payload();
+            let message = payload
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("(no message)");
+            let thread = std::thread::current();
+            log::error!(
+                "a bug: panic in thread {:?} at {place}: {message} (the task it happened in ended, the rest goes \
+                 on; roomcast_panics_total counts every panic, and later ones at this place are not logged)",
+                thread.name().unwrap_or("unnamed")
+            );
+        }
+    }));
+}
+
+/// Panics since the process started.
+pub fn panics() -> u64 {
+    PANICS.load(Ordering::Relaxed)
 }
 
 /// One metric per row: name, type, help, value.
@@ -175,7 +223,7 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        let rows: [Row; 15] = [
+        let rows: [Row; 16] = [
             ("roomcast_connections", "gauge", "Open WebSocket connections.", self.connections()),
             ("roomcast_rooms", "gauge", "Rooms with at least one member.", get(&self.rooms)),
             (
@@ -224,6 +272,12 @@ impl Metrics {
                 "counter",
                 "Times a connection's descriptor no longer named its socket when the server was about to use it (must stay 0).",
                 crate::http::conn::mismatches(),
+            ),
+            (
+                "roomcast_panics_total",
+                "counter",
+                "Panics (bugs), each contained to the connection or request it happened in; must stay 0.",
+                panics(),
             ),
             ("roomcast_up", "gauge", "1 while the server runs.", 1),
         ];

@@ -64,6 +64,7 @@ impl From<ConfigError> for ServeError {
 /// Runs the daemon until it has drained after a signal. `config` is the
 /// `--config` it was started with, read again on SIGHUP.
 pub fn run(settings: Settings, config: Option<PathBuf>) -> Result<(), ServeError> {
+    crate::metrics::install_panic_hook();
     actix_rt::System::new().block_on(serve(settings, config))
 }
 

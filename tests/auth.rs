@@ -6,21 +6,15 @@
 
 mod common;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
+use common::tokens::{SECRET, hs_with, now, sign, with};
 use common::{Client, Server};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
-pub const SECRET: &str = "tests-secret-of-at-least-thirty-two-bytes";
 const AUDIENCE: &str = "roomcast-tests";
 const ISSUER: &str = "https://issuer.test";
-
-fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
-}
 
 fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/auth/{name}", env!("CARGO_MANIFEST_DIR"))
@@ -31,29 +25,13 @@ fn fixture_token(name: &str) -> String {
     tokens[name].as_str().unwrap_or_else(|| panic!("no fixture token {name}")).to_string()
 }
 
-/// A token signed with `key` by the jsonwebtoken crate.
-fn sign(alg: Algorithm, key: &EncodingKey, claims: &Value) -> String {
-    jsonwebtoken::encode(&Header::new(alg), claims, key).expect("sign")
-}
-
 fn hs(claims: &Value) -> String {
     hs_with(SECRET.as_bytes(), claims)
-}
-
-fn hs_with(secret: &[u8], claims: &Value) -> String {
-    sign(Algorithm::HS256, &EncodingKey::from_secret(secret).expect("secret"), claims)
 }
 
 /// Claims of a valid connection token for `sub`, an hour long.
 fn user(sub: &str) -> Value {
     json!({"sub": sub, "exp": now() + 3600, "aud": AUDIENCE, "iss": ISSUER})
-}
-
-fn with(mut claims: Value, extra: Value) -> Value {
-    for (key, value) in extra.as_object().unwrap() {
-        claims[key] = value.clone();
-    }
-    claims
 }
 
 /// A server with `mode` and the test secret, `aud` and `iss`, leeway 0.

@@ -276,3 +276,37 @@ async fn close_reasons_say_what_was_wrong() {
     }
     still_serving(&server).await;
 }
+
+/// A client that closes while one of its own frames, larger than a write
+/// batch, is half sent gets the rest of it, then the answer to its close;
+/// the arithmetic on what is left of the frame cannot overflow (it once
+/// panicked: `start + usize::MAX`).
+#[tokio::test]
+async fn closing_while_a_large_frame_is_half_sent_finishes_it() {
+    let size = 8 << 20;
+    let server = Server::start(&[
+        ("ROOMCAST_LIMITS__MAX_MESSAGE_BYTES", "16777216"),
+        ("ROOMCAST_LIMITS__OUTBOUND_BYTES", "64MiB"),
+    ]);
+    let mut conn = RawConn::upgrade_small_buffer(server.addr, "/echo").await;
+    conn.send_frame(true, 2, &vec![7u8; size]).await;
+    // The echo has begun (its first fragment is here) and cannot be done:
+    // 8 MiB do not fit in the socket buffers of a client that reads 4 KiB.
+    let first = conn.read_frame().await.expect("the first fragment");
+    assert_eq!((first.opcode, first.fin), (2, false), "a frame this large goes out in fragments");
+    conn.send_frame(true, 8, &1000u16.to_be_bytes()).await;
+    let mut received = first.payload.len();
+    let code = loop {
+        let frame = conn.read_frame().await.expect("the rest of the frame, then the close");
+        match frame.opcode {
+            0 => received += frame.payload.len(),
+            8 => break frame.close_code(),
+            other => panic!("unexpected opcode {other}"),
+        }
+    };
+    assert_eq!(received, size, "the whole frame, before the close");
+    assert_eq!(code, Some(1000));
+    still_serving(&server).await;
+    assert!(!server.log_text().contains("panicked"), "{}", server.log_text());
+    assert_eq!(server.metric("roomcast_panics_total").await, 0);
+}

@@ -160,6 +160,12 @@ pub fn joined<'a>(
     frame.finish(reference)
 }
 
+/// A `left` the session did not ask for: an `auth` refresh took its grant
+/// for the room away.
+pub fn left_revoked(room: &RoomName) -> String {
+    Frame::new("left").str("room", room.as_str()).str("reason", "revoked").finish(None)
+}
+
 pub fn left(room: &RoomName, reference: Option<&RawValue>) -> String {
     Frame::new("left").str("room", room.as_str()).finish(reference)
 }

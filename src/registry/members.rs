@@ -3,6 +3,7 @@
 
 use indexmap::IndexMap;
 
+use crate::auth::Access;
 use crate::protocol::SessionId;
 use crate::session::handle::{OutFrame, Push, SessionHandle};
 
@@ -18,8 +19,11 @@ pub enum MemberKind {
 pub struct Member {
     pub handle: SessionHandle,
     pub kind: MemberKind,
-    /// Granted `read` only (`auth.md`): may not publish.
+    /// Granted `read` only (`auth.md`): may not publish. Computed again
+    /// whenever the session's grants may have changed (`auth`, a join).
     pub read_only: bool,
+    /// What a room token gave with the join (it outlives a token refresh).
+    pub grant: Option<Access>,
 }
 
 #[derive(Default)]
@@ -139,6 +143,7 @@ mod tests {
             handle: SessionHandle::new(SessionId(1), limits, None),
             kind: MemberKind::Raw,
             read_only: false,
+            grant: None,
         };
         members.add(SessionId(1), member());
         assert!(members.has_raw());

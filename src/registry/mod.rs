@@ -171,12 +171,13 @@ impl Registry {
     }
 
     /// Adds a session to a room and tells the other members.
-    fn add_member(&mut self, id: SessionId, name: &RoomName, access: Access) {
+    fn add_member(&mut self, id: SessionId, name: &RoomName, access: Access, grant: Option<Access>) {
         let Some(entry) = self.sessions.get_mut(&id) else {
             return;
         };
         entry.rooms.push(name.clone());
-        let member = Member { handle: entry.handle.clone(), kind: entry.kind, read_only: access == Access::Read };
+        let member =
+            Member { handle: entry.handle.clone(), kind: entry.kind, read_only: access == Access::Read, grant };
         let user = entry.user(self.limits.auth);
         let presence = text(frame::presence(name, PresenceEvent::Join, id, entry.nick.as_deref(), user));
         let room = room_entry(&mut self.rooms, name, self.limits.history);
@@ -279,6 +280,52 @@ impl Registry {
         }
     }
 
+    /// The member entry of session `id` in room `name` on this node.
+    fn member_mut(&mut self, id: SessionId, name: &RoomName) -> Option<&mut Member> {
+        match self.cluster.as_deref_mut() {
+            Some(cluster) => cluster.member_mut(id, name),
+            None => self.rooms.get_mut(name)?.members.get_mut(id),
+        }
+    }
+
+    /// Works out again what member `id` may do in `name` from its token's
+    /// grants and its room token's (`grant`, a new room token, adds to the
+    /// one it joined with): read-only or not, or nothing at all (`None`).
+    fn regrant(&mut self, id: SessionId, name: &RoomName, grant: Option<Access>) -> Option<Access> {
+        let grant = strongest(self.member_mut(id, name)?.grant, grant);
+        let access = self.access(self.sessions.get(&id)?, name, grant);
+        if let Some(member) = self.member_mut(id, name) {
+            member.grant = grant;
+            member.read_only = access == Some(Access::Read);
+        }
+        access
+    }
+
+    /// A `join` of a room the session is in: its grants are checked again
+    /// (a refresh may have changed them; a room token may add one).
+    fn rejoin_refusal(&mut self, id: SessionId, name: &RoomName, grant: Option<Access>) -> Option<(ErrorCode, String)> {
+        if self.regrant(id, name, grant).is_some() {
+            return None;
+        }
+        self.metrics.auth_failure(AuthFailure::Forbidden);
+        Some((ErrorCode::Forbidden, format!("room {name} is private: your token grants nothing in it")))
+    }
+
+    /// After an `auth` refresh: each room the session is in is checked
+    /// against its new grants; it leaves those it may no longer read (a
+    /// `left` with reason `revoked`) and is read-only where only `read`
+    /// is left.
+    fn regrant_all(&mut self, id: SessionId, ctx: &mut Context<Self>) {
+        let rooms = self.sessions.get(&id).map(|entry| entry.rooms.clone()).unwrap_or_default();
+        for name in rooms {
+            if self.regrant(id, &name, None).is_none() {
+                self.metrics.auth_failure(AuthFailure::Forbidden);
+                self.leave_room(id, &name, ctx);
+                self.reply(id, frame::left_revoked(&name));
+            }
+        }
+    }
+
     /// Why a session may not join `name` as a new member, on one node or a
     /// cluster alike: no grant in a private room, the session's most rooms,
     /// or one room more than this node may hold (`holds`: it holds `name`;
@@ -316,12 +363,8 @@ impl Registry {
         let access = self.access(entry, &name, grant);
         let is_member = self.rooms.get(&name).is_some_and(|room| room.members.contains(id));
         if is_member {
-            // Joining again with a write grant (a room token, say) lifts a
-            // read-only membership; nothing takes a grant away.
-            if access == Some(Access::Write)
-                && let Some(member) = self.rooms.get_mut(&name).and_then(|room| room.members.get_mut(id))
-            {
-                member.read_only = false;
+            if let Some((code, message)) = self.rejoin_refusal(id, &name, grant) {
+                return self.error(id, code, &message, reference);
             }
         } else {
             let (holds, held) = (self.rooms.contains_key(&name), self.rooms.len());
@@ -334,7 +377,7 @@ impl Registry {
                 return self.error(id, ErrorCode::RoomFull, &message, reference);
             }
             let access = access.unwrap_or(Access::Write);
-            self.add_member(id, &name, access);
+            self.add_member(id, &name, access, grant);
         }
         let Some(room) = self.rooms.get(&name) else {
             return;
@@ -353,18 +396,28 @@ impl Registry {
         self.reply(id, frame);
     }
 
-    fn leave(&mut self, id: SessionId, name: RoomName, reference: Option<&RawValue>) {
+    fn leave(&mut self, id: SessionId, name: RoomName, reference: Option<&RawValue>, ctx: &mut Context<Self>) {
+        if !self.sessions.get(&id).is_some_and(|entry| entry.rooms.contains(&name)) {
+            return self.error(id, ErrorCode::NotMember, &format!("not a member of {name}"), reference);
+        }
+        self.leave_room(id, &name, ctx);
+        self.reply(id, frame::left(&name, reference));
+    }
+
+    /// Ends the session's membership of `name` (which it holds), with a
+    /// presence leave to the others, on one node or a cluster.
+    fn leave_room(&mut self, id: SessionId, name: &RoomName, ctx: &mut Context<Self>) {
         let Some(entry) = self.sessions.get_mut(&id) else {
             return;
         };
-        let Some(position) = entry.rooms.iter().position(|r| *r == name) else {
-            return self.error(id, ErrorCode::NotMember, &format!("not a member of {name}"), reference);
-        };
-        entry.rooms.swap_remove(position);
+        entry.rooms.retain(|room| room != name);
+        if self.cluster.is_some() {
+            self.drop_local_member(id, name);
+            return self.leave_in_redis(ctx, id, name);
+        }
         let nick = entry.nick.clone();
         let user = entry.user(self.limits.auth).map(|user| user.map(String::from));
-        self.remove_member(id, &name, nick.as_deref(), user.as_ref().map(|user| user.as_deref()));
-        self.reply(id, frame::left(&name, reference));
+        self.remove_member(id, name, nick.as_deref(), user.as_ref().map(|user| user.as_deref()));
     }
 
     fn publish(&mut self, id: SessionId, name: RoomName, body: &RawValue, reference: Option<&RawValue>) {
@@ -411,6 +464,23 @@ impl Registry {
         self.reply(id, frame::ok(None, reference));
     }
 
+    /// Whether the session may see `name` in a `rooms` list: a room it may
+    /// join (a private one only with a grant), or one it is in (a room
+    /// token's grant).
+    fn may_list(&self, entry: &Entry, name: &RoomName) -> bool {
+        entry.rooms.contains(name) || self.access(entry, name, None).is_some()
+    }
+
+    /// The `rooms` reply: the rooms `rooms` that the session may see.
+    fn answer_rooms(&mut self, id: SessionId, mut rooms: Vec<(RoomName, usize)>, reference: Option<&RawValue>) {
+        let Some(entry) = self.sessions.get(&id) else {
+            return;
+        };
+        rooms.retain(|(name, _)| self.may_list(entry, name));
+        let frame = frame::rooms(Some("rooms"), rooms.iter().map(|(n, c)| (n, *c)), reference);
+        self.reply(id, frame);
+    }
+
     fn occupied_rooms(&self) -> Vec<(RoomName, usize)> {
         let mut rooms: Vec<_> = self
             .rooms
@@ -434,6 +504,15 @@ impl Registry {
         });
         let frame = frame::members(&name, list, reference);
         self.reply(id, frame);
+    }
+}
+
+/// The stronger of two grants (`Write` over `Read` over none).
+fn strongest(a: Option<Access>, b: Option<Access>) -> Option<Access> {
+    match (a, b) {
+        (Some(Access::Write), _) | (_, Some(Access::Write)) => Some(Access::Write),
+        (Some(Access::Read), _) | (_, Some(Access::Read)) => Some(Access::Read),
+        (None, None) => None,
     }
 }
 
@@ -504,7 +583,7 @@ impl Registry {
         }
         let id = msg.handle.id();
         self.sessions.insert(id, Entry::new(msg.handle, MemberKind::Raw, msg.identity, self.limits.auth));
-        self.add_member(id, &msg.room, msg.access);
+        self.add_member(id, &msg.room, msg.access, None);
         self.settle(ctx);
         Ok(())
     }
@@ -535,14 +614,13 @@ impl Handler<Command> for Registry {
                 let since = since.map(|since| (since, epoch));
                 self.join(id, Join { room, history, since, grant: msg.grant }, reference)
             }
-            RequestKind::Leave { room } => self.leave(id, room, reference),
+            RequestKind::Leave { room } => self.leave(id, room, reference, ctx),
             RequestKind::Publish { room, body } => self.publish(id, room, &body, reference),
             RequestKind::Direct { to, body } => self.direct(id, &to, &body, reference),
             RequestKind::Nick { name } => self.nick(id, name, reference),
             RequestKind::Rooms => {
                 let rooms = self.occupied_rooms();
-                let frame = frame::rooms(Some("rooms"), rooms.iter().map(|(n, c)| (n, *c)), reference);
-                self.reply(id, frame);
+                self.answer_rooms(id, rooms, reference);
             }
             RequestKind::Members { room } => self.members(id, room, reference),
             // Answered by the session itself.
@@ -643,11 +721,25 @@ impl Handler<Reauth> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: Reauth, ctx: &mut Context<Self>) {
-        if let Some(entry) = self.sessions.get_mut(&msg.id) {
-            entry.identity = Some(msg.identity);
-            self.reply(msg.id, frame::ok(None, msg.reference.as_deref()));
+        if self.cluster.is_some() {
+            self.cluster_reauth(msg, ctx);
+            return self.settle(ctx);
         }
+        self.reauth(msg, ctx);
         self.settle(ctx);
+    }
+}
+
+impl Registry {
+    /// The session's new token: its grants apply to the rooms it is in
+    /// (`regrant_all`), then `ok`.
+    fn reauth(&mut self, msg: Reauth, ctx: &mut Context<Self>) {
+        let Some(entry) = self.sessions.get_mut(&msg.id) else {
+            return;
+        };
+        entry.identity = Some(msg.identity);
+        self.regrant_all(msg.id, ctx);
+        self.reply(msg.id, frame::ok(None, msg.reference.as_deref()));
     }
 }
 

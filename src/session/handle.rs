@@ -237,14 +237,15 @@ impl Queue {
             OutFrame::Text(text) => (true, text.as_bytes()),
             OutFrame::Binary(bytes) => (false, bytes),
         };
-        let start = self.front_sent;
-        let end = bytes.len().min(start + budget.max(1));
+        // `budget` may be "everything" (usize::MAX, a drain): saturate.
+        let start = self.front_sent.min(bytes.len());
+        let end = bytes.len().min(start.saturating_add(budget.max(1)));
         let fragment = Fragment { text, data: bytes.slice(start..end), first: start == 0, last: end == bytes.len() };
-        self.bytes -= end - start;
+        self.bytes = self.bytes.saturating_sub(end - start);
         self.front_sent = end;
         if fragment.last {
             self.frames.pop_front();
-            self.bytes -= FRAME_OVERHEAD;
+            self.bytes = self.bytes.saturating_sub(FRAME_OVERHEAD);
             self.front_sent = 0;
         }
         Some(fragment)
@@ -309,7 +310,7 @@ impl SessionHandle {
             if queue.frames.is_empty() {
                 queue.waiting_since_ms = coarse_ms();
             } else {
-                let over_bytes = queue.bytes + cost > limits.bytes;
+                let over_bytes = queue.bytes.saturating_add(cost) > limits.bytes;
                 let stalled = queue.frames.len() >= limits.frames
                     && coarse_ms().saturating_sub(queue.waiting_since_ms) >= limits.stall_ms;
                 if over_bytes || stalled {
@@ -345,12 +346,13 @@ impl SessionHandle {
         }
         queue.waiting_since_ms = coarse_ms();
         if queue.front_sent == 0 {
-            let mut taken = 0;
+            let mut taken: usize = 0;
             while let Some(frame) = queue.frames.front() {
                 // A first frame no longer than the budget goes whole; only a
                 // longer one is fragmented (so a first fragment is never
                 // also the last).
-                let fits = if taken == 0 { frame.len() <= budget } else { taken + frame.cost() <= budget };
+                let fits =
+                    if taken == 0 { frame.len() <= budget } else { taken.saturating_add(frame.cost()) <= budget };
                 if !fits {
                     break;
                 }
@@ -359,7 +361,7 @@ impl SessionHandle {
                     out.push_back(frame);
                 }
             }
-            queue.bytes -= taken;
+            queue.bytes = queue.bytes.saturating_sub(taken);
             if taken > 0 {
                 return None;
             }
@@ -691,6 +693,12 @@ mod tests {
         h.push(text("0123"));
         assert_eq!(h.take_frames(&mut out, 4), None, "exactly the budget goes whole");
         assert_eq!(out.len(), 1);
+        out.clear();
+        // A drain (budget: everything) while a frame is half sent.
+        h.push(text("0123456789"));
+        assert_eq!(h.take_frames(&mut out, 4), piece("0123", true, false));
+        assert_eq!(h.take_frames(&mut out, usize::MAX), piece("456789", false, true));
+        assert_eq!(h.0.queue.lock().unwrap().bytes, 0);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod raw;
+pub mod tokens;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -559,5 +560,43 @@ impl Drop for Redis {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Where a room rule is tried: one process, or two nodes of a cluster on a
+/// real Redis. A rule holds in both, so its test runs against both
+/// (`Deployment::start(cluster, ...)` in a test per mode).
+pub enum Deployment {
+    One(Server),
+    Cluster { nodes: Vec<Server>, redis: Redis },
+}
+
+impl Deployment {
+    /// One process, or (`cluster`) two nodes on a fresh Redis, each with `env`.
+    pub fn start(cluster: bool, env: &[(&str, &str)]) -> Deployment {
+        if !cluster {
+            return Deployment::One(Server::start(env));
+        }
+        let redis = Redis::start();
+        let mut all = vec![("ROOMCAST_CLUSTER__PREFIX", "test")];
+        all.extend_from_slice(env);
+        let nodes = (0..2).map(|_| redis.node(&all)).collect();
+        Deployment::Cluster { nodes, redis }
+    }
+
+    /// The server the `i`-th client uses: on a cluster the nodes take turns,
+    /// so that clients `0` and `1` are on different nodes.
+    pub fn at(&self, i: usize) -> &Server {
+        match self {
+            Deployment::One(server) => server,
+            Deployment::Cluster { nodes, .. } => &nodes[i % nodes.len()],
+        }
+    }
+
+    pub fn redis(&self) -> Option<&Redis> {
+        match self {
+            Deployment::One(_) => None,
+            Deployment::Cluster { redis, .. } => Some(redis),
+        }
     }
 }

@@ -33,7 +33,7 @@ use std::sync::atomic::AtomicU64;
 use actix::{ActorFutureExt, AsyncContext, Context, WrapFuture};
 
 use super::Registry;
-use super::messages::{Command, RawFrame};
+use super::messages::{Command, RawFrame, Reauth};
 use crate::cluster::presence::Presence;
 use crate::cluster::users::Users;
 use crate::config::ClusterSettings;
@@ -116,6 +116,7 @@ async fn in_turn<T>(
 enum Deferred {
     Command(Command),
     Raw(RawFrame),
+    Reauth(Reauth),
 }
 
 pub struct Cluster {
@@ -156,6 +157,11 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// The member entry of session `id` in room `name` on this node.
+    pub(super) fn member_mut(&mut self, id: SessionId, name: &RoomName) -> Option<&mut super::members::Member> {
+        self.rooms.get_mut(name)?.members.get_mut(id)
+    }
+
     pub fn new(
         settings: ClusterSettings,
         client: redis::Client,
@@ -301,6 +307,7 @@ impl Registry {
         match deferred {
             Deferred::Command(command) => self.cluster_request(command, ctx),
             Deferred::Raw(frame) => self.cluster_raw(frame, ctx),
+            Deferred::Reauth(reauth) => self.reauth(reauth, ctx),
         }
     }
 
@@ -326,6 +333,12 @@ impl Registry {
     /// A request from a session, in cluster mode.
     pub(super) fn cluster_command(&mut self, command: Command, ctx: &mut Context<Self>) {
         self.run_or_defer(command.id, Deferred::Command(command), ctx);
+    }
+
+    /// An `auth` refresh, in cluster mode: after the session's earlier
+    /// requests, so that its `ok` keeps their order.
+    pub(super) fn cluster_reauth(&mut self, reauth: Reauth, ctx: &mut Context<Self>) {
+        self.run_or_defer(reauth.id, Deferred::Reauth(reauth), ctx);
     }
 
     /// A raw member's frame, in cluster mode.
@@ -378,6 +391,7 @@ impl Deferred {
         match self {
             Deferred::Command(command) => matches!(command.request.kind, RequestKind::Publish { .. }),
             Deferred::Raw(_) => true,
+            Deferred::Reauth(_) => false,
         }
     }
 }
@@ -415,7 +429,8 @@ impl Registry {
         let entry = super::Entry::new(msg.handle, super::members::MemberKind::Raw, msg.identity, self.limits.auth);
         self.sessions.insert(id, entry);
         self.cluster_connected(id, ctx);
-        let join = rooms::ClusterJoin { room: msg.room, read: rooms::JoinRead::Recent(0), access: msg.access };
+        let join =
+            rooms::ClusterJoin { room: msg.room, read: rooms::JoinRead::Recent(0), access: msg.access, grant: None };
         self.cluster_join(ctx, id, join, move |_, outcome, _| {
             let result = match outcome {
                 rooms::JoinOutcome::Joined(_) => Ok(()),

@@ -48,23 +48,7 @@ impl Registry {
                 };
                 self.request_join(ctx, id, room, read, grant, reference, ticket);
             }
-            RequestKind::Leave { room } => {
-                let Some(entry) = self.sessions.get_mut(&id) else {
-                    return;
-                };
-                let Some(at) = entry.rooms.iter().position(|r| *r == room) else {
-                    return self.error(
-                        id,
-                        ErrorCode::NotMember,
-                        &format!("not a member of {room}"),
-                        reference.as_deref(),
-                    );
-                };
-                entry.rooms.swap_remove(at);
-                self.drop_local_member(id, &room);
-                self.leave_in_redis(ctx, id, &room);
-                self.reply(id, frame::left(&room, reference.as_deref()));
-            }
+            RequestKind::Leave { room } => self.leave(id, room, reference.as_deref(), ctx),
             RequestKind::Publish { room, body } => self.cluster_publish(ctx, id, room, &body, reference, ticket),
             RequestKind::Direct { to, body } => self.cluster_direct(ctx, id, &to, &body, reference, ticket),
             RequestKind::Nick { name } => {
@@ -78,11 +62,10 @@ impl Registry {
                 let work = async move { presence.rooms(&mut connection).await };
                 self.in_redis(ctx, Turn::Alone(id), work, move |registry, rooms, _| {
                     let _ticket = ticket;
-                    let frame = rooms.map(|rooms| {
-                        let rooms = parse_rooms(rooms);
-                        frame::rooms(Some("rooms"), rooms.iter().map(|(n, c)| (n, *c)), reference.as_deref())
-                    });
-                    registry.answer(id, frame, reference.as_deref());
+                    match rooms {
+                        Ok(rooms) => registry.answer_rooms(id, parse_rooms(rooms), reference.as_deref()),
+                        Err(error) => registry.answer(id, Err(error), reference.as_deref()),
+                    }
                 });
             }
             RequestKind::Members { room } => {
@@ -148,20 +131,18 @@ impl Registry {
             return;
         };
         let (holds, held) = (cluster.holds(&room), cluster.rooms.len());
-        if is_member {
-            // As on one node: a write grant lifts a read-only membership.
-            if access == Some(Access::Write)
-                && let Some(member) = self.local_member(id, &room)
-            {
-                member.read_only = false;
-            }
-        } else if let Some((code, message)) = self.new_member_refusal(entry, &room, access, holds, held) {
+        let refusal = match is_member {
+            true => self.rejoin_refusal(id, &room, grant),
+            false => self.new_member_refusal(entry, &room, access, holds, held),
+        };
+        if let Some((code, message)) = refusal {
             return self.error(id, code, &message, reference.as_deref());
         }
         if let Some(why) = self.redis_down() {
             return self.error(id, ErrorCode::Unavailable, &unavailable(&why), reference.as_deref());
         }
-        let join = ClusterJoin { room: room.clone(), read: read.clone(), access: access.unwrap_or(Access::Write) };
+        let join =
+            ClusterJoin { room: room.clone(), read: read.clone(), access: access.unwrap_or(Access::Write), grant };
         self.cluster_join(ctx, id, join, move |registry, outcome, _| {
             let _ticket = ticket;
             match Registry::join_error(&room, &outcome) {

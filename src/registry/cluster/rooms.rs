@@ -99,6 +99,8 @@ pub(in crate::registry) struct ClusterJoin {
     pub room: RoomName,
     pub read: JoinRead,
     pub access: Access,
+    /// What the join's room token grants.
+    pub grant: Option<Access>,
 }
 
 /// What the `joined` reply carries.
@@ -168,7 +170,7 @@ impl Registry {
             cluster.rooms.entry(join.room.clone()).or_insert_with(|| LocalRoom::new(RoomKeys::new(prefix, &join.room)));
         let is_new = !room.members.contains(id);
         if is_new {
-            let member = Member { handle, kind, read_only: join.access == Access::Read };
+            let member = Member { handle, kind, read_only: join.access == Access::Read, grant: join.grant };
             room.members.add(id, member);
             room.joining.push(Joining { id, waiting: Vec::new(), bytes: 0 });
             room.awaiting_own.push(id);
@@ -286,7 +288,7 @@ impl Registry {
 
     /// Removes a member from this node's room; the room goes (and the node
     /// unsubscribes) when nobody is left.
-    pub(super) fn drop_local_member(&mut self, id: SessionId, name: &RoomName) {
+    pub(in crate::registry) fn drop_local_member(&mut self, id: SessionId, name: &RoomName) {
         let Some(cluster) = self.cluster.as_deref_mut() else {
             return;
         };
@@ -305,7 +307,7 @@ impl Registry {
 
     /// Ends a membership in Redis (with its leave event), in order with
     /// whatever this node sent before.
-    pub(super) fn leave_in_redis(&mut self, ctx: &mut Context<Self>, id: SessionId, name: &RoomName) {
+    pub(in crate::registry) fn leave_in_redis(&mut self, ctx: &mut Context<Self>, id: SessionId, name: &RoomName) {
         let Some(cluster) = self.cluster.as_deref() else {
             return;
         };
