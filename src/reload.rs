@@ -74,6 +74,7 @@ impl Reloader {
         }
         if (old.limits.messages_per_second, old.limits.burst) != (new.limits.messages_per_second, new.limits.burst) {
             state.rate.set(new.limits.messages_per_second, new.limits.burst);
+            state.api_rate.set(new.api.messages_per_second, new.api.burst);
         }
         state.peer_limit.set(new.server.max_connections_per_ip);
         state.user_limit.set(new.auth.max_connections_per_user);

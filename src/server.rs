@@ -28,7 +28,7 @@ use crate::registry::cluster::{Cluster, ClusterLeave};
 use crate::registry::{self, Registry};
 use crate::reload::Reloader;
 use crate::session::heartbeat::Watchdog;
-use crate::session::ratelimit::RateLimit;
+use crate::session::ratelimit::{RateLimit, TokenBucket};
 use crate::tls::ServerCertificate;
 
 /// Why the daemon stopped other than by a signal.
@@ -151,8 +151,11 @@ async fn serve(settings: Settings, config: Option<PathBuf>) -> Result<(), ServeE
         let cluster = cluster.map(|(settings, client, next_id, io)| Cluster::new(settings, client, next_id, io));
         Registry::new(limits, registry_metrics, cluster)
     });
+    let api_rate = RateLimit::new(settings.api.messages_per_second, settings.api.burst);
     let state = AppState {
         rate: RateLimit::new(settings.limits.messages_per_second, settings.limits.burst),
+        api_bucket: Arc::new(std::sync::Mutex::new(TokenBucket::new(api_rate.clone()))),
+        api_rate,
         peer_limit: PeerLimit::new(settings.server.max_connections_per_ip),
         user_limit: UserLimit::new(settings.auth.max_connections_per_user),
         registry,

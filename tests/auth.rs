@@ -561,3 +561,95 @@ async fn roomcast_client_sends_its_token_and_stops_when_refused() {
     assert!(stderr.contains("refused") && stderr.contains("1008 unauthorized"), "{stderr}");
     assert_eq!(server.metric("roomcast_auth_failures_total{reason=\"invalid\"}").await, 1);
 }
+
+/// What a refused token's error says (the log says the same).
+async fn refusal_message(server: &Server, token: &str) -> String {
+    let error = refused_json(&with_token(server, "/ws", token), &[], "unauthorized").await;
+    error["message"].as_str().expect("a message").to_string()
+}
+
+#[tokio::test]
+async fn iss_exp_and_kid_are_checked_exactly_and_echoed_briefly() {
+    let server = server("required", &[]);
+    // `iss` is one string: a list that holds the issuer is not the issuer.
+    let listed = hs(&with(user("ann"), json!({"iss": [ISSUER]})));
+    assert!(refusal_message(&server, &listed).await.contains("iss"));
+    // Each malformed `exp` says what is wrong with it.
+    for (exp, says) in [
+        (json!("tomorrow"), "`exp` is a string"),
+        (json!(-5), "`exp` is negative"),
+        (json!(1e30), "`exp` is after the year 9999"),
+        (json!(null), "`exp` is required"),
+    ] {
+        let message = refusal_message(&server, &hs(&with(user("ann"), json!({ "exp": exp })))).await;
+        assert!(message.contains(says), "{exp}: {message}");
+    }
+
+    // With a key set and a secret, an HS256 token's `kid` is not looked up
+    // in the set (it serves no HMAC key); an RS256 one's is, and a long
+    // unknown one comes back cut to 64 bytes.
+    let both = Server::start(&[
+        ("ROOMCAST_AUTH__MODE", "required"),
+        ("ROOMCAST_AUTH__HMAC_SECRET", SECRET),
+        ("ROOMCAST_AUTH__JWKS_FILE", &fixture("jwks.json")),
+    ]);
+    let claims = json!({"sub": "ann", "exp": now() + 60});
+    let mut header = jsonwebtoken::Header::new(Algorithm::HS256);
+    header.kid = Some("the-application's-own-key-id".into());
+    let key = EncodingKey::from_secret(SECRET.as_bytes()).unwrap();
+    let hs_with_kid = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+    assert_eq!(welcomed(&both, &hs_with_kid).await.1["user"], "ann");
+    let rsa = EncodingKey::from_rsa_pem(&std::fs::read(fixture("rsa-private.pem")).unwrap()).unwrap();
+    let mut header = jsonwebtoken::Header::new(Algorithm::RS256);
+    header.kid = Some("k".repeat(4096));
+    let long_kid = jsonwebtoken::encode(&header, &claims, &rsa).unwrap();
+    let message = refusal_message(&both, &long_kid).await;
+    assert!(message.contains("no key with kid") && message.len() < 200, "{message}");
+    let logged = both.wait_for_log("no key with kid");
+    assert!(logged.len() < 400, "the log line repeats the kid whole: {} bytes", logged.len());
+}
+
+#[tokio::test]
+async fn session_ids_are_unique_and_say_nothing_of_the_others() {
+    let server = server("off", &[]);
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        clients.push(Client::json(&server).await);
+    }
+    let mut ids: Vec<u64> = clients.iter().map(|client| client.id.parse().expect("a decimal id")).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), clients.len(), "unique");
+    assert!(ids.windows(2).all(|pair| pair[1] - pair[0] > 1000), "not a counter: {ids:?}");
+    // Neighbours of a known id name nobody.
+    let known: u64 = clients[0].id.parse().unwrap();
+    for guess in [known + 1, known - 1] {
+        let reply = clients[0].request(json!({"type": "direct", "to": guess.to_string(), "body": 1})).await;
+        assert_eq!(reply["code"], "not_found", "{reply}");
+    }
+}
+
+#[tokio::test]
+async fn api_publishes_are_rate_limited_per_key() {
+    let server = server(
+        "off",
+        &[("ROOMCAST_API__KEY", "api-key"), ("ROOMCAST_API__MESSAGES_PER_SECOND", "1"), ("ROOMCAST_API__BURST", "3")],
+    );
+    let publish = || async {
+        reqwest::Client::new()
+            .post(server.http("/api/rooms/lobby/publish"))
+            .bearer_auth("api-key")
+            .json(&json!("x"))
+            .send()
+            .await
+            .unwrap()
+    };
+    for _ in 0..3 {
+        assert_eq!(publish().await.status(), 200, "the burst");
+    }
+    let refused = publish().await;
+    assert_eq!(refused.status(), 429);
+    let wait: u64 = refused.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=1).contains(&wait), "one token a second: {wait}");
+    assert_eq!(server.metric("roomcast_rate_limited_total").await, 1);
+}

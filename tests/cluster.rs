@@ -201,7 +201,7 @@ async fn direct_reaches_a_session_on_another_node_and_not_found_means_no_node_ha
     assert_eq!(direct["body"], json!({"hi": 1}));
     // An id of the other node that is not open, and one of no node.
     let bob_id: u64 = bob.id.parse().unwrap();
-    for missing in [bob_id + 1000, (99u64 << 32) | 1] {
+    for missing in [bob_id + 1000, (99u64 << 40) | 1] {
         let refused = ann.request(json!({"type": "direct", "to": missing.to_string(), "body": 1})).await;
         assert_eq!(refused["code"], "not_found", "{refused}");
     }
@@ -480,7 +480,7 @@ async fn a_node_found_dead_closes_its_clients_1012_and_comes_back_as_a_new_node(
     nodes[1].wait_for_log_count("cluster: node ", 2);
     let mut again = Client::json(&nodes[1]).await;
     let (old, new): (u64, u64) = (b.id.parse().unwrap(), again.id.parse().unwrap());
-    assert_ne!(old >> 32, new >> 32, "a new node number");
+    assert_ne!(old >> 40, new >> 40, "a new node number");
     assert_eq!(again.join("hall").await["members"], 2);
     presence_of(&mut a, "join", &again.id).await;
 }

@@ -79,9 +79,15 @@ pub struct Claims {
     rooms: Option<Value>,
     read: Option<Value>,
     room: Option<Value>,
+    iss: Option<Value>,
 }
 
 impl Claims {
+    /// Whether `iss` is exactly `issuer` (a string, not a list holding it).
+    pub fn issued_by(&self, issuer: &str) -> bool {
+        matches!(&self.iss, Some(Value::String(iss)) if iss == issuer)
+    }
+
     fn get(&self, name: &str) -> Option<&Value> {
         match name {
             "sub" => self.sub.as_ref(),
@@ -110,17 +116,29 @@ fn user(claims: &Claims) -> Result<String, String> {
     }
 }
 
+/// The last NumericDate accepted: 9999-12-31T23:59:59Z. A later one is a
+/// mistake (or a token that wants to live forever).
+pub const LAST_DATE: u64 = 253_402_300_799;
+
 /// `exp` (or `nbf`): a NumericDate, which RFC 7519 lets be fractional.
+/// Each refusal says what is wrong with it.
 pub fn numeric_date(claims: &Claims, name: &str) -> Result<Option<u64>, String> {
-    match claims.get(name) {
-        None => Ok(None),
-        Some(Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
-            (Some(seconds), _) => Ok(Some(seconds)),
-            (None, Some(seconds)) if seconds >= 0.0 => Ok(Some(seconds as u64)),
-            _ => Err(format!("`{name}` must be a date in seconds since 1970")),
-        },
-        Some(_) => Err(format!("`{name}` must be a date in seconds since 1970")),
+    let seconds = match claims.get(name) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
+        Some(Value::String(_)) => {
+            return Err(format!("`{name}` is a string; it must be a number of seconds since 1970"));
+        }
+        Some(_) => return Err(format!("`{name}` must be a number of seconds since 1970")),
+    };
+    if seconds.is_nan() || seconds < 0.0 {
+        return Err(format!("`{name}` is negative; it must be a number of seconds since 1970"));
     }
+    if seconds > LAST_DATE as f64 {
+        return Err(format!("`{name}` is after the year 9999; it must be a number of seconds since 1970"));
+    }
+    // Exact for integers (as_f64 is exact below 2^53, and LAST_DATE is).
+    Ok(Some(seconds as u64))
 }
 
 fn patterns(claims: &Claims, name: &str) -> Result<Patterns, String> {
@@ -196,7 +214,10 @@ mod tests {
             (json!({"sub": "", "exp": 1}), "`sub` must be 1 to 128"),
             (json!({"sub": 7, "exp": 1}), "`sub` must be a string"),
             (json!({"sub": "a"}), "`exp` is required"),
-            (json!({"sub": "a", "exp": "soon"}), "`exp` must be a date"),
+            (json!({"sub": "a", "exp": "soon"}), "`exp` is a string"),
+            (json!({"sub": "a", "exp": -5}), "`exp` is negative"),
+            (json!({"sub": "a", "exp": 1e30}), "`exp` is after the year 9999"),
+            (json!({"sub": "a", "exp": true}), "`exp` must be a number"),
             (json!({"sub": "a", "exp": 1, "room": "r"}), "must not carry `room`"),
             (json!({"sub": "a", "exp": 1, "rooms": "r"}), "`rooms` must be an array"),
             (json!({"sub": "a", "exp": 1, "read": ["a b"]}), "`read`: \"a b\""),

@@ -85,15 +85,17 @@ impl Keys {
 
     /// The key a token with `header` is checked with, or why there is none.
     pub fn select(&self, header: &Header) -> Result<&Key, String> {
+        // A `kid` names a key of the set only for an algorithm the set
+        // serves: an HS256 token's `kid` is the application's own business.
         if let Some(kid) = &header.kid
-            && !self.set.is_empty()
+            && self.set.iter().any(|(_, key)| key.algorithms.contains(&header.alg))
         {
             return self
                 .set
                 .iter()
                 .find(|(id, _)| id == kid)
                 .map(|(_, key)| key)
-                .ok_or_else(|| format!("no key with kid {:?} in auth.jwks_file", kid.escape_debug().to_string()));
+                .ok_or_else(|| format!("no key with kid {} in auth.jwks_file", super::shown(kid)));
         }
         let family = header.alg.family();
         [&self.hmac, &self.public]

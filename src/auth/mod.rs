@@ -34,6 +34,18 @@ use patterns::Patterns;
 /// their sessions, so what one may hold is bounded.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
+/// The most of a value from a token that an error (and so the log) repeats.
+pub const SHOWN_BYTES: usize = 64;
+
+/// A value from a token as an error message shows it: quoted, escaped, at
+/// most [`SHOWN_BYTES`] of it (a token chooses its values, and errors are
+/// logged).
+pub fn shown(value: &str) -> String {
+    let cut = crate::protocol::cut(value, SHOWN_BYTES);
+    let more = if cut.len() < value.len() { "..." } else { "" };
+    format!("{:?}{more}", cut)
+}
+
 /// Why a token was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenError {
@@ -71,6 +83,8 @@ pub struct Verifier {
     keys: Keys,
     leeway: Duration,
     private_rooms: Patterns,
+    /// `auth.issuer`: when set, a token's `iss` must be exactly this string.
+    issuer: Box<str>,
 }
 
 impl Verifier {
@@ -91,7 +105,8 @@ impl Verifier {
         let private_rooms = Patterns::parse(&settings.private_rooms)
             .map_err(|problem| ConfigError::key("auth.private_rooms", problem))?;
         keys.set_validation(|algorithms| validation(algorithms, settings));
-        Ok(Verifier { mode: settings.mode, keys, leeway: settings.leeway, private_rooms })
+        let issuer = settings.issuer.as_str().into();
+        Ok(Verifier { mode: settings.mode, keys, leeway: settings.leeway, private_rooms, issuer })
     }
 
     pub fn mode(&self) -> AuthMode {
@@ -179,10 +194,16 @@ impl Verifier {
                 self.keys.select(&header).map_err(invalid)?
             }
         };
-        match decode::<Claims>(token, key.decoding(), key.validation()) {
-            Ok(data) => Ok(data.claims),
-            Err(error) => Err(invalid(describe(error.kind()))),
+        let claims = match decode::<Claims>(token, key.decoding(), key.validation()) {
+            Ok(data) => data.claims,
+            Err(error) => return Err(invalid(describe(error.kind()))),
+        };
+        // RFC 7519 lets `iss` be any string; an array that holds the
+        // issuer (which the JWT library lets pass) is not the issuer.
+        if !self.issuer.is_empty() && !claims.issued_by(&self.issuer) {
+            return Err(invalid("wrong iss: it must be the configured issuer, as one string".into()));
         }
+        Ok(claims)
     }
 }
 
@@ -194,9 +215,11 @@ fn validation(algorithms: &[Algorithm], settings: &AuthSettings) -> Validation {
     let mut validation = Validation {
         algorithms: algorithms.to_vec(),
         leeway: settings.leeway.as_secs(),
+        // `exp` is read and checked by `identity`, which says what is wrong
+        // with it (the library calls a malformed one missing).
         validate_exp: false,
         validate_nbf: true,
-        required_spec_claims: ["exp".to_string()].into(),
+        required_spec_claims: Default::default(),
         validate_aud: !settings.audience.is_empty(),
         ..Validation::default()
     };

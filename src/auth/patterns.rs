@@ -15,11 +15,11 @@ pub struct Pattern(Box<str>);
 impl Pattern {
     pub fn parse(text: &str) -> Result<Pattern, String> {
         if text.is_empty() || text.len() > MAX_PATTERN_BYTES {
-            return Err(format!("{text:?}: a pattern is 1 to {MAX_PATTERN_BYTES} bytes"));
+            return Err(format!("{}: a pattern is 1 to {MAX_PATTERN_BYTES} bytes", super::shown(text)));
         }
         let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'*');
         if !text.bytes().all(allowed) {
-            return Err(format!("{text:?}: a pattern uses only A-Z a-z 0-9 - _ . : and *"));
+            return Err(format!("{}: a pattern uses only A-Z a-z 0-9 - _ . : and *", super::shown(text)));
         }
         Ok(Pattern(text.into()))
     }

@@ -5,9 +5,9 @@
 
 use crate::protocol::SessionId;
 
-/// Session ids of one node: its number in the high 32 bits, its own count
-/// in the low ones.
-const LOCAL_BITS: u32 = 32;
+/// Session ids of one node: its number in the high 24 bits, and in the low
+/// 40 its own count, scrambled ([`unguessable`]).
+const LOCAL_BITS: u32 = 40;
 
 /// The counter of node numbers.
 pub fn next_key(prefix: &str) -> String {
@@ -53,10 +53,36 @@ pub async fn direct<C: redis::aio::ConnectionLike>(
     Ok(sent == 1)
 }
 
-/// The id of the `local`-th session of node `node`; `None` once the node
-/// has used its 2^32 ids (it must then register again).
+/// The number of the `local`-th session of node `node`, as the node counts
+/// them; `None` once the node has used its 2^40 (it must then register
+/// again). The id on the wire is [`unguessable`] of it.
 pub fn session_id(node: u64, local: u64) -> Option<SessionId> {
     (local < 1 << LOCAL_BITS && node < 1 << (64 - LOCAL_BITS)).then_some(SessionId(node << LOCAL_BITS | local))
+}
+
+/// Rounds of the Feistel network that scrambles a node's count.
+const ROUNDS: u64 = 8;
+
+/// The session id for the node's `counted`-th session ([`session_id`]):
+/// the node's number stays in the high bits (so `direct` finds the node),
+/// and the count below it goes through a permutation keyed at random when
+/// the process starts. Ids stay unique (a permutation), but one session's
+/// id says nothing about which others exist: `direct` cannot be used to
+/// probe for them.
+pub fn unguessable(counted: SessionId) -> SessionId {
+    use std::hash::BuildHasher;
+    static KEY: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
+    // SipHash, keyed from the operating system's randomness.
+    let key = KEY.get_or_init(std::hash::RandomState::new);
+    const HALF: u32 = LOCAL_BITS / 2;
+    const MASK: u64 = (1 << HALF) - 1;
+    let local = counted.0 & ((1 << LOCAL_BITS) - 1);
+    let (mut left, mut right) = (local >> HALF, local & MASK);
+    for round in 0..ROUNDS {
+        let mixed = left ^ (key.hash_one((round, right)) & MASK);
+        (left, right) = (right, mixed);
+    }
+    SessionId((counted.0 & !((1 << LOCAL_BITS) - 1)) | left << HALF | right)
 }
 
 /// The node a session id belongs to.
@@ -77,9 +103,21 @@ mod tests {
     #[test]
     fn ids_carry_their_node() {
         let id = session_id(7, 42).unwrap();
-        assert_eq!((node_of(id), id.0 & 0xFFFF_FFFF), (7, 42));
+        assert_eq!((node_of(id), id.0 & 0xFF_FFFF_FFFF), (7, 42));
         assert_ne!(session_id(7, 1), session_id(8, 1));
-        assert_eq!(session_id(7, 1 << 32), None, "a node's ids run out rather than wrap into another's");
+        assert_eq!(session_id(7, 1 << 40), None, "a node's ids run out rather than wrap into another's");
         assert_eq!(SessionId::from_wire(&id.to_string()), Some(id), "ids stay canonical decimal on the wire");
+    }
+
+    #[test]
+    fn unguessable_ids_keep_their_node_and_stay_unique() {
+        let ids: Vec<SessionId> = (1..=5000).map(|local| unguessable(session_id(9, local).unwrap())).collect();
+        assert!(ids.iter().all(|id| node_of(*id) == 9));
+        let mut unique = ids.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), ids.len(), "a permutation: no two sessions share an id");
+        let neighbours = ids.windows(2).filter(|pair| pair[1].0.abs_diff(pair[0].0) < 1 << 20).count();
+        assert!(neighbours < 10, "consecutive sessions get scattered ids ({neighbours} close pairs)");
     }
 }

@@ -121,10 +121,22 @@ pub struct RoomSettings {
     pub empty_ttl: Duration,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiSettings {
     pub key: String,
+    /// API publishes per key, sustained, and the burst (token bucket);
+    /// beyond: 429 with Retry-After.
+    #[serde(deserialize_with = "values::count")]
+    pub messages_per_second: u32,
+    #[serde(deserialize_with = "values::count")]
+    pub burst: u32,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self { key: String::new(), messages_per_second: 1000, burst: 2000 }
+    }
 }
 
 /// `auth.mode`: whether connections need a token (`shared/spec/auth.md`).
@@ -415,6 +427,8 @@ impl Settings {
             ("limits.messages_per_second", self.limits.messages_per_second as usize),
             ("limits.burst", self.limits.burst as usize),
             ("limits.outbound_queue", self.limits.outbound_queue),
+            ("api.messages_per_second", self.api.messages_per_second as usize),
+            ("api.burst", self.api.burst as usize),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -643,6 +657,8 @@ mod tests {
             "rooms.max_rooms",
             "rooms.empty_ttl",
             "api.key",
+            "api.messages_per_second",
+            "api.burst",
             "log.level",
         ] {
             assert!(keys.contains(key), "{key} missing from Settings");
@@ -687,6 +703,8 @@ mod tests {
             (&[("ROOMCAST_ORIGIN__POLICY", "everyone")], "origin.policy"),
             (&[("ROOMCAST_ORIGIN__ALLOW", "not a url")], "origin.allow"),
             (&[("ROOMCAST_LIMITS__BURST", "0")], "limits.burst"),
+            (&[("ROOMCAST_API__BURST", "0")], "api.burst"),
+            (&[("ROOMCAST_API__MESSAGES_PER_SECOND", "-1")], "api.messages_per_second"),
             (&[("ROOMCAST_LOG__LEVEL", "loud")], "log.level"),
             (&[("ROOMCAST_SERVER__TLS__CERT", "/x.pem")], "server.tls.key"),
             (&[("ROOMCAST_SERVER__WORKERS", "513")], "server.workers"),

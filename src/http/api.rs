@@ -12,6 +12,7 @@ use futures_util::StreamExt;
 use serde_json::value::RawValue;
 
 use super::{AppState, Refusal};
+use crate::metrics::Metrics;
 use crate::protocol::RoomName;
 use crate::protocol::frame;
 use crate::registry::messages::{ApiPublish, ApiRefusal, ListRooms};
@@ -60,6 +61,24 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes
     Ok(body)
 }
 
+/// `api.messages_per_second` and `api.burst`: a publish beyond them gets
+/// 429 and how long to wait (`Retry-After`, whole seconds, at least 1).
+fn rate_limited(state: &AppState) -> Option<HttpResponse> {
+    let mut bucket = state.api_bucket.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if bucket.take() {
+        return None;
+    }
+    let wait = bucket.next_token_in().as_secs_f64().ceil().max(1.0) as u64;
+    drop(bucket);
+    Metrics::inc(&state.metrics.rate_limited);
+    let why = "too many API publishes (api.messages_per_second, api.burst); try again later";
+    let mut response = Refusal::new(StatusCode::TOO_MANY_REQUESTS, why).response();
+    if let Ok(value) = header::HeaderValue::from_str(&wait.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    Some(response)
+}
+
 /// `POST /api/rooms/{room}/publish`
 pub async fn publish(
     req: HttpRequest,
@@ -69,6 +88,9 @@ pub async fn publish(
 ) -> HttpResponse {
     if let Err(refusal) = authorize(&req, &state) {
         return refusal.response();
+    }
+    if let Some(wait) = rate_limited(&state) {
+        return wait;
     }
     let room = match RoomName::parse(&room) {
         Ok(room) => room,

@@ -57,6 +57,10 @@ pub struct AppState {
     pub live: Arc<ArcSwap<Live>>,
     /// `limits.messages_per_second` and `burst`, shared by every session.
     pub rate: Arc<RateLimit>,
+    /// `api.messages_per_second` and `api.burst`, and the bucket of the
+    /// API's key (one key, one bucket).
+    pub api_rate: Arc<RateLimit>,
+    pub api_bucket: Arc<std::sync::Mutex<crate::session::ratelimit::TokenBucket>>,
     pub peer_limit: Arc<PeerLimit>,
     /// `auth.max_connections_per_user`.
     pub user_limit: Arc<UserLimit>,
@@ -65,7 +69,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Set on SIGINT/SIGTERM: refuse new connections, report unhealthy.
     pub draining: Arc<AtomicBool>,
-    /// The next session id; in a cluster, below 2^32 (no node number) until
+    /// Counts sessions (`cluster::nodes::session_id`; the id on the wire is
+    /// scrambled from it); in a cluster, without a node number (0) until
     /// the node has joined.
     pub next_id: Arc<AtomicU64>,
     /// `[cluster]` is on.

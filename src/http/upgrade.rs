@@ -232,8 +232,9 @@ fn admit(req: &HttpRequest, state: &AppState, bad_room: Option<&'static str>) ->
         }
         None => None,
     };
-    let id = SessionId(state.next_id.fetch_add(1, Ordering::Relaxed));
-    if state.clustered && crate::cluster::nodes::node_of(id) == 0 {
+    let counted = SessionId(state.next_id.fetch_add(1, Ordering::Relaxed));
+    let id = crate::cluster::nodes::unguessable(counted);
+    if state.clustered && crate::cluster::nodes::node_of(counted) == 0 {
         log::info!("refused {} from {}: not yet in the cluster (Redis)", req.path(), peer(req));
         return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "not yet connected to the cluster's Redis"));
     }

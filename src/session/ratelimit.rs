@@ -52,6 +52,12 @@ impl TokenBucket {
         self.take_at(Instant::now())
     }
 
+    /// After a refused [`TokenBucket::take`]: how long until the next token.
+    pub fn next_token_in(&self) -> std::time::Duration {
+        let per_second = f64::from(self.limit.per_second.load(Ordering::Relaxed)).max(f64::MIN_POSITIVE);
+        std::time::Duration::from_secs_f64(((1.0 - self.tokens).max(0.0) / per_second).min(3600.0))
+    }
+
     fn take_at(&mut self, now: Instant) -> bool {
         let capacity = f64::from(self.limit.burst.load(Ordering::Relaxed));
         let generation = self.limit.generation.load(Ordering::Acquire);
