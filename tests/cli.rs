@@ -94,6 +94,8 @@ fn check_config_prints_every_key_with_its_default() {
         empty_ttl = "5m"
         [api]
         key = ""
+        messages_per_second = 1000
+        burst = 2000
         [auth]
         mode = "off"
         hmac_secret = ""
