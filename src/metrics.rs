@@ -95,6 +95,9 @@ const PUBLISH_BUCKETS: [f64; 12] = [0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0
 pub struct ClusterMetrics {
     pub enabled: std::sync::atomic::AtomicBool,
     pub up: AtomicU64,
+    /// 0 while Redis refuses writes (out of memory, read-only).
+    pub writable: AtomicU64,
+    pub write_refusals: AtomicU64,
     pub nodes: AtomicU64,
     pub repairs: AtomicU64,
     publish_buckets: [AtomicU64; PUBLISH_BUCKETS.len()],
@@ -117,6 +120,18 @@ impl ClusterMetrics {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let rows = [
             ("roomcast_cluster_up", "gauge", "1 while Redis is reachable.", get(&self.up)),
+            (
+                "roomcast_cluster_writable",
+                "gauge",
+                "1 while Redis takes writes; 0 while it refuses them (out of memory, a read-only replica).",
+                get(&self.writable),
+            ),
+            (
+                "roomcast_cluster_write_refusals_total",
+                "counter",
+                "Writes Redis refused (OOM, READONLY, MISCONF).",
+                get(&self.write_refusals),
+            ),
             ("roomcast_cluster_nodes", "gauge", "Live nodes seen in the cluster.", get(&self.nodes)),
             (
                 "roomcast_cluster_repairs_total",

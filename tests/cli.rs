@@ -92,6 +92,7 @@ fn check_config_prints_every_key_with_its_default() {
         history_bytes = "1MiB"
         max_rooms = 100000
         empty_ttl = "5m"
+        publish_ids = 1000
         [api]
         key = ""
         messages_per_second = 1000

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::Redis;
 use roomcast::cluster::keys::RoomKeys;
 use roomcast::cluster::presence::{Joined, Membership, PRESENCE_PREFIX, Presence, Read};
-use roomcast::cluster::publish::{Publish, publish};
+use roomcast::cluster::publish::{Publish, RoomBounds, publish};
 use roomcast::protocol::frame::{self, PresenceEvent};
 use roomcast::protocol::{RoomName, SessionId};
 
@@ -28,7 +28,7 @@ async fn join(
 ) -> Joined {
     let id = id.to_string();
     let member = Membership { room, node, id: &id, entry };
-    presence.join(conn, keys, &member, max, Read::Recent(0)).await.unwrap().joined
+    presence.join(conn, keys, &member, (max, 1000), Read::Recent(0)).await.unwrap().joined
 }
 
 #[tokio::test]
@@ -62,7 +62,17 @@ async fn members_of_every_node_are_counted_listed_and_announced_together() {
 
     // The history of an occupied room does not expire; once the room is
     // empty it lives for empty_ttl.
-    let message = Publish { id: "p1", head: "{\"seq\":", tail: "}", max_history: 10 };
+    let bounds =
+        RoomBounds { history: 10, history_bytes: 1 << 20, publish_ids: 10, empty_ttl: Duration::ZERO, max_rooms: 10 };
+    let message = Publish {
+        record: "a:p1",
+        head: "{\"seq\":",
+        tail: "}",
+        text: None,
+        bounds,
+        deadline_ms: u64::MAX / 2,
+        earliest_ms: 0,
+    };
     publish(&mut conn, &room, &message).await.unwrap();
     assert_eq!(presence.leave(&mut conn, &room, "lobby", "n1", "2", Duration::from_secs(60)).await.unwrap(), Some(2));
     assert_eq!(presence.leave(&mut conn, &room, "lobby", "n1", "2", Duration::from_secs(60)).await.unwrap(), None);
@@ -72,8 +82,13 @@ async fn members_of_every_node_are_counted_listed_and_announced_together() {
         presence.leave(&mut conn, &room, "lobby", node, id, Duration::from_secs(60)).await.unwrap();
     }
     assert!(presence.rooms(&mut conn).await.unwrap().is_empty(), "no members, not listed");
-    let ttl: i64 = redis::cmd("PTTL").arg(&room.history).query_async(&mut conn).await.unwrap();
-    assert!(ttl > 50_000 && ttl <= 60_000, "empty: kept for empty_ttl, {ttl} ms left");
+    for key in room.lasting() {
+        let ttl: i64 = redis::cmd("PTTL").arg(key).query_async(&mut conn).await.unwrap();
+        assert!(ttl > 50_000 && ttl <= 60_000, "empty: {key} kept for empty_ttl, {ttl} ms left");
+    }
+    let held: Vec<(String, f64)> =
+        redis::cmd("ZRANGE").arg(&room.held).arg(0).arg(-1).arg("WITHSCORES").query_async(&mut conn).await.unwrap();
+    assert_eq!(held.len(), 1, "an empty room still counts against max_rooms: {held:?}");
     // Joining again before it expires keeps it.
     join(&presence, &mut conn, &room, "lobby", "n2", 5, &entry(5, None), 3).await;
     let ttl: i64 = redis::cmd("PTTL").arg(&room.history).query_async(&mut conn).await.unwrap();

@@ -1,22 +1,63 @@
 //! The Redis side of a clustered publish (`shared/spec/cluster.md`), against
 //! a real `redis-server`: one script gives each message its `seq`, keeps it
-//! in the room's history and publishes it, atomically; a retried publish
-//! never gets a second `seq`. (The nodes that use it come with the broker.)
+//! in the room's history and publishes it, atomically; a publish with a
+//! record that exists is never run twice; one that reaches Redis after its
+//! deadline is not run, and a node whose answer was lost learns which of
+//! the two happened. What a room holds is bounded like one process's.
 
 mod common;
+
+use std::time::Duration;
 
 use common::Redis;
 use futures_util::StreamExt;
 use roomcast::cluster::keys::RoomKeys;
-use roomcast::cluster::publish::{Delivered, Publish, Published, publish};
+use roomcast::cluster::publish::{
+    Delivered, Outcome, Publish, Published, RoomBounds, Settled, publish, publish_settled, render, settle,
+};
 use roomcast::protocol::RoomName;
 
 fn keys(room: &str) -> RoomKeys {
     RoomKeys::new("test", &RoomName::parse(room).unwrap())
 }
 
-fn message<'a>(id: &'a str, tail: &'a str, max_history: usize) -> Publish<'a> {
-    Publish { id, head: "{\"seq\":", tail, max_history }
+/// A deadline no test reaches.
+const IN_TIME: u64 = u64::MAX / 2;
+
+fn bounds(history: usize) -> RoomBounds {
+    RoomBounds {
+        history,
+        history_bytes: 1 << 30,
+        publish_ids: 1000,
+        empty_ttl: Duration::from_secs(60),
+        max_rooms: 1000,
+    }
+}
+
+fn message<'a>(record: &'a str, tail: &'a str, history: usize) -> Publish<'a> {
+    Publish {
+        record,
+        head: "{\"seq\":",
+        tail,
+        text: None,
+        bounds: bounds(history),
+        deadline_ms: IN_TIME,
+        earliest_ms: 0,
+    }
+}
+
+/// Runs `message`, which must be published.
+async fn published(conn: &mut impl redis::aio::ConnectionLike, room: &RoomKeys, message: &Publish<'_>) -> Published {
+    match publish(conn, room, message).await.unwrap() {
+        Outcome::Published(published) => published,
+        other => panic!("not published: {other:?}"),
+    }
+}
+
+/// Redis's clock, in ms.
+async fn redis_ms(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let (seconds, micros): (u64, u64) = redis::cmd("TIME").query_async(conn).await.unwrap();
+    seconds * 1000 + micros / 1000
 }
 
 /// Every entry of the room's history: (id, frame).
@@ -27,8 +68,8 @@ async fn history(connection: &mut redis::aio::MultiplexedConnection, keys: &Room
         .ids
         .into_iter()
         .map(|entry| {
-            let frame: String = entry.get("f").expect("a frame field");
-            (entry.id, frame)
+            let stored: String = entry.get("f").or_else(|| entry.get("r")).expect("a message field");
+            (entry.id, stored)
         })
         .collect()
 }
@@ -43,7 +84,7 @@ async fn each_publish_gets_the_next_seq_in_history_and_on_the_channel_in_order()
     let mut epochs = Vec::new();
     for n in 1..=5 {
         let tail = format!(",\"body\":{n}}}");
-        let done = publish(&mut conn, &room, &message(&format!("p{n}"), &tail, 50)).await.unwrap();
+        let done = published(&mut conn, &room, &message(&format!("a:p{n}"), &tail, 50)).await;
         assert_eq!((done.seq, done.repeated), (n, false));
         epochs.push(done.epoch);
     }
@@ -54,7 +95,7 @@ async fn each_publish_gets_the_next_seq_in_history_and_on_the_channel_in_order()
         let payload: String = stream.next().await.expect("a message").get_payload().unwrap();
         let delivered = Delivered::parse(&payload).expect("SEQ EPOCH FRAME");
         assert_eq!((delivered.seq, delivered.epoch), (n, epochs[0].as_str()));
-        assert_eq!(delivered.frame, format!("{{\"seq\":{n},\"body\":{n}}}"), "head, seq, tail");
+        assert_eq!(delivered.stored, format!("{{\"seq\":{n},\"body\":{n}}}"), "head, seq, tail");
     }
     let kept = history(&mut conn, &room).await;
     let ids: Vec<&str> = kept.iter().map(|(id, _)| id.as_str()).collect();
@@ -64,33 +105,82 @@ async fn each_publish_gets_the_next_seq_in_history_and_on_the_channel_in_order()
 
 #[tokio::test]
 #[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
-async fn a_retried_publish_is_published_once() {
+async fn a_publish_whose_record_exists_is_published_once() {
     let redis = Redis::start();
     let mut conn = redis.connection().await;
     let room = keys("retries");
-    let first = publish(&mut conn, &room, &message("node1-7", ",\"body\":1}", 50)).await.unwrap();
-    // The same publish again, as after a timeout that hid the first reply.
-    let again = publish(&mut conn, &room, &message("node1-7", ",\"body\":1}", 50)).await.unwrap();
+    let first = published(&mut conn, &room, &message("a:node1-7", ",\"body\":1}", 50)).await;
+    // The same publish again, as a retry after its answer was lost.
+    let again = published(&mut conn, &room, &message("a:node1-7", ",\"body\":1}", 50)).await;
     assert_eq!(again, Published { repeated: true, ..first.clone() });
-    assert_eq!(history(&mut conn, &room).await.len(), 1, "kept once");
-    let next = publish(&mut conn, &room, &message("node1-8", ",\"body\":2}", 50)).await.unwrap();
-    assert_eq!(next.seq, first.seq + 1, "no seq was spent on the retry");
+    // A client's id: another publish with it is the first one.
+    let client = published(&mut conn, &room, &message("c:mine", ",\"body\":2}", 50)).await;
+    let retried = published(&mut conn, &room, &message("c:mine", ",\"body\":2}", 50)).await;
+    assert_eq!((retried.seq, retried.repeated), (client.seq, true));
+    assert_eq!(history(&mut conn, &room).await.len(), 2, "kept once each");
+    let next = published(&mut conn, &room, &message("a:node1-8", ",\"body\":3}", 50)).await;
+    assert_eq!(next.seq, client.seq + 1, "no seq was spent on the repeats");
 }
 
 #[tokio::test]
 #[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
-async fn history_keeps_the_newest_messages() {
+async fn history_keeps_the_newest_messages_by_count_and_by_bytes() {
     let redis = Redis::start();
     let mut conn = redis.connection().await;
     let room = keys("capped");
     for n in 1..=7 {
-        publish(&mut conn, &room, &message(&format!("c{n}"), "}", 3)).await.unwrap();
+        published(&mut conn, &room, &message(&format!("a:c{n}"), "}", 3)).await;
     }
     let ids: Vec<String> = history(&mut conn, &room).await.into_iter().map(|(id, _)| id).collect();
     assert_eq!(ids, ["5-0", "6-0", "7-0"]);
     let none = keys("no-history");
-    publish(&mut conn, &none, &message("n1", "}", 0)).await.unwrap();
+    published(&mut conn, &none, &message("a:n1", "}", 0)).await;
     assert!(history(&mut conn, &none).await.is_empty(), "rooms.history = 0 keeps nothing");
+
+    // `history_bytes` counts frames, as one process does: frames of 100
+    // bytes, 350 bytes kept: the newest three.
+    let sized = keys("sized");
+    let tail = format!(",\"body\":\"{}\"}}", "x".repeat(100 - 19));
+    for n in 1..=6 {
+        let record = format!("a:s{n}");
+        let mut message = message(&record, &tail, 50);
+        message.bounds.history_bytes = 350;
+        published(&mut conn, &sized, &message).await;
+    }
+    let kept = history(&mut conn, &sized).await;
+    assert!(kept.iter().all(|(_, frame)| frame.len() == 100), "{kept:?}");
+    assert_eq!(kept.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), ["4-0", "5-0", "6-0"]);
+    // One larger than the bound is not kept, and then nothing before it.
+    let mut huge = message("a:s7", &tail, 50);
+    huge.bounds.history_bytes = 99;
+    published(&mut conn, &sized, &huge).await;
+    assert!(history(&mut conn, &sized).await.is_empty(), "no gap: nothing older than a message not kept");
+}
+
+#[tokio::test]
+#[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
+async fn raw_text_is_kept_as_it_came_and_rendered_into_the_frame() {
+    let redis = Redis::start();
+    let mut conn = redis.connection().await;
+    let room = keys("raw");
+    let mut pubsub = redis.subscribed(&[&room.channel]).await;
+    let text = "\u{1}".repeat(10_000);
+    let fields = ",\"from\":\"7\",\"nick\":null,\"ts\":1,\"body\":";
+    let head = "{\"type\":\"message\",\"room\":\"raw\",\"seq\":";
+    let mut message = message("a:r1", fields, 50);
+    message.head = head;
+    message.text = Some(&text);
+    published(&mut conn, &room, &message).await;
+    let usage: u64 = redis::cmd("MEMORY").arg("USAGE").arg(&room.history).query_async(&mut conn).await.unwrap();
+    assert!(usage < 12_000, "kept as it came ({usage} bytes), not as JSON (60,000)");
+    let mut stream = pubsub.on_message();
+    let payload = common::next_payload(&mut stream).await;
+    assert!(payload.len() < 11_000, "sent as it came: {} bytes", payload.len());
+    let delivered = Delivered::parse(&payload).unwrap();
+    let frame: serde_json::Value = serde_json::from_str(&render(&room, delivered.seq, delivered.stored)).unwrap();
+    assert_eq!((frame["seq"].as_u64(), frame["body"].as_str()), (Some(1), Some(text.as_str())));
+    let stored = &history(&mut conn, &room).await[0].1;
+    assert_eq!(render(&room, 1, stored), render(&room, delivered.seq, delivered.stored));
 }
 
 #[tokio::test]
@@ -99,16 +189,81 @@ async fn a_room_whose_data_was_lost_starts_again_with_a_new_epoch() {
     let redis = Redis::start();
     let mut conn = redis.connection().await;
     let room = keys("lost");
-    let before = publish(&mut conn, &room, &message("l1", "}", 50)).await.unwrap();
-    publish(&mut conn, &room, &message("l2", "}", 50)).await.unwrap();
+    let before = published(&mut conn, &room, &message("a:l1", "}", 50)).await;
+    published(&mut conn, &room, &message("a:l2", "}", 50)).await;
     // Redis lost the room's counter (a restart without persistence, an
     // eviction) but not its history.
     let _: () = redis::cmd("DEL").arg(&room.meta).query_async(&mut conn).await.unwrap();
-    let after = publish(&mut conn, &room, &message("l3", "}", 50)).await.unwrap();
+    let after = published(&mut conn, &room, &message("a:l3", "}", 50)).await;
     assert_eq!(after.seq, 1);
     assert_ne!(after.epoch, before.epoch, "a new numbering is a new epoch");
     let ids: Vec<String> = history(&mut conn, &room).await.into_iter().map(|(id, _)| id).collect();
     assert_eq!(ids, ["1-0"], "the old entries do not mix with the new numbering");
+}
+
+/// A room nobody is in (an API publish's) is held, counted against
+/// max_rooms, and every key of it expires after empty_ttl.
+#[tokio::test]
+#[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
+async fn rooms_nobody_is_in_count_and_expire() {
+    let redis = Redis::start();
+    let mut conn = redis.connection().await;
+    let limited = |record: &'static str| {
+        let mut message = message(record, "}", 50);
+        message.bounds.max_rooms = 2;
+        message
+    };
+    published(&mut conn, &keys("one"), &limited("a:1")).await;
+    published(&mut conn, &keys("two"), &limited("a:2")).await;
+    assert_eq!(publish(&mut conn, &keys("three"), &limited("a:3")).await.unwrap(), Outcome::TooManyRooms);
+    published(&mut conn, &keys("one"), &limited("a:4")).await;
+    for key in keys("one").lasting() {
+        let ttl: i64 = redis::cmd("PTTL").arg(key).query_async(&mut conn).await.unwrap();
+        assert!(ttl > 50_000 && ttl <= 60_000, "{key}: {ttl}");
+    }
+    let ttl: i64 = redis::cmd("PTTL").arg(&keys("three").meta).query_async(&mut conn).await.unwrap();
+    assert_eq!(ttl, -2, "a refused room leaves nothing");
+}
+
+/// A node's answer lost: it asks Redis what became of the publish. Before
+/// the deadline it may still run; after it, one that did not run never
+/// will; and when the ids of its time were forgotten, nobody knows.
+#[tokio::test]
+#[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
+async fn settling_tells_published_expired_pending_and_unknown_apart() {
+    let redis = Redis::start();
+    let mut conn = redis.connection().await;
+    let room = keys("settle");
+    let now = redis_ms(&mut conn).await;
+    let mut late = message("a:late", "}", 50);
+    late.deadline_ms = now - 1;
+    assert_eq!(publish(&mut conn, &room, &late).await.unwrap(), Outcome::Expired, "too late: not run");
+    assert!(history(&mut conn, &room).await.is_empty());
+    late.earliest_ms = now - 1000;
+    assert_eq!(settle(&mut conn, &room, &late).await.unwrap(), Settled::Known(Outcome::Expired));
+    let mut waiting = message("a:waiting", "}", 50);
+    waiting.deadline_ms = now + 60_000;
+    assert_eq!(settle(&mut conn, &room, &waiting).await.unwrap(), Settled::Pending, "it may still come");
+    let ran = published(&mut conn, &room, &message("a:ran", "}", 50)).await;
+    let expected = Settled::Known(Outcome::Published(Published { repeated: true, ..ran }));
+    assert_eq!(settle(&mut conn, &room, &message("a:ran", "}", 50)).await.unwrap(), expected);
+    // publish_ids = 2: "a:ran" is forgotten after two newer ones.
+    let mut ids = message("a:x", "}", 50);
+    ids.bounds.publish_ids = 2;
+    for record in ["a:y", "a:z"] {
+        published(&mut conn, &room, &Publish { record, ..ids }).await;
+    }
+    let mut forgotten = message("a:ran", "}", 50);
+    (forgotten.deadline_ms, forgotten.earliest_ms) = (now, now - 1000);
+    assert_eq!(settle(&mut conn, &room, &forgotten).await.unwrap(), Settled::Unknown);
+    let later = redis_ms(&mut conn).await + 1000;
+    let mut never = message("a:never", "}", 50);
+    (never.deadline_ms, never.earliest_ms) = (now, later);
+    assert_eq!(
+        settle(&mut conn, &room, &never).await.unwrap(),
+        Settled::Known(Outcome::Expired),
+        "nothing of its time was forgotten"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,7 +281,7 @@ async fn publishers_on_several_connections_share_one_order() {
             let mut seqs = Vec::new();
             for n in 0..100 {
                 let id = format!("node{node}-{n}");
-                seqs.push(publish(&mut conn, &room, &message(&id, "}", 500)).await.unwrap().seq);
+                seqs.push(published(&mut conn, &room, &message(&format!("a:{id}"), "}", 500)).await.seq);
             }
             seqs
         }));
@@ -166,7 +321,7 @@ async fn a_feed_delivers_everything_once_while_its_pubsub_connection_is_killed()
         tokio::spawn(async move {
             for n in 1..=MESSAGES {
                 let tail = format!(",\"n\":{n}}}");
-                let seq = publish(&mut conn, &room, &message(&format!("f{n}"), &tail, 10_000)).await.unwrap().seq;
+                let seq = published(&mut conn, &room, &message(&format!("a:f{n}"), &tail, 10_000)).await.seq;
                 let _ = progress_tx.send(seq);
             }
         })
@@ -226,7 +381,7 @@ async fn a_feed_delivers_everything_once_while_its_pubsub_connection_is_killed()
             let Some(next) = next else { break }; // killed: connect again
             let payload: String = next.get_payload().unwrap();
             let arrival = Delivered::parse(&payload).unwrap();
-            feed.arrived(arrival.seq, arrival.epoch, arrival.frame.to_string(), &mut steps);
+            feed.arrived(arrival.seq, arrival.epoch, render(&room, arrival.seq, arrival.stored), &mut steps);
         }
     }
     publisher.await.unwrap();
@@ -237,57 +392,57 @@ async fn a_feed_delivers_everything_once_while_its_pubsub_connection_is_killed()
 }
 
 /// A publish whose answer does not come in time (Redis paused past the
-/// connection's response timeout) is tried again with the same id. Whether
-/// the first attempt ran after all (its command waited on the same
-/// connection) or was dropped with its connection, the message gets one
-/// `seq`, one history entry and one delivery.
+/// connection's response timeout) is settled: the node asks until Redis
+/// says. One that ran before its deadline is published once and answered
+/// with its `seq`; one held up past its deadline is never published, and
+/// the node learns that too: `unavailable` is then the truth.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
-async fn a_publish_retried_after_a_timeout_is_delivered_once() {
-    use roomcast::cluster::publish::publish_retrying;
-    use std::time::Duration;
-
+async fn a_publish_whose_answer_is_late_gets_its_real_outcome() {
     let redis = Redis::start();
     let client = redis.client();
     let mut admin = redis.connection().await;
     let timeout = Duration::from_millis(200);
-    // One connection that keeps what it sent (the first attempt runs when
-    // the pause ends, before the retry), one that reconnects on a timeout.
     let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(timeout));
     let mut kept = client.get_multiplexed_async_connection_with_config(&config).await.unwrap();
     let config = redis::aio::ConnectionManagerConfig::new().set_response_timeout(Some(timeout));
     let mut managed = client.get_connection_manager_with_config(config).await.unwrap();
-    // Redis knows the script already, so that an attempt is one EVALSHA
+    // Redis knows the scripts already, so that an attempt is one EVALSHA
     // (the pause holds it) rather than a NOSCRIPT and a SCRIPT LOAD.
-    publish(&mut admin, &keys("warm-up"), &message_with_id("w1")).await.unwrap();
-    for (name, first_runs) in [("kept", true), ("managed", false)] {
+    roomcast::cluster::load_scripts(&mut admin).await.unwrap();
+    for (name, within, runs) in [("kept", 5000, true), ("managed", 5000, true), ("late", 300, false)] {
         let room = keys(name);
         let mut pubsub = redis.subscribed(&[&room.channel]).await;
+        let now = redis_ms(&mut admin).await;
         let _: () = redis::cmd("CLIENT").arg("PAUSE").arg(1000).arg("WRITE").query_async(&mut admin).await.unwrap();
-        let message = message("n1-1", ",\"body\":1}", 50);
-        let (published, attempts) = match name {
-            "kept" => publish_retrying(&mut kept, &room, &message, common::DEADLINE).await,
-            _ => publish_retrying(&mut managed, &room, &message, common::DEADLINE).await,
+        let mut message = message("a:n1-1", ",\"body\":1}", 50);
+        (message.deadline_ms, message.earliest_ms) = (now + within, now - 1000);
+        let (outcome, attempts) = match name {
+            "managed" => publish_settled(&mut managed, &room, &message).await,
+            _ => publish_settled(&mut kept, &room, &message).await,
         }
-        .expect("published once Redis answers");
-        assert!(attempts > 1, "{name}: the first attempt timed out");
-        assert_eq!(published.seq, 1, "{name}");
-        if first_runs {
-            assert!(published.repeated, "{name}: the first attempt ran late and the retry got its outcome");
-        }
-        assert_eq!(history(&mut admin, &room).await.len(), 1, "{name}: kept once");
-        let next = publish(&mut admin, &room, &message_with_id("n1-2")).await.unwrap();
-        assert_eq!(next.seq, 2, "{name}: the retry spent no seq");
+        .expect("an answer once Redis answers");
+        assert!(attempts > 1, "{name}: the first answer was lost");
+        let next = published(&mut admin, &room, &message_with_id("a:n1-2")).await;
         let mut stream = pubsub.on_message();
-        for expected in [1, 2] {
+        if runs {
+            let Outcome::Published(published) = outcome else { panic!("{name}: {outcome:?}") };
+            assert_eq!(published.seq, 1, "{name}");
+            assert_eq!(next.seq, 2, "{name}: published once");
+            assert_eq!(history(&mut admin, &room).await.len(), 2, "{name}");
             let payload = common::next_payload(&mut stream).await;
-            assert_eq!(Delivered::parse(&payload).unwrap().seq, expected, "{name}: one delivery each");
+            assert_eq!(Delivered::parse(&payload).unwrap().seq, 1, "{name}: delivered once");
+        } else {
+            assert_eq!(outcome, Outcome::Expired, "{name}");
+            assert_eq!(next.seq, 1, "{name}: the late one never ran");
         }
+        let payload = common::next_payload(&mut stream).await;
+        assert_eq!(Delivered::parse(&payload).unwrap().seq, next.seq, "{name}: nothing else arrived");
     }
 }
 
-fn message_with_id(id: &str) -> Publish<'_> {
-    message(id, "}", 50)
+fn message_with_id(record: &str) -> Publish<'_> {
+    message(record, "}", 50)
 }
 
 /// The node's subscriber: messages of the rooms it subscribed to arrive;
@@ -313,13 +468,13 @@ async fn the_subscriber_survives_its_connection_and_follows_its_rooms() {
         }
         other => panic!("expected a message, got {other:?}"),
     };
-    publish(&mut conn, &keys("a"), &message_with_id("a1")).await.unwrap();
+    published(&mut conn, &keys("a"), &message_with_id("a:a1")).await;
     assert_eq!(seq_of(next().await), ("a".to_string(), 1));
 
     let _: u64 = redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub").query_async(&mut conn).await.unwrap();
     assert!(matches!(next().await, Event::Lost(_)));
     assert_eq!(next().await, Event::Reconnected);
-    publish(&mut conn, &keys("b"), &message_with_id("b1")).await.unwrap();
+    published(&mut conn, &keys("b"), &message_with_id("a:b1")).await;
     assert_eq!(seq_of(next().await), ("b".to_string(), 1), "subscribed again after the reconnect");
 
     // The node's own channel carries `direct` messages for its sessions.
@@ -330,7 +485,7 @@ async fn the_subscriber_survives_its_connection_and_follows_its_rooms() {
     subscriber.unsubscribe(&a);
     // Unsubscribing is confirmed by the next subscribe (same connection, in order).
     subscriber.subscribe(&b).await.unwrap();
-    publish(&mut conn, &keys("a"), &message_with_id("a2")).await.unwrap();
-    publish(&mut conn, &keys("b"), &message_with_id("b2")).await.unwrap();
+    published(&mut conn, &keys("a"), &message_with_id("a:a2")).await;
+    published(&mut conn, &keys("b"), &message_with_id("a:b2")).await;
     assert_eq!(seq_of(next().await), ("b".to_string(), 2), "a's message did not come");
 }

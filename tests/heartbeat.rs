@@ -171,7 +171,10 @@ async fn an_ended_session_whose_client_does_not_read_still_goes() {
     bytes.extend(common::raw::frame(true, 8, &1000u16.to_be_bytes(), true));
     conn.send_raw(&bytes).await;
     let sent = Instant::now();
-    server.wait_for_log("session 1 closed");
+    // The one session's id is the one in its first log line.
+    let opened = server.wait_for_log("opened on /echo");
+    let id = opened.split("session ").nth(1).and_then(|rest| rest.split(' ').next()).expect("a session id");
+    server.wait_for_log(&format!("session {id} closed"));
     // The kernel's table is the only witness (no reset reaches the client),
     // and it offers no event to wait on: poll it.
     while server_side_exists(server.addr.port(), client_port) {

@@ -6,7 +6,7 @@ use redis::Script;
 
 use super::keys::RoomKeys;
 
-const SCRIPT: &str = r#"
+const SCRIPT: &str = r#"#!lua flags=allow-oom
 local epoch = redis.call('HGET', KEYS[1], 'e')
 if not epoch then
     -- The room is gone (Redis lost it): it starts again, under a new epoch.
@@ -60,8 +60,9 @@ pub async fn range<C: redis::aio::ConnectionLike>(
     let top: u64 = redis::from_redis_value(values.next().ok_or_else(malformed)?)?;
     let mut entries = Vec::new();
     while let Some(seq) = values.next() {
-        let frame = values.next().ok_or_else(malformed)?;
-        entries.push((redis::from_redis_value(seq)?, redis::from_redis_value(frame)?));
+        let seq = redis::from_redis_value(seq)?;
+        let stored: String = redis::from_redis_value(values.next().ok_or_else(malformed)?)?;
+        entries.push((seq, super::publish::render(keys, seq, &stored)));
     }
     Ok(Range { epoch, top, entries })
 }

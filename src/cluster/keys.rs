@@ -9,34 +9,52 @@ use crate::protocol::RoomName;
 /// The keys and channel of one room.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomKeys {
-    /// Hash: `s` the last `seq`, `e` the epoch.
+    pub room: RoomName,
+    /// Hash: `s` the last `seq`, `e` the epoch, `b` the bytes of history
+    /// (as frames), `w` the newest time (ms) of a publish id forgotten.
     pub meta: String,
-    /// Stream of `message` frames; an entry's id is `SEQ-0`.
+    /// Stream of messages (`publish::Stored`); an entry's id is `SEQ-0`.
     pub history: String,
     /// Pub/sub channel: every message, in `seq` order, and presence events.
     pub channel: String,
     /// Hash: session id -> its `members` entry, on every node.
     pub members: String,
-    /// Prefix of the results of publishes, by publish id (retries).
-    pub done_prefix: String,
+    /// Hash: publish id -> `SEQ EPOCH` of the publish that used it
+    /// (idempotent publish, and a node learning a publish's outcome).
+    pub ids: String,
+    /// Sorted set: the same ids by when they were used (ms, Redis's clock),
+    /// so that the oldest are forgotten first.
+    pub id_times: String,
+    /// The cluster's rooms held, empty ones included (`rooms.max_rooms`):
+    /// room -> when it is forgotten (ms), `+inf` while it has members.
+    pub held: String,
 }
 
 impl RoomKeys {
     pub fn new(prefix: &str, room: &RoomName) -> Self {
         let base = format!("{prefix}:{{{room}}}");
         RoomKeys {
+            room: room.clone(),
             meta: format!("{base}:meta"),
             history: format!("{base}:history"),
             channel: format!("{base}:messages"),
             members: format!("{base}:members"),
-            done_prefix: format!("{base}:done:"),
+            ids: format!("{base}:ids"),
+            id_times: format!("{base}:id-times"),
+            held: held_key(prefix),
         }
     }
 
-    /// The key that remembers the outcome of the publish `id`.
-    pub fn done(&self, id: &str) -> String {
-        format!("{}{id}", self.done_prefix)
+    /// Every key of the room that lives as long as the room (the channel
+    /// is not a key; `members` goes with its last member).
+    pub fn lasting(&self) -> [&str; 4] {
+        [&self.meta, &self.history, &self.ids, &self.id_times]
     }
+}
+
+/// The cluster's set of rooms held (see [`RoomKeys::held`]).
+pub fn held_key(prefix: &str) -> String {
+    format!("{prefix}:held")
 }
 
 #[cfg(test)]
@@ -50,6 +68,8 @@ mod tests {
         assert_eq!(keys.history, "rc:{team:red}:history");
         assert_eq!(keys.channel, "rc:{team:red}:messages");
         assert_eq!(keys.members, "rc:{team:red}:members");
-        assert_eq!(keys.done("n1-7"), "rc:{team:red}:done:n1-7");
+        assert_eq!(keys.ids, "rc:{team:red}:ids");
+        assert_eq!(keys.id_times, "rc:{team:red}:id-times");
+        assert_eq!(keys.held, "rc:held", "one set for the cluster");
     }
 }

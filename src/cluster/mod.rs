@@ -25,12 +25,19 @@ pub mod publish;
 pub mod subscriber;
 pub mod users;
 
+/// Whether Redis answered that it takes no writes now: out of memory
+/// (`maxmemory`), a read-only replica (after a failover), or unable to
+/// persist.
+pub fn refuses_writes(error: &redis::RedisError) -> bool {
+    matches!(error.code(), Some("OOM" | "READONLY" | "MISCONF"))
+}
+
 /// Loads the scripts whose order matters into `connection`'s Redis before
 /// they are first run: a script Redis does not know is sent again after a
 /// round trip, behind whatever was sent meanwhile (a publish behind the
 /// session's next one, a release of a user's connection behind its leave).
 pub async fn load_scripts<C: redis::aio::ConnectionLike>(connection: &mut C) -> redis::RedisResult<()> {
-    let scripts = presence::scripts().into_iter().chain(users::scripts()).chain([publish::script()]);
+    let scripts = presence::scripts().into_iter().chain(users::scripts()).chain(publish::scripts());
     for script in scripts {
         let _: String = script.prepare_invoke().load_async(connection).await?;
     }

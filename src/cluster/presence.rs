@@ -14,21 +14,34 @@ use super::keys::RoomKeys;
 /// their `seq`, a digit).
 pub const PRESENCE_PREFIX: &str = "P ";
 
-const JOIN: &str = r#"
-local members, node_index, rooms, meta, history = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+const JOIN: &str = r#"#!lua
+local members, node_index, rooms, meta, history, ids, id_times, held =
+    KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local room, id, entry, max_members, channel = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local fresh_epoch, since, client_epoch, recent = ARGV[6], tonumber(ARGV[7]), ARGV[8], tonumber(ARGV[9])
+local max_rooms = tonumber(ARGV[10])
 local count, outcome = redis.call('HLEN', members), 0
 if redis.call('HEXISTS', members, id) == 0 then
     if count >= max_members then
         return {count, -1}
     end
+    if count == 0 then
+        -- The room's first member: held (counted by max_rooms) from now
+        -- on, and kept for as long as it has members.
+        local clock = redis.call('TIME')
+        redis.call('ZREMRANGEBYSCORE', held, '-inf', tonumber(clock[1]) * 1000)
+        if not redis.call('ZSCORE', held, room) and redis.call('ZCARD', held) >= max_rooms then
+            return {0, -2}
+        end
+        redis.call('ZADD', held, '+inf', room)
+        for _, key in ipairs({meta, history, ids, id_times}) do
+            redis.call('PERSIST', key)
+        end
+    end
     redis.call('HSET', members, id, entry)
     redis.call('SADD', node_index, room .. ' ' .. id)
     count, outcome = count + 1, 1
     redis.call('ZADD', rooms, count, room)
-    redis.call('PERSIST', meta)
-    redis.call('PERSIST', history)
     redis.call('PUBLISH', channel, 'P {"type":"presence","room":"' .. room .. '","event":"join",' .. string.sub(entry, 2))
 end
 -- The room's epoch exists from its first join, so that joined can carry it.
@@ -63,49 +76,61 @@ return out
 /// [`Presence::evict`]: removes one membership, starts `empty_ttl` when the
 /// room empties, announces the leave. Returns the members left, or -1 when
 /// the session was not a member.
-const LEAVE_FUNCTION: &str = r#"
-local function leave(members, node_index, rooms, meta, history, room, id, channel, empty_ttl)
-    local entry = redis.call('HGET', members, id)
+/// `room` is the room's keys, by name: members, meta, history, ids,
+/// id_times, channel. Leaves free memory: they run when Redis refuses
+/// writes (`allow-oom`).
+const LEAVE_FUNCTION: &str = r#"#!lua flags=allow-oom
+local function leave(room, node_index, rooms, held, name, id, empty_ttl)
+    local entry = redis.call('HGET', room.members, id)
     if not entry then
         return -1
     end
-    redis.call('HDEL', members, id)
-    redis.call('SREM', node_index, room .. ' ' .. id)
-    local count = redis.call('HLEN', members)
+    redis.call('HDEL', room.members, id)
+    redis.call('SREM', node_index, name .. ' ' .. id)
+    local count = redis.call('HLEN', room.members)
     if count == 0 then
-        redis.call('ZREM', rooms, room)
-        -- An empty room keeps its seq and history for empty_ttl, then goes.
+        redis.call('ZREM', rooms, name)
+        -- An empty room keeps its seq, history and publish ids for
+        -- empty_ttl (and counts as held), then goes.
+        local lasting = {room.meta, room.history, room.ids, room.id_times}
         if empty_ttl > 0 then
-            redis.call('PEXPIRE', meta, empty_ttl)
-            redis.call('PEXPIRE', history, empty_ttl)
+            local clock = redis.call('TIME')
+            local forget_at = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) + empty_ttl
+            redis.call('ZADD', held, forget_at, name)
+            for _, key in ipairs(lasting) do
+                redis.call('PEXPIREAT', key, forget_at)
+            end
         else
-            redis.call('DEL', meta, history)
+            redis.call('ZREM', held, name)
+            redis.call('DEL', unpack(lasting))
         end
     else
-        redis.call('ZADD', rooms, count, room)
+        redis.call('ZADD', rooms, count, name)
     end
-    redis.call('PUBLISH', channel, 'P {"type":"presence","room":"' .. room .. '","event":"leave",' .. string.sub(entry, 2))
+    redis.call('PUBLISH', room.channel, 'P {"type":"presence","room":"' .. name .. '","event":"leave",' .. string.sub(entry, 2))
     return count
 end
 "#;
 
-/// KEYS members, node index, rooms, meta, history; ARGV room, id,
-/// channel, empty_ttl ms.
+/// KEYS members, meta, history, ids, id_times, node index, rooms, held;
+/// ARGV room, id, channel, empty_ttl ms.
 const LEAVE: &str = r#"
-return leave(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]))
+local room = {members = KEYS[1], meta = KEYS[2], history = KEYS[3], ids = KEYS[4], id_times = KEYS[5], channel = ARGV[3]}
+return leave(room, KEYS[6], KEYS[7], KEYS[8], ARGV[1], ARGV[2], tonumber(ARGV[4]))
 "#;
 
-/// Every membership of a dead node leaves. KEYS node index, rooms; ARGV
-/// the cluster's prefix, empty_ttl ms. The room keys are derived here, as
-/// `keys.rs` names them. Returns how many left.
+/// Every membership of a dead node leaves. KEYS node index, rooms, held;
+/// ARGV the cluster's prefix, empty_ttl ms. The room keys are derived
+/// here, as `keys.rs` names them. Returns how many left.
 const EVICT: &str = r#"
-local node_index, rooms, prefix, empty_ttl = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2])
+local node_index, rooms, held, prefix, empty_ttl = KEYS[1], KEYS[2], KEYS[3], ARGV[1], tonumber(ARGV[2])
 local evicted = 0
 for _, item in ipairs(redis.call('SMEMBERS', node_index)) do
-    local room, id = string.match(item, '^(%S+) (%S+)$')
-    local base = prefix .. ':{' .. room .. '}'
-    if leave(base .. ':members', node_index, rooms, base .. ':meta', base .. ':history', room, id,
-             base .. ':messages', empty_ttl) >= 0 then
+    local name, id = string.match(item, '^(%S+) (%S+)$')
+    local base = prefix .. ':{' .. name .. '}'
+    local room = {members = base .. ':members', meta = base .. ':meta', history = base .. ':history',
+                  ids = base .. ':ids', id_times = base .. ':id-times', channel = base .. ':messages'}
+    if leave(room, node_index, rooms, held, name, id, empty_ttl) >= 0 then
         evicted = evicted + 1
     end
 end
@@ -153,6 +178,8 @@ pub enum Joined {
     Already(usize),
     /// The room has `max_members_per_room` members.
     Full(usize),
+    /// A room nobody was in, and the cluster holds `rooms.max_rooms`.
+    TooManyRooms,
 }
 
 /// Who joins: the room's name, the node holding the session, the session
@@ -211,10 +238,11 @@ impl Presence {
         format!("{}:node:{node}:members", self.prefix)
     }
 
-    /// `script` with the keys a join or leave of `node`'s member touches.
+    /// `script` with the keys a join of `node`'s member touches.
     fn with_room_keys(&self, script: &'static Script, keys: &RoomKeys, node: &str) -> redis::ScriptInvocation<'static> {
         let mut invocation = script.prepare_invoke();
-        invocation.key(&keys.members).key(self.node_index(node)).key(&self.rooms).key(&keys.meta).key(&keys.history);
+        invocation.key(&keys.members).key(self.node_index(node)).key(&self.rooms);
+        invocation.key(&keys.meta).key(&keys.history).key(&keys.ids).key(&keys.id_times).key(&keys.held);
         invocation
     }
 
@@ -227,9 +255,10 @@ impl Presence {
         connection: &mut C,
         keys: &RoomKeys,
         member: &Membership<'_>,
-        max_members: usize,
+        limits: (usize, usize),
         read: Read<'_>,
     ) -> redis::RedisResult<JoinReply> {
+        let (max_members, max_rooms) = limits;
         let (since, client_epoch, recent) = match read {
             Read::Recent(count) => (-1, "", count),
             Read::Since { seq, epoch } => (i64::try_from(seq).unwrap_or(i64::MAX), epoch.unwrap_or(""), 0),
@@ -245,6 +274,7 @@ impl Presence {
             .arg(since)
             .arg(client_epoch)
             .arg(recent)
+            .arg(max_rooms)
             .invoke_async(connection)
             .await?;
         let malformed = || redis::RedisError::from((redis::ErrorKind::Parse, "a malformed join reply"));
@@ -255,6 +285,7 @@ impl Presence {
         let joined = match outcome {
             1 => Joined::Added(count),
             0 => Joined::Already(count),
+            -2 => return Ok(JoinReply { joined: Joined::TooManyRooms, ..JoinReply::default() }),
             _ => return Ok(JoinReply { joined: Joined::Full(count), ..JoinReply::default() }),
         };
         let epoch: String = redis::from_redis_value(next()?)?;
@@ -262,8 +293,9 @@ impl Presence {
         let reset: u8 = redis::from_redis_value(next()?)?;
         let mut entries = Vec::new();
         while let Some(seq) = values.next() {
-            let frame = values.next().ok_or_else(malformed)?;
-            entries.push((redis::from_redis_value(seq)?, redis::from_redis_value(frame)?));
+            let seq = redis::from_redis_value(seq)?;
+            let stored: String = redis::from_redis_value(values.next().ok_or_else(malformed)?)?;
+            entries.push((seq, super::publish::render(keys, seq, &stored)));
         }
         Ok(JoinReply { joined, epoch, top, entries, reset: reset == 1 })
     }
@@ -279,8 +311,15 @@ impl Presence {
         id: &str,
         empty_ttl: std::time::Duration,
     ) -> redis::RedisResult<Option<usize>> {
-        let left: i64 = self
-            .with_room_keys(leave_script(), keys, node)
+        let left: i64 = leave_script()
+            .key(&keys.members)
+            .key(&keys.meta)
+            .key(&keys.history)
+            .key(&keys.ids)
+            .key(&keys.id_times)
+            .key(self.node_index(node))
+            .key(&self.rooms)
+            .key(&keys.held)
             .arg(room)
             .arg(id)
             .arg(&keys.channel)
@@ -342,6 +381,7 @@ return 0
         with_leave(EVICT, &CELL)
             .key(self.node_index(node))
             .key(&self.rooms)
+            .key(super::keys::held_key(&self.prefix))
             .arg(&self.prefix)
             .arg(empty_ttl.as_millis() as u64)
             .invoke_async(connection)

@@ -119,6 +119,10 @@ pub struct RoomSettings {
     pub max_rooms: usize,
     #[serde(with = "values::duration")]
     pub empty_ttl: Duration,
+    /// Ids of idempotent publishes remembered per room (the newest, each
+    /// for at most five minutes).
+    #[serde(deserialize_with = "values::count")]
+    pub publish_ids: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -288,7 +292,13 @@ impl Default for LimitSettings {
 
 impl Default for RoomSettings {
     fn default() -> Self {
-        Self { history: 50, history_bytes: ByteSize::mib(1), max_rooms: 100_000, empty_ttl: Duration::from_secs(300) }
+        Self {
+            history: 50,
+            history_bytes: ByteSize::mib(1),
+            max_rooms: 100_000,
+            empty_ttl: Duration::from_secs(300),
+            publish_ids: 1000,
+        }
     }
 }
 
@@ -427,6 +437,7 @@ impl Settings {
             ("limits.messages_per_second", self.limits.messages_per_second as usize),
             ("limits.burst", self.limits.burst as usize),
             ("limits.outbound_queue", self.limits.outbound_queue),
+            ("rooms.publish_ids", self.rooms.publish_ids),
             ("api.messages_per_second", self.api.messages_per_second as usize),
             ("api.burst", self.api.burst as usize),
         ];
@@ -656,6 +667,7 @@ mod tests {
             "rooms.history_bytes",
             "rooms.max_rooms",
             "rooms.empty_ttl",
+            "rooms.publish_ids",
             "api.key",
             "api.messages_per_second",
             "api.burst",

@@ -13,8 +13,8 @@ use serde_json::value::RawValue;
 
 use super::{AppState, Refusal};
 use crate::metrics::Metrics;
-use crate::protocol::RoomName;
 use crate::protocol::frame;
+use crate::protocol::{PublishId, RoomName};
 use crate::registry::messages::{ApiPublish, ApiRefusal, ListRooms};
 
 fn json(body: String) -> HttpResponse {
@@ -79,6 +79,17 @@ fn rate_limited(state: &AppState) -> Option<HttpResponse> {
     Some(response)
 }
 
+/// The request's `Idempotency-Key` (`protocol.md`): 1 to 64 bytes of
+/// visible ASCII, else 400.
+fn idempotency_key(req: &HttpRequest) -> Result<Option<PublishId>, Refusal> {
+    let Some(value) = req.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    let bad = |why: &str| Refusal::new(StatusCode::BAD_REQUEST, format!("Idempotency-Key: {why}"));
+    let text = value.to_str().map_err(|_| bad("must be visible ASCII"))?;
+    PublishId::parse(text).map(Some).map_err(bad)
+}
+
 /// `POST /api/rooms/{room}/publish`
 pub async fn publish(
     req: HttpRequest,
@@ -95,6 +106,10 @@ pub async fn publish(
     let room = match RoomName::parse(&room) {
         Ok(room) => room,
         Err(why) => return Refusal::new(StatusCode::BAD_REQUEST, why).response(),
+    };
+    let id = match idempotency_key(&req) {
+        Ok(id) => id,
+        Err(refusal) => return refusal.response(),
     };
     let limit = state.live().settings.limits.max_message_bytes;
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
@@ -114,15 +129,21 @@ pub async fn publish(
     if let Err(poison) = crate::protocol::check_poison(body.get(), crate::protocol::MAX_BODY_DEPTH) {
         return Refusal::new(StatusCode::BAD_REQUEST, format!("the body is refused: {}", poison.describe())).response();
     }
-    match state.registry.send(ApiPublish { room, body }).await {
+    match state.registry.send(ApiPublish { room, body, id }).await {
         Ok(Ok(seq)) => json(format!("{{\"seq\":{seq}}}")),
         Ok(Err(ApiRefusal::TooManyRooms)) => {
             let why = "the server holds its most rooms (rooms.max_rooms); publish to an existing room";
             Refusal::new(StatusCode::SERVICE_UNAVAILABLE, why).response()
         }
-        Ok(Err(ApiRefusal::Unavailable(why))) => {
-            Refusal::new(StatusCode::SERVICE_UNAVAILABLE, format!("the cluster's Redis is unavailable ({why})"))
-                .response()
+        Ok(Err(ApiRefusal::Unavailable(why))) => Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not published: the cluster's Redis is unavailable ({why})"),
+        )
+        .response(),
+        Ok(Err(ApiRefusal::Unknown)) => {
+            let why = "whether it was published is unknown: Redis lost its answer and no longer remembers; \
+                       send it again with an Idempotency-Key";
+            Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, why).response()
         }
         Err(e) => {
             log::warn!("room registry unavailable: {e}");

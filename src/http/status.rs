@@ -7,12 +7,14 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use super::AppState;
 
 /// 200 `ok` while connections are accepted, 503 while draining or, in a
-/// cluster, while Redis does not answer.
+/// cluster, while Redis does not answer or refuses writes.
 pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     if state.draining.load(Ordering::Acquire) {
         HttpResponse::ServiceUnavailable().content_type("text/plain").body("draining")
     } else if state.clustered && state.metrics.cluster.up.load(Ordering::Relaxed) == 0 {
         HttpResponse::ServiceUnavailable().content_type("text/plain").body("redis unavailable")
+    } else if state.clustered && state.metrics.cluster.writable.load(Ordering::Relaxed) == 0 {
+        HttpResponse::ServiceUnavailable().content_type("text/plain").body("redis refuses writes")
     } else {
         HttpResponse::Ok().content_type("text/plain").body("ok")
     }

@@ -135,6 +135,23 @@ pub fn message_parts(room: &RoomName, sender: &str, ts_ms: u64, body: &str) -> (
     (head, tail)
 }
 
+/// A `message` frame whose body is raw text, in parts: `head` (up to the
+/// `seq`) and `fields` (after it, up to `"body":`). The frame is `head`, the
+/// `seq`, `fields`, the text as a JSON string and `}` ([`message_of_text`]).
+pub fn message_text_parts(room: &RoomName, sender: &str, ts_ms: u64) -> (String, String) {
+    let head = format!("{{\"type\":\"message\",\"room\":\"{room}\",\"seq\":");
+    (head, format!(",{sender},\"ts\":{ts_ms},\"body\":"))
+}
+
+/// The frame of [`message_text_parts`].
+pub fn message_of_text(head: &str, seq: u64, fields: &str, text: &str) -> String {
+    let mut out = String::with_capacity(head.len() + 20 + fields.len() + text.len() + 3);
+    let _ = write!(out, "{head}{seq}{fields}");
+    push_json_str(&mut out, text);
+    out.push('}');
+    out
+}
+
 /// A `joined` reply; `history` are stored `message` frames, oldest first.
 pub fn joined<'a>(
     room: &RoomName,

@@ -31,6 +31,8 @@ pub mod close {
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
     pub const HEARTBEAT_TIMEOUT: u16 = 1011;
+    /// 1011 for anything else the server cannot go on with.
+    pub const INTERNAL_ERROR: u16 = 1011;
     /// The node was declared dead by its cluster and starts again.
     pub const SERVICE_RESTART: u16 = 1012;
     pub const TRY_AGAIN_LATER: u16 = 1013;
@@ -80,6 +82,26 @@ impl RoomName {
 impl fmt::Display for RoomName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// The idempotency key of a `publish` (its `id`) or an API publish (its
+/// `Idempotency-Key`): 1 to 64 bytes. A room publishes each once.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PublishId(Box<str>);
+
+impl PublishId {
+    pub const MAX_BYTES: usize = 64;
+
+    pub fn parse(text: &str) -> Result<PublishId, &'static str> {
+        if text.is_empty() || text.len() > Self::MAX_BYTES {
+            return Err("a publish id is 1 to 64 bytes");
+        }
+        Ok(PublishId(text.into()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
@@ -285,6 +307,19 @@ pub fn push_json_str(out: &mut String, text: &str) {
     out.push('"');
 }
 
+/// The length of [`json_str`]`(text)`, without making it.
+pub fn json_str_len(text: &str) -> usize {
+    let escaped: usize = text
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' => 1,
+            b if b < 0x20 => 5,
+            _ => 0,
+        })
+        .sum();
+    text.len() + escaped + 2
+}
+
 /// A JSON string literal for `text`.
 pub fn json_str(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
@@ -295,6 +330,13 @@ pub fn json_str(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_str_len_is_the_length_of_json_str() {
+        for text in ["", "plain", "quote\" back\\ nl\n tab\t cr\r", "\u{1}\u{7f}\u{1f}", "ünï €😀"] {
+            assert_eq!(json_str_len(text), json_str(text).len(), "{text:?}");
+        }
+    }
 
     #[test]
     fn room_names() {

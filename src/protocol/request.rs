@@ -6,7 +6,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{
-    ErrorCode, MAX_BODY_DEPTH, Poison, RoomName, as_string, check_poison, is_integer, is_string, quoted, validate_nick,
+    ErrorCode, MAX_BODY_DEPTH, Poison, PublishId, RoomName, as_string, check_poison, is_integer, is_string, quoted,
+    validate_nick,
 };
 
 /// The `ref` of a request, kept as its JSON text so the reply carries it
@@ -37,6 +38,8 @@ pub enum RequestKind {
     Publish {
         room: RoomName,
         body: Box<RawValue>,
+        /// The idempotency key: the room publishes each once.
+        id: Option<PublishId>,
     },
     Direct {
         to: String,
@@ -108,6 +111,8 @@ struct Fields<'a> {
     name: Field<'a>,
     #[serde(borrow, default)]
     token: Field<'a>,
+    #[serde(borrow, default)]
+    id: Field<'a>,
 }
 
 /// Parses one text frame of the JSON room protocol.
@@ -183,7 +188,18 @@ pub fn parse_request(text: &str) -> Result<Request, RequestError> {
                 },
             },
             "leave" => RequestKind::Leave { room: room()? },
-            "publish" => RequestKind::Publish { room: room()?, body: body()? },
+            "publish" => RequestKind::Publish {
+                room: room()?,
+                body: body()?,
+                id: match fields.id.0 {
+                    None => None,
+                    Some(raw) if raw.get() == "null" => None,
+                    Some(raw) => {
+                        let id = as_string(raw).ok_or("`id` must be a string of 1 to 64 bytes")?;
+                        Some(PublishId::parse(&id).map_err(|why| format!("`id`: {why}"))?)
+                    }
+                },
+            },
             "direct" => RequestKind::Direct {
                 to: fields.to.0.and_then(as_string).ok_or("`to` must be a session id string")?.into_owned(),
                 body: body()?,
@@ -356,11 +372,18 @@ mod tests {
         let r = parse_request(r#"{"type":"publish","room":"a:b.c-d_e","body":null,"ref":"x","extra":[1]}"#).unwrap();
         assert_eq!(r.reference.as_deref().map(RawValue::get), Some("\"x\""));
         match r.kind {
-            RequestKind::Publish { room, body } => {
+            RequestKind::Publish { room, body, id } => {
                 assert_eq!(room.as_str(), "a:b.c-d_e");
                 assert_eq!(body.get(), "null");
+                assert_eq!(id, None);
             }
             other => panic!("{other:?}"),
+        }
+        let r = parse_request(r#"{"type":"publish","room":"a","body":1,"id":"k-1"}"#).unwrap();
+        assert!(matches!(r.kind, RequestKind::Publish { id: Some(ref id), .. } if id.as_str() == "k-1"));
+        for bad in ["\"\"".to_string(), "7".to_string(), format!("\"{}\"", "x".repeat(65))] {
+            let text = format!(r#"{{"type":"publish","room":"a","body":1,"id":{bad}}}"#);
+            assert!(parse_request(&text).is_err_and(|e| e.code == ErrorCode::BadRequest), "{text}");
         }
         let r = parse_request(r#" {"type":"join","room":"r","history":3,"since":null}"#).unwrap();
         assert!(matches!(r.kind, RequestKind::Join { history: Some(3), since: None, epoch: None, .. }));

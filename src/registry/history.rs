@@ -1,9 +1,16 @@
-//! What a room is, whichever node asks: its `seq`, its `epoch`, and its
-//! history ring. Members and fan-out are each node's own (`members`).
+//! What a room is, whichever node asks: its `seq`, its `epoch`, its
+//! history ring and the ids of its recent publishes. Members and fan-out
+//! are each node's own (`members`).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use bytestring::ByteString;
+
+use crate::protocol::PublishId;
+
+/// How long a publish's id is remembered, at most (`protocol.md`).
+pub const ID_WINDOW: Duration = Duration::from_secs(300);
 
 pub struct RoomLog {
     seq: u64,
@@ -15,14 +22,19 @@ pub struct RoomLog {
     /// The protocol's `epoch`: new whenever a room starts at `seq` 1, so a
     /// client can tell a restarted room from the one it knew.
     epoch: Box<str>,
+    /// Idempotent publishes: id -> `seq`, and the ids oldest first.
+    ids: HashMap<PublishId, u64>,
+    id_order: VecDeque<(PublishId, Instant)>,
 }
 
 /// How much history a room keeps: `rooms.history` messages and
-/// `rooms.history_bytes` bytes of them, whichever is less.
+/// `rooms.history_bytes` bytes of them, whichever is less; and how many
+/// publish ids (`rooms.publish_ids`).
 #[derive(Debug, Clone, Copy)]
 pub struct HistoryLimits {
     pub messages: usize,
     pub bytes: usize,
+    pub ids: usize,
 }
 
 impl RoomLog {
@@ -33,6 +45,34 @@ impl RoomLog {
             history_bytes: 0,
             limits,
             epoch: format!("{:016x}", fastrand::u64(..)).into(),
+            ids: HashMap::new(),
+            id_order: VecDeque::new(),
+        }
+    }
+
+    /// The `seq` of the publish with `id`, if the room published it within
+    /// the window (and it is among the newest `ids` remembered).
+    pub fn published(&mut self, id: &PublishId) -> Option<u64> {
+        self.forget_ids(Instant::now());
+        self.ids.get(id).copied()
+    }
+
+    /// Remembers that the publish with `id` got `seq`.
+    pub fn remember(&mut self, id: PublishId, seq: u64) {
+        let now = Instant::now();
+        self.id_order.push_back((id.clone(), now));
+        self.ids.insert(id, seq);
+        self.forget_ids(now);
+    }
+
+    /// Forgets ids past the window, and the oldest beyond the limit.
+    fn forget_ids(&mut self, now: Instant) {
+        while let Some((id, at)) = self.id_order.front() {
+            if self.id_order.len() <= self.limits.ids && now.duration_since(*at) < ID_WINDOW {
+                break;
+            }
+            self.ids.remove(id);
+            self.id_order.pop_front();
         }
     }
 
@@ -40,9 +80,11 @@ impl RoomLog {
         &self.epoch
     }
 
-    /// New history limits (SIGHUP): drops the oldest messages beyond them.
+    /// New history limits (SIGHUP): drops the oldest messages (and ids)
+    /// beyond them.
     pub fn set_limits(&mut self, limits: HistoryLimits) {
         self.limits = limits;
+        self.forget_ids(Instant::now());
         while self.history.len() > limits.messages || self.history_bytes > limits.bytes {
             let Some((_, oldest)) = self.history.pop_front() else {
                 break;
@@ -107,11 +149,23 @@ mod tests {
     use super::*;
 
     fn room_with_messages(limit: usize, count: u64) -> RoomLog {
-        let mut room = RoomLog::new(HistoryLimits { messages: limit, bytes: usize::MAX });
+        let mut room = RoomLog::new(HistoryLimits { messages: limit, bytes: usize::MAX, ids: 2 });
         for _ in 0..count {
             room.append(|seq| format!("m{seq}"));
         }
         room
+    }
+
+    #[test]
+    fn publish_ids_are_remembered_within_their_limit() {
+        let mut room = room_with_messages(3, 0);
+        let id = |text: &str| PublishId::parse(text).unwrap();
+        room.remember(id("a"), 1);
+        room.remember(id("b"), 2);
+        assert_eq!((room.published(&id("a")), room.published(&id("b"))), (Some(1), Some(2)));
+        room.remember(id("c"), 3);
+        assert_eq!(room.published(&id("a")), None, "two ids at most: the oldest went");
+        assert_eq!(room.published(&id("c")), Some(3));
     }
 
     #[test]
@@ -140,20 +194,20 @@ mod tests {
     #[test]
     fn smaller_limits_drop_the_oldest_at_once() {
         let mut room = room_with_messages(10, 6);
-        room.set_limits(HistoryLimits { messages: 4, bytes: usize::MAX });
+        room.set_limits(HistoryLimits { messages: 4, bytes: usize::MAX, ids: 2 });
         assert_eq!(room.after(0, None).0.len(), 4);
         assert!(!room.after(1, None).1, "3..6 kept, not 2");
         assert!(room.after(2, None).1);
         let per_frame = room.history_bytes() / 4;
-        room.set_limits(HistoryLimits { messages: 4, bytes: per_frame * 2 });
+        room.set_limits(HistoryLimits { messages: 4, bytes: per_frame * 2, ids: 2 });
         assert_eq!(room.history_bytes(), per_frame * 2);
-        room.set_limits(HistoryLimits { messages: 0, bytes: 100 });
+        room.set_limits(HistoryLimits { messages: 0, bytes: 100, ids: 2 });
         assert_eq!(room.history_bytes(), 0);
     }
 
     #[test]
     fn history_bytes_drop_the_oldest_and_never_leave_a_gap() {
-        let mut room = RoomLog::new(HistoryLimits { messages: 10, bytes: 10 });
+        let mut room = RoomLog::new(HistoryLimits { messages: 10, bytes: 10, ids: 2 });
         for _ in 0..3 {
             room.append(|seq| format!("msg{seq}"));
         }

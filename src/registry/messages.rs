@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 use super::Registry;
 use crate::auth::{Access, Identity};
 use crate::protocol::request::{Ref, Request};
-use crate::protocol::{RoomName, SessionId};
+use crate::protocol::{PublishId, RoomName, SessionId};
 use crate::session::handle::{InFlight, OutFrame, SessionHandle};
 
 /// A session's place in the registry, taken before the registry hears of
@@ -77,8 +77,10 @@ pub enum RawRefusal {
 pub enum ApiRefusal {
     /// A new room, and `rooms.max_rooms` are held.
     TooManyRooms,
-    /// The cluster's Redis does not answer.
+    /// The cluster's Redis does not answer, or refused: not published.
     Unavailable(String),
+    /// Its answer was lost and Redis no longer knows whether it ran.
+    Unknown,
 }
 
 /// The session has ended: its memberships end with `presence` leave events.
@@ -128,6 +130,8 @@ pub struct RawFrame {
 pub struct ApiPublish {
     pub room: RoomName,
     pub body: Box<RawValue>,
+    /// Its `Idempotency-Key`.
+    pub id: Option<PublishId>,
 }
 
 /// `GET /api/rooms`: every room with at least one member, by name (an

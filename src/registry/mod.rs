@@ -30,7 +30,7 @@ use crate::config::{AuthMode, Settings};
 use crate::metrics::{AuthFailure, Metrics};
 use crate::protocol::frame::{self, PresenceEvent};
 use crate::protocol::request::RequestKind;
-use crate::protocol::{self, ErrorCode, RoomName, SessionId};
+use crate::protocol::{self, ErrorCode, PublishId, RoomName, SessionId};
 use crate::session::handle::{OutFrame, Push, SessionHandle};
 use cluster::Cluster;
 use history::HistoryLimits;
@@ -60,7 +60,11 @@ pub struct Limits {
 impl Limits {
     pub fn new(settings: &Settings) -> Self {
         Limits {
-            history: HistoryLimits { messages: settings.rooms.history, bytes: settings.rooms.history_bytes.bytes() },
+            history: HistoryLimits {
+                messages: settings.rooms.history,
+                bytes: settings.rooms.history_bytes.bytes(),
+                ids: settings.rooms.publish_ids,
+            },
             max_rooms: settings.rooms.max_rooms,
             empty_ttl: settings.rooms.empty_ttl,
             max_rooms_per_session: settings.limits.max_rooms_per_session,
@@ -131,6 +135,14 @@ fn deliver(handle: &SessionHandle, frame: OutFrame, slow: &mut Vec<SessionId>) {
 
 fn text(frame: String) -> OutFrame {
     OutFrame::Text(ByteString::from(frame))
+}
+
+/// A `publish` as the registry sees it.
+pub(crate) struct Publish {
+    room: RoomName,
+    body: Box<RawValue>,
+    /// Its idempotency key.
+    id: Option<PublishId>,
 }
 
 /// A `join` as the registry sees it.
@@ -328,15 +340,14 @@ impl Registry {
 
     /// Why a session may not join `name` as a new member, on one node or a
     /// cluster alike: no grant in a private room, the session's most rooms,
-    /// or one room more than this node may hold (`holds`: it holds `name`;
-    /// `held`: how many it holds).
+    /// or one room more than may be held (`rooms`: whether this process
+    /// holds `name`, and how many it holds; a cluster counts in Redis).
     fn new_member_refusal(
         &self,
         entry: &Entry,
         name: &RoomName,
         access: Option<Access>,
-        holds: bool,
-        held: usize,
+        rooms: Option<(bool, usize)>,
     ) -> Option<(ErrorCode, String)> {
         if access.is_none() {
             self.metrics.auth_failure(AuthFailure::Forbidden);
@@ -348,7 +359,9 @@ impl Registry {
             let message = format!("a session may join at most {} rooms", self.limits.max_rooms_per_session);
             return Some((ErrorCode::TooManyRooms, message));
         }
-        if !holds && held >= self.limits.max_rooms {
+        if let Some((false, held)) = rooms
+            && held >= self.limits.max_rooms
+        {
             let message = format!("the server holds its most rooms ({}); try an existing room", self.limits.max_rooms);
             return Some((ErrorCode::TooManyRooms, message));
         }
@@ -367,8 +380,8 @@ impl Registry {
                 return self.error(id, code, &message, reference);
             }
         } else {
-            let (holds, held) = (self.rooms.contains_key(&name), self.rooms.len());
-            if let Some((code, message)) = self.new_member_refusal(entry, &name, access, holds, held) {
+            let rooms = (self.rooms.contains_key(&name), self.rooms.len());
+            if let Some((code, message)) = self.new_member_refusal(entry, &name, access, Some(rooms)) {
                 return self.error(id, code, &message, reference);
             }
             let members = self.rooms.get(&name).map_or(0, |room| room.members.len());
@@ -420,7 +433,8 @@ impl Registry {
         self.remove_member(id, name, nick.as_deref(), user.as_ref().map(|user| user.as_deref()));
     }
 
-    fn publish(&mut self, id: SessionId, name: RoomName, body: &RawValue, reference: Option<&RawValue>) {
+    fn publish(&mut self, id: SessionId, publish: Publish, reference: Option<&RawValue>) {
+        let Publish { room: name, body, id: publish_id } = publish;
         let Some(entry) = self.sessions.get(&id) else {
             return;
         };
@@ -432,7 +446,7 @@ impl Registry {
             let message = format!("your grant in {name} is read-only");
             return self.error(id, ErrorCode::Forbidden, &message, reference);
         }
-        let seq = publish_to(room, &self.metrics, &name, &entry.sender, body, &mut self.slow);
+        let seq = publish_once(room, &self.metrics, &name, &entry.sender, &body, publish_id, &mut self.slow);
         if let Some(reference) = reference {
             self.reply(id, frame::ok(Some(seq), Some(reference)));
         }
@@ -534,6 +548,27 @@ fn append(room: &mut Room, metrics: &Metrics, build: impl FnOnce(u64) -> String)
     appended
 }
 
+/// [`publish_to`], unless the room already published `publish_id`: then
+/// the `seq` it got.
+fn publish_once(
+    room: &mut Room,
+    metrics: &Metrics,
+    name: &RoomName,
+    sender: &str,
+    body: &RawValue,
+    publish_id: Option<PublishId>,
+    slow: &mut Vec<SessionId>,
+) -> u64 {
+    if let Some(seq) = publish_id.as_ref().and_then(|key| room.log.published(key)) {
+        return seq;
+    }
+    let seq = publish_to(room, metrics, name, sender, body, slow);
+    if let Some(key) = publish_id {
+        room.log.remember(key, seq);
+    }
+    seq
+}
+
 /// Appends a message to `room` and fans it out: the JSON `message` frame to
 /// JSON members, the bare body to raw members. Returns its `seq`.
 fn publish_to(
@@ -615,7 +650,9 @@ impl Handler<Command> for Registry {
                 self.join(id, Join { room, history, since, grant: msg.grant }, reference)
             }
             RequestKind::Leave { room } => self.leave(id, room, reference, ctx),
-            RequestKind::Publish { room, body } => self.publish(id, room, &body, reference),
+            RequestKind::Publish { room, body, id: publish_id } => {
+                self.publish(id, Publish { room, body, id: publish_id }, reference)
+            }
             RequestKind::Direct { to, body } => self.direct(id, &to, &body, reference),
             RequestKind::Nick { name } => self.nick(id, name, reference),
             RequestKind::Rooms => {
@@ -680,9 +717,22 @@ impl Handler<ApiPublish> for Registry {
         }
         let (done, outcome) = tokio::sync::oneshot::channel();
         let sender = frame::api_sender_fields(self.limits.auth);
-        self.publish_in_redis(ctx, cluster::Turn::Node, &msg.room, &sender, msg.body.get(), move |_, published, _| {
-            let _ = done.send(published.map_err(ApiRefusal::Unavailable));
-        });
+        let body = cluster::Body::Json(msg.body.get());
+        self.publish_in_redis(
+            ctx,
+            cluster::Turn::Node,
+            &msg.room,
+            &sender,
+            body,
+            msg.id.as_ref(),
+            move |_, published, _| {
+                let _ = done.send(published.map_err(|failure| match failure {
+                    cluster::PublishFailure::Unavailable(why) => ApiRefusal::Unavailable(why),
+                    cluster::PublishFailure::TooManyRooms => ApiRefusal::TooManyRooms,
+                    cluster::PublishFailure::Unknown => ApiRefusal::Unknown,
+                }));
+            },
+        );
         let outcome = async move { outcome.await.unwrap_or_else(|_| Err(ApiRefusal::Unavailable("stopped".into()))) };
         Box::pin(outcome.into_actor(self))
     }
@@ -700,7 +750,7 @@ impl Registry {
         }
         let room = room_entry(&mut self.rooms, &msg.room, self.limits.history);
         let sender = frame::api_sender_fields(self.limits.auth);
-        let seq = publish_to(room, &self.metrics, &msg.room, &sender, &msg.body, &mut self.slow);
+        let seq = publish_once(room, &self.metrics, &msg.room, &sender, &msg.body, msg.id, &mut self.slow);
         self.settle(ctx);
         Ok(seq)
     }

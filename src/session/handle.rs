@@ -131,38 +131,53 @@ pub struct CloseRequest {
     pub deadline: bool,
     /// Authentication's reason for a 1008.
     pub policy: Option<Policy>,
+    /// A publish of the session got no answer that can be trusted (1011):
+    /// the client must find out itself, as after a dropped connection.
+    pub outcome_unknown: bool,
 }
 
 impl CloseRequest {
     /// A close for cause: dead, too slow, broken protocol.
     pub fn cause(code: u16) -> Self {
-        CloseRequest { code, deadline: true, policy: None }
+        CloseRequest { code, deadline: true, policy: None, outcome_unknown: false }
     }
 
     /// The drain: what is queued is delivered first.
     pub fn drain(code: u16) -> Self {
-        CloseRequest { code, deadline: false, policy: None }
+        CloseRequest { code, deadline: false, policy: None, outcome_unknown: false }
     }
 
     /// Authentication refuses the session (1008): the endpoint says why
     /// (`Endpoint::farewell`) right before the close frame.
     pub fn policy(policy: Policy) -> Self {
-        CloseRequest { code: close::POLICY, deadline: true, policy: Some(policy) }
+        CloseRequest { code: close::POLICY, deadline: true, policy: Some(policy), outcome_unknown: false }
+    }
+
+    /// Whether one of the session's publishes happened cannot be known
+    /// (1011, after the replies before it).
+    pub fn outcome_unknown() -> Self {
+        CloseRequest { code: close::INTERNAL_ERROR, deadline: false, policy: None, outcome_unknown: true }
     }
 
     fn encode(self) -> u32 {
         let policy = self.policy.map_or(0, |p| p as u32 + 1) << POLICY_SHIFT;
-        u32::from(self.code) | if self.deadline { DEADLINE_FLAG } else { 0 } | policy
+        let flags = if self.deadline { DEADLINE_FLAG } else { 0 } | if self.outcome_unknown { UNKNOWN_FLAG } else { 0 };
+        u32::from(self.code) | flags | policy
     }
 
     fn decode(encoded: u32) -> Self {
-        let policy = match encoded >> POLICY_SHIFT {
+        let policy = match (encoded >> POLICY_SHIFT) & 0b11 {
             1 => Some(Policy::Unauthorized),
             2 => Some(Policy::TokenExpired),
             3 => Some(Policy::TooManyConnections),
             _ => None,
         };
-        CloseRequest { code: (encoded & 0xFFFF) as u16, deadline: encoded & DEADLINE_FLAG != 0, policy }
+        CloseRequest {
+            code: (encoded & 0xFFFF) as u16,
+            deadline: encoded & DEADLINE_FLAG != 0,
+            policy,
+            outcome_unknown: encoded & UNKNOWN_FLAG != 0,
+        }
     }
 }
 
@@ -187,6 +202,7 @@ impl Policy {
 
 const DEADLINE_FLAG: u32 = 1 << 16;
 const POLICY_SHIFT: u32 = 17;
+const UNKNOWN_FLAG: u32 = 1 << 19;
 
 /// Requests a session may have handed to the registry and not yet seen
 /// handled; past this its input waits (see [`InFlight`]).
@@ -714,6 +730,7 @@ mod tests {
             CloseRequest::policy(Policy::TooManyConnections),
             CloseRequest::drain(1001),
             CloseRequest::cause(1011),
+            CloseRequest::outcome_unknown(),
         ] {
             assert_eq!(CloseRequest::decode(request.encode()), request);
         }

@@ -295,6 +295,7 @@ impl<E: Endpoint> StreamHandler<Signal> for Session<E> {
             Signal::Close(_) if self.core.closing => {}
             Signal::Close(request) => {
                 let reason = match (request.policy, request.code) {
+                    _ if request.outcome_unknown => "a publish's outcome is unknown: see if it arrived",
                     (Some(policy), _) => policy.error_code().as_str(),
                     (None, close::TRY_AGAIN_LATER) => "too slow",
                     (None, close::HEARTBEAT_TIMEOUT) => "heartbeat timeout",

@@ -11,12 +11,13 @@ use actix::{AsyncContext, Context, Handler, Message, ResponseActFuture, StreamHa
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::Turn;
-use crate::cluster::liveness::Liveness;
+use crate::cluster::liveness::{self, Liveness, RedisClock};
 use crate::cluster::nodes;
 use crate::cluster::subscriber::{Event, Subscriber};
+use crate::metrics::Metrics;
 use crate::protocol::{SessionId, close};
 use crate::registry::Registry;
-use crate::session::handle::CloseRequest;
+use crate::session::handle::{CloseRequest, monotonic_ms};
 
 /// Events from the subscriber that may wait for the registry; beyond, the
 /// subscriber stops reading and Redis cuts a lagging node off (it then
@@ -33,6 +34,8 @@ pub(super) struct Link {
     pub node: u64,
     pub subscriber: Subscriber,
     pub liveness: Liveness,
+    /// Redis's clock as this node sees it (publish deadlines).
+    pub clock: RedisClock,
 }
 
 impl Link {
@@ -45,7 +48,7 @@ async fn connect(
     client: redis::Client,
     prefix: String,
     timeout: Duration,
-) -> redis::RedisResult<(ConnectionManager, u64)> {
+) -> redis::RedisResult<(ConnectionManager, u64, RedisClock)> {
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(response_timeout(timeout * 2)))
@@ -54,7 +57,15 @@ async fn connect(
     let mut connection = ConnectionManager::new_with_config(client, config).await?;
     crate::cluster::load_scripts(&mut connection).await?;
     let node = nodes::register(&mut connection, &prefix).await?;
-    Ok((connection, node))
+    let clock = liveness::time(&mut connection, monotonic_ms).await?;
+    Ok((connection, node, clock))
+}
+
+/// A key each node writes every beat, to learn whether Redis takes writes
+/// (out of memory, a read-only replica): beats themselves are let through
+/// (`allow-oom`), so that a full Redis does not make nodes look dead.
+fn probe_key(prefix: &str, node: u64) -> String {
+    format!("{prefix}:node:{node}:probe")
 }
 
 impl Registry {
@@ -64,6 +75,7 @@ impl Registry {
             return;
         };
         self.metrics.cluster.enabled.store(true, Ordering::Relaxed);
+        self.metrics.cluster.writable.store(1, Ordering::Relaxed);
         let every = cluster.settings.node_timeout / 5;
         self.beat(ctx);
         ctx.run_interval(every, |registry, ctx| registry.beat(ctx));
@@ -76,6 +88,22 @@ impl Registry {
             if !std::mem::replace(&mut cluster.outage_logged, true) {
                 log::warn!("cluster: Redis unavailable ({why}); retrying");
             }
+        }
+    }
+
+    /// Redis answered a write with a refusal (out of memory, read-only):
+    /// `/healthz` and `roomcast_cluster_writable` say so until one passes.
+    pub(super) fn writes_refused(&mut self, error: &redis::RedisError) {
+        Metrics::inc(&self.metrics.cluster.write_refusals);
+        if self.metrics.cluster.writable.swap(0, Ordering::Relaxed) == 1 {
+            log::warn!("cluster: Redis refuses writes ({error}): publishes and joins fail until it takes them again");
+        }
+    }
+
+    /// A write passed.
+    pub(super) fn writes_accepted(&mut self) {
+        if self.metrics.cluster.writable.swap(1, Ordering::Relaxed) == 0 {
+            log::info!("cluster: Redis takes writes again");
         }
     }
 
@@ -103,21 +131,41 @@ impl Registry {
                     cluster.beating = false;
                 }
                 match connected {
-                    Ok((connection, node)) => registry.linked(connection, node, ctx),
+                    Ok((connection, node, clock)) => registry.linked(connection, node, clock, ctx),
                     Err(error) => registry.cluster_down(&error.to_string()),
                 }
             });
         };
         let (mut connection, liveness, node) = (link.connection.clone(), link.liveness.clone(), link.node_name());
-        let work = async move { liveness.beat(&mut connection, &node, timeout).await };
+        let probe = probe_key(&cluster.settings.prefix, link.node);
+        let work = async move {
+            let sent = monotonic_ms();
+            let beat = liveness.beat(&mut connection, &node, timeout).await?;
+            let clock = RedisClock::sample(sent, monotonic_ms(), beat.redis_ms);
+            let ttl = timeout.as_millis() as u64;
+            let probed =
+                redis::cmd("SET").arg(probe).arg(1).arg("PX").arg(ttl).query_async::<()>(&mut connection).await;
+            Ok::<_, redis::RedisError>((beat, clock, probed))
+        };
         self.in_redis(ctx, Turn::Node, work, |registry, beat, ctx| {
             let Some(cluster) = registry.clustered() else {
                 return;
             };
             cluster.beating = false;
-            let beat = match beat {
+            let (beat, clock, probed) = match beat {
                 Ok(beat) => beat,
                 Err(error) => return registry.cluster_down(&error.to_string()),
+            };
+            if let Some(link) = cluster.link.as_mut() {
+                link.clock.update(clock);
+            }
+            match probed {
+                Ok(()) => registry.writes_accepted(),
+                Err(error) if crate::cluster::refuses_writes(&error) => registry.writes_refused(&error),
+                Err(_) => {}
+            }
+            let Some(cluster) = registry.clustered() else {
+                return;
             };
             let recovering = std::mem::replace(&mut cluster.redis_was_down, false);
             registry.metrics.cluster.nodes.store(beat.alive as u64, Ordering::Relaxed);
@@ -135,7 +183,7 @@ impl Registry {
     }
 
     /// Redis gave this node `node`: sessions may come.
-    fn linked(&mut self, connection: ConnectionManager, node: u64, ctx: &mut Context<Self>) {
+    fn linked(&mut self, connection: ConnectionManager, node: u64, clock: RedisClock, ctx: &mut Context<Self>) {
         let Some(cluster) = self.cluster.as_deref_mut() else {
             return;
         };
@@ -143,7 +191,7 @@ impl Registry {
         let (client, prefix) = (cluster.client.clone(), cluster.settings.prefix.clone());
         let subscriber = Subscriber::start_on(&cluster.io, client, prefix, node, events);
         let liveness = Liveness::new(&cluster.settings.prefix);
-        cluster.link = Some(Link { connection, node, subscriber, liveness });
+        cluster.link = Some(Link { connection, node, subscriber, liveness, clock });
         let Some(first) = nodes::session_id(node, 1) else {
             log::error!("cluster: node number {node} is beyond what session ids can carry");
             return;
@@ -232,7 +280,8 @@ impl Registry {
         let mut connection = link.connection.clone();
         let prefix = cluster.settings.prefix.clone();
         let presence = cluster.presence.clone();
-        let (empty_ttl, max_members) = (self.limits.empty_ttl, usize::MAX);
+        // What this node holds was admitted when it joined.
+        let (empty_ttl, unlimited) = (self.limits.empty_ttl, (usize::MAX, usize::MAX));
         let sessions: Vec<u64> = self.sessions.keys().map(|id| id.0).collect();
         let (users, user_counts) = (cluster.users.clone(), self.user_counts());
         let mut held = Vec::new();
@@ -269,7 +318,7 @@ impl Registry {
                 let member =
                     crate::cluster::presence::Membership { room: name.as_str(), node: &node_name, id: &id, entry };
                 let read = crate::cluster::presence::Read::Recent(0);
-                let _ = presence.join(&mut connection, &keys, &member, max_members, read).await;
+                let _ = presence.join(&mut connection, &keys, &member, unlimited, read).await;
             }
         };
         self.in_redis(ctx, Turn::Node, work, |_, (), _| {

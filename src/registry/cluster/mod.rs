@@ -41,6 +41,7 @@ use crate::protocol::request::RequestKind;
 use crate::protocol::{RoomName, SessionId};
 pub use link::ClusterLeave;
 use link::Link;
+pub(super) use requests::{Body, PublishFailure};
 use rooms::LocalRoom;
 pub use users::AdmitUser;
 
@@ -417,11 +418,6 @@ impl Registry {
         use super::messages::RawRefusal;
         let (done, outcome) = tokio::sync::oneshot::channel();
         let refused = |refusal| Box::pin(actix::fut::ready(Err(refusal)));
-        let holds = self.cluster.as_deref().is_some_and(|cluster| cluster.holds(&msg.room));
-        let held = self.cluster.as_deref().map_or(0, |cluster| cluster.rooms.len());
-        if !holds && held >= self.limits.max_rooms {
-            return refused(RawRefusal::TooManyRooms);
-        }
         if self.cluster.as_deref().is_none_or(|cluster| cluster.link.is_none()) {
             return refused(RawRefusal::Unavailable);
         }
@@ -435,6 +431,7 @@ impl Registry {
             let result = match outcome {
                 rooms::JoinOutcome::Joined(_) => Ok(()),
                 rooms::JoinOutcome::Full(_) => Err(RawRefusal::RoomFull),
+                rooms::JoinOutcome::TooManyRooms => Err(RawRefusal::TooManyRooms),
                 rooms::JoinOutcome::Unavailable(_) => Err(RawRefusal::Unavailable),
             };
             let _ = done.send(result);

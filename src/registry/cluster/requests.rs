@@ -13,20 +13,42 @@ use super::rooms::{BINARY_PREFIX, ClusterJoin, JoinOutcome, JoinRead, unavailabl
 use crate::auth::Access;
 use crate::cluster::keys::RoomKeys;
 use crate::cluster::nodes;
-use crate::cluster::publish::{self, Publish};
+use crate::cluster::publish::{self, Outcome, Publish, PublishError, RoomBounds};
 use crate::metrics::AuthFailure;
 use crate::protocol::request::{Ref, RequestKind};
-use crate::protocol::{self, ErrorCode, RoomName, SessionId, frame};
+use crate::protocol::{self, ErrorCode, PublishId, RoomName, SessionId, frame};
 use crate::registry::members::MemberKind;
 use crate::registry::messages::{Command, RawFrame};
 use crate::registry::{Registry, now_epoch_ms};
-use crate::session::handle::OutFrame;
+use crate::session::handle::{CloseRequest, OutFrame, monotonic_ms};
 
-/// How long a publish is tried again while Redis does not answer.
+/// How long after it was sent a publish may still run: one that reaches
+/// Redis later (held up by a stall, a failover) is not run.
 const PUBLISH_WITHIN: Duration = Duration::from_secs(2);
 
-/// Why a publish failed.
-pub(in crate::registry) type PublishFailure = String;
+/// What a publish's earliest possible run is put before the node's
+/// estimate of Redis's clock, besides the estimate's own error.
+const CLOCK_MARGIN: Duration = Duration::from_secs(1);
+
+/// Why a publish has no `seq`.
+#[derive(Debug)]
+pub(in crate::registry) enum PublishFailure {
+    /// Not published, and it never will be: Redis was down, refused it, or
+    /// got it too late.
+    Unavailable(String),
+    /// A room nobody is in, and the cluster holds `rooms.max_rooms`.
+    TooManyRooms,
+    /// Its answer was lost and Redis no longer knows whether it ran.
+    Unknown,
+}
+
+/// A publish's body on its way to Redis.
+pub(in crate::registry) enum Body<'a> {
+    /// JSON text, spliced into the frame.
+    Json(&'a str),
+    /// A raw member's text, kept as it came (the frame holds it as a JSON string).
+    Text(&'a str),
+}
 
 impl Registry {
     /// Redis did not answer the last beat: requests that need it fail now
@@ -49,7 +71,10 @@ impl Registry {
                 self.request_join(ctx, id, room, read, grant, reference, ticket);
             }
             RequestKind::Leave { room } => self.leave(id, room, reference.as_deref(), ctx),
-            RequestKind::Publish { room, body } => self.cluster_publish(ctx, id, room, &body, reference, ticket),
+            RequestKind::Publish { room, body, id: publish_id } => {
+                let publish = crate::registry::Publish { room, body, id: publish_id };
+                self.cluster_publish(ctx, id, publish, reference, ticket)
+            }
             RequestKind::Direct { to, body } => self.cluster_direct(ctx, id, &to, &body, reference, ticket),
             RequestKind::Nick { name } => {
                 self.nick(id, name, reference.as_deref());
@@ -127,13 +152,10 @@ impl Registry {
         };
         let access = self.access(entry, &room, grant);
         let is_member = entry.rooms.contains(&room);
-        let Some(cluster) = self.cluster.as_deref() else {
-            return;
-        };
-        let (holds, held) = (cluster.holds(&room), cluster.rooms.len());
+        // Rooms held are counted cluster-wide, by the join script.
         let refusal = match is_member {
             true => self.rejoin_refusal(id, &room, grant),
-            false => self.new_member_refusal(entry, &room, access, holds, held),
+            false => self.new_member_refusal(entry, &room, access, None),
         };
         if let Some((code, message)) = refusal {
             return self.error(id, code, &message, reference.as_deref());
@@ -156,68 +178,135 @@ impl Registry {
         });
     }
 
-    /// Runs the publish script for a message to `room` from `sender`; `then`
-    /// gets its `seq`.
+    /// What Redis may hold of a room: the settings that bound one process.
+    fn room_bounds(&self) -> RoomBounds {
+        let limits = &self.limits;
+        RoomBounds {
+            history: limits.history.messages,
+            history_bytes: limits.history.bytes,
+            publish_ids: limits.history.ids,
+            empty_ttl: limits.empty_ttl,
+            max_rooms: limits.max_rooms,
+        }
+    }
+
+    /// Publishes a message to `room` from `sender` through Redis; `then`
+    /// gets its `seq`, or why there is none. A publish handed to Redis is
+    /// answered when Redis has said what became of it (`publish_settled`):
+    /// `Unavailable` only for one that did not happen and never will.
+    #[allow(clippy::too_many_arguments)]
     pub(in crate::registry) fn publish_in_redis(
         &mut self,
         ctx: &mut Context<Self>,
         turn: Turn,
         room: &RoomName,
         sender: &str,
-        body: &str,
+        body: Body<'_>,
+        publish_id: Option<&PublishId>,
         then: impl FnOnce(&mut Registry, Result<u64, PublishFailure>, &mut Context<Registry>) + 'static,
     ) {
         if let Some(why) = self.redis_down() {
-            return then(self, Err(why), ctx);
+            return then(self, Err(PublishFailure::Unavailable(why)), ctx);
         }
-        let max_history = self.limits.history.messages;
+        let bounds = self.room_bounds();
         let Some(cluster) = self.cluster.as_deref_mut() else {
             return;
         };
         let Some(link) = &cluster.link else {
-            return then(self, Err("not connected".into()), ctx);
+            return then(self, Err(PublishFailure::Unavailable("not connected".into())), ctx);
         };
         cluster.publishes += 1;
-        let publish_id = format!("{}-{}", link.node, cluster.publishes);
+        let record =
+            publish::record(publish_id.map(PublishId::as_str), || format!("{}-{}", link.node, cluster.publishes));
+        let (redis_now, error) = link.clock.at(monotonic_ms());
+        let deadline_ms = redis_now + PUBLISH_WITHIN.as_millis() as u64;
+        let earliest_ms = redis_now.saturating_sub(error + CLOCK_MARGIN.as_millis() as u64);
         let mut connection = link.connection.clone();
         // A member's room has its keys made; an API publish may go anywhere.
         let keys = match cluster.rooms.get(room) {
             Some(local) => local.keys.clone(),
             None => std::sync::Arc::new(RoomKeys::new(&cluster.settings.prefix, room)),
         };
-        let (head, tail) = frame::message_parts(room, sender, now_epoch_ms(), body);
+        let ts = now_epoch_ms();
+        let (head, tail, text) = match body {
+            Body::Json(body) => {
+                let (head, tail) = frame::message_parts(room, sender, ts, body);
+                (head, tail, None)
+            }
+            Body::Text(text) => {
+                let (head, fields) = frame::message_text_parts(room, sender, ts);
+                (head, fields, Some(text.to_string()))
+            }
+        };
         let room = room.clone();
         let work = async move {
-            let message = Publish { id: &publish_id, head: &head, tail: &tail, max_history };
+            let message = Publish {
+                record: &record,
+                head: &head,
+                tail: &tail,
+                text: text.as_deref(),
+                bounds,
+                deadline_ms,
+                earliest_ms,
+            };
             let started = Instant::now();
-            let published = publish::publish_retrying(&mut connection, &keys, &message, PUBLISH_WITHIN).await;
-            (published, started.elapsed())
+            let outcome = publish::publish_settled(&mut connection, &keys, &message).await;
+            (outcome, started.elapsed())
         };
-        self.in_redis(ctx, turn, work, move |registry, (published, took), ctx| match published {
-            Ok((published, attempts)) => {
+        self.in_redis(ctx, turn, work, move |registry, (outcome, took), ctx| {
+            let answer = registry.published(&room, outcome, took);
+            then(registry, answer, ctx);
+        });
+    }
+
+    /// What a publish's outcome means for its publisher.
+    fn published(
+        &mut self,
+        room: &RoomName,
+        outcome: Result<(Outcome, u32), PublishError>,
+        took: std::time::Duration,
+    ) -> Result<u64, PublishFailure> {
+        match outcome {
+            Ok((Outcome::Published(published), attempts)) => {
                 if attempts > 1 {
-                    let again = if published.repeated { "the first had run" } else { "the first had not run" };
                     log::info!(
-                        "cluster: a publish to {room} took {attempts} attempts ({again}): seq {}",
+                        "cluster: a publish to {room} was answered after {attempts} round trips: seq {}",
                         published.seq
                     );
                 }
-                registry.metrics.cluster.observe_publish(took);
-                then(registry, Ok(published.seq), ctx);
+                self.metrics.cluster.observe_publish(took);
+                self.writes_accepted();
+                Ok(published.seq)
             }
-            Err(error) => then(registry, Err(error.to_string()), ctx),
-        });
+            Ok((Outcome::Expired, attempts)) => {
+                log::info!(
+                    "cluster: a publish to {room} reached Redis too late and was not run ({attempts} round trips)"
+                );
+                Err(PublishFailure::Unavailable("Redis did not take it in time; it was not published".into()))
+            }
+            Ok((Outcome::TooManyRooms, _)) => Err(PublishFailure::TooManyRooms),
+            Err(PublishError::Refused(error)) => {
+                if crate::cluster::refuses_writes(&error) {
+                    self.writes_refused(&error);
+                }
+                Err(PublishFailure::Unavailable(error.to_string()))
+            }
+            Err(PublishError::Unknown) => {
+                log::warn!("cluster: a publish to {room} went unanswered, and Redis no longer knows whether it ran");
+                Err(PublishFailure::Unknown)
+            }
+        }
     }
 
     fn cluster_publish(
         &mut self,
         ctx: &mut Context<Self>,
         id: SessionId,
-        room: RoomName,
-        body: &RawValue,
+        publish: crate::registry::Publish,
         reference: Ref,
         ticket: crate::session::handle::InFlight,
     ) {
+        let crate::registry::Publish { room, body, id: publish_id } = publish;
         let refusal = match self.local_member(id, &room) {
             None => Some((ErrorCode::NotMember, format!("join {room} before publishing to it"))),
             Some(member) if member.read_only => {
@@ -235,14 +324,37 @@ impl Registry {
             return;
         };
         let n = self.pipeline_publish(id);
-        self.publish_in_redis(ctx, Turn::After(id), &room, &sender, body.get(), move |registry, seq, ctx| {
-            let _ticket = ticket;
-            let reply = match seq {
-                Ok(seq) => reference.is_some().then(|| frame::ok(Some(seq), reference.as_deref())),
-                Err(why) => Some(frame::error(ErrorCode::Unavailable, &unavailable(&why), reference.as_deref())),
-            };
-            registry.publish_done(id, n, reply, ctx);
-        });
+        let body = Body::Json(body.get());
+        self.publish_in_redis(
+            ctx,
+            Turn::After(id),
+            &room,
+            &sender,
+            body,
+            publish_id.as_ref(),
+            move |registry, seq, ctx| {
+                let _ticket = ticket;
+                let reply = match seq {
+                    Ok(seq) => reference.is_some().then(|| frame::ok(Some(seq), reference.as_deref())),
+                    Err(PublishFailure::Unavailable(why)) => {
+                        Some(frame::error(ErrorCode::Unavailable, &unavailable(&why), reference.as_deref()))
+                    }
+                    Err(PublishFailure::TooManyRooms) => {
+                        let message = "the cluster holds its most rooms (rooms.max_rooms)";
+                        Some(frame::error(ErrorCode::TooManyRooms, message, reference.as_deref()))
+                    }
+                    Err(PublishFailure::Unknown) => {
+                        // After the replies before it, the connection closes
+                        // (1011): the client finds out, as after a drop.
+                        if let Some(entry) = registry.sessions.get(&id) {
+                            entry.handle.request_close(CloseRequest::outcome_unknown());
+                        }
+                        None
+                    }
+                };
+                registry.publish_done(id, n, reply, ctx);
+            },
+        );
     }
 
     fn cluster_direct(
@@ -346,15 +458,23 @@ impl Registry {
         }
         match frame {
             OutFrame::Text(body) => {
-                let body = protocol::json_str(&body);
                 let n = self.pipeline_publish(id);
-                self.publish_in_redis(ctx, Turn::After(id), &name, &sender, &body, move |registry, published, ctx| {
-                    let _ticket = ticket;
-                    if let Err(why) = published {
-                        log::debug!("cluster: a raw frame was dropped: {why}");
-                    }
-                    registry.publish_done(id, n, None, ctx);
-                });
+                let text = Body::Text(&body);
+                self.publish_in_redis(
+                    ctx,
+                    Turn::After(id),
+                    &name,
+                    &sender,
+                    text,
+                    None,
+                    move |registry, published, ctx| {
+                        let _ticket = ticket;
+                        if let Err(why) = published {
+                            log::debug!("cluster: a raw frame was not published: {why:?}");
+                        }
+                        registry.publish_done(id, n, None, ctx);
+                    },
+                );
             }
             OutFrame::Binary(bytes) => {
                 let Some((mut connection, _, _)) = self.redis_handle() else {

@@ -18,7 +18,7 @@ use bytestring::ByteString;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{Cluster, Turn};
+use super::Turn;
 use crate::auth::Access;
 use crate::cluster::feed::{Feed, Step};
 use crate::cluster::history;
@@ -114,6 +114,8 @@ pub(in crate::registry) enum JoinRead {
 pub(in crate::registry) enum JoinOutcome {
     Joined(JoinReply),
     Full(usize),
+    /// A room nobody was in, and the cluster holds `rooms.max_rooms`.
+    TooManyRooms,
     Unavailable(String),
 }
 
@@ -157,7 +159,7 @@ impl Registry {
         };
         let member_entry = self.member_entry(entry, id);
         let (kind, handle) = (entry.kind, entry.handle.clone());
-        let max_members = self.limits.max_members_per_room;
+        let limits = (self.limits.max_members_per_room, self.limits.max_rooms);
         let Some(cluster) = self.cluster.as_deref_mut() else {
             return;
         };
@@ -197,16 +199,22 @@ impl Registry {
                 JoinRead::Recent(count) => Read::Recent(*count),
                 JoinRead::Since(seq, epoch) => Read::Since { seq: *seq, epoch: epoch.as_deref() },
             };
-            presence.join(&mut connection, &keys, &member, max_members, read).await
+            presence.join(&mut connection, &keys, &member, limits, read).await
         };
         self.in_redis(ctx, Turn::Alone(id), work, move |registry, reply, ctx| {
             let outcome = match reply {
-                Ok(reply) if matches!(reply.joined, Joined::Full(_)) => {
-                    let Joined::Full(count) = reply.joined else { unreachable!() };
-                    JoinOutcome::Full(count)
+                Ok(JoinReply { joined: Joined::Full(count), .. }) => JoinOutcome::Full(count),
+                Ok(JoinReply { joined: Joined::TooManyRooms, .. }) => JoinOutcome::TooManyRooms,
+                Ok(reply) => {
+                    registry.writes_accepted();
+                    JoinOutcome::Joined(reply)
                 }
-                Ok(reply) => JoinOutcome::Joined(reply),
-                Err(error) => JoinOutcome::Unavailable(error.to_string()),
+                Err(error) => {
+                    if crate::cluster::refuses_writes(&error) {
+                        registry.writes_refused(&error);
+                    }
+                    JoinOutcome::Unavailable(error.to_string())
+                }
             };
             match &outcome {
                 JoinOutcome::Joined(reply) => registry.joined_in_redis(id, &join.room, reply, subscribe, ctx),
@@ -370,7 +378,7 @@ impl Registry {
         };
         let mut steps = Vec::new();
         let (seq, epoch) = (delivered.seq, delivered.epoch.to_string());
-        let frame = delivered.frame.to_string();
+        let frame = crate::cluster::publish::render(&room.keys, seq, delivered.stored);
         room.feed.arrived(seq, &epoch, frame, &mut steps);
         self.apply_steps(&name, steps, ctx);
     }
@@ -564,6 +572,7 @@ impl Registry {
         };
         let count = match reply.joined {
             Joined::Added(count) | Joined::Already(count) | Joined::Full(count) => count,
+            Joined::TooManyRooms => 0,
         };
         frame::joined(name, count, &reply.epoch, history, recovered, reference)
     }
@@ -575,6 +584,10 @@ impl Registry {
             JoinOutcome::Full(count) => {
                 Some((ErrorCode::RoomFull, format!("room {name} has {count} members, the most allowed")))
             }
+            JoinOutcome::TooManyRooms => {
+                let message = "the cluster holds its most rooms (rooms.max_rooms); try an existing room";
+                Some((ErrorCode::TooManyRooms, message.to_string()))
+            }
             JoinOutcome::Unavailable(why) => Some((ErrorCode::Unavailable, unavailable(why))),
         }
     }
@@ -583,11 +596,4 @@ impl Registry {
 /// An `unavailable` error's message.
 pub(super) fn unavailable(why: &str) -> String {
     format!("the cluster's Redis is unavailable ({why}); try again")
-}
-
-impl Cluster {
-    /// Rooms this node holds (members here).
-    pub(super) fn holds(&self, name: &RoomName) -> bool {
-        self.rooms.contains_key(name)
-    }
 }
