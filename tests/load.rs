@@ -369,3 +369,38 @@ async fn fanout_across_cluster_nodes_checks_order_and_loss_cluster_wide() {
         assert_eq!(node.metric("roomcast_connections_total").await, 4);
     }
 }
+
+/// Redis holds every write for a while in the middle of a run: the
+/// publishes the nodes refuse `unavailable` were not published, and the
+/// load tester counts them as refused, not lost.
+#[tokio::test]
+#[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
+async fn publishes_refused_unavailable_during_a_redis_stall_are_refused_not_lost() {
+    let redis = common::Redis::start();
+    let nodes: Vec<Server> = (0..2).map(|_| redis.node(&fast_limits())).collect();
+    let urls = format!("ws://{},ws://{}", nodes[0].addr, nodes[1].addr);
+    let json = std::env::temp_dir().join(format!("roomcast-load-stall-{}.json", std::process::id()));
+    let args = ["load", "fanout", "--url", &urls, "--rooms", "2", "--members", "3", "--rate", "100"];
+    let mut all = args.to_vec();
+    all.extend(["--duration", "4s", "--max-refused", "100000", "--json", json.to_str().unwrap(), "--quiet"]);
+    let run = command(&all, &[]).stdout(std::process::Stdio::null()).spawn().expect("run roomcast load");
+    // Once publishes flow (the first reaches Redis), Redis stalls 2.5 s.
+    let mut admin = redis.connection().await;
+    let deadline = std::time::Instant::now() + common::DEADLINE;
+    while nodes[0].metric("roomcast_cluster_publish_seconds_count").await == 0 {
+        assert!(std::time::Instant::now() < deadline, "no publish reached Redis");
+        tokio::task::yield_now().await;
+    }
+    let () = redis::cmd("CLIENT").arg("PAUSE").arg(2500).arg("WRITE").query_async(&mut admin).await.unwrap();
+    let output = tokio::task::spawn_blocking(move || run.wait_with_output()).await.unwrap().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&json);
+    let (published, refused) = (figure(&doc, "published"), figure(&doc, "refused"));
+    assert!(refused > 0.0, "the stall refused nothing: {doc:#}");
+    assert_eq!(figure(&doc, "unavailable"), refused, "refused unavailable, not rate limited");
+    assert_eq!(figure(&doc, "deliveries"), (published - refused) * 3.0, "what was not refused reached everyone");
+    for key in ["lost", "gaps", "out_of_order", "errors", "unacknowledged"] {
+        assert_eq!(figure(&doc, key), 0.0, "{key}: {doc:#}");
+    }
+}

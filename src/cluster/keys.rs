@@ -22,9 +22,9 @@ pub struct RoomKeys {
     /// Hash: publish id -> `SEQ EPOCH` of the publish that used it
     /// (idempotent publish, and a node learning a publish's outcome).
     pub ids: String,
-    /// Sorted set: the same ids by when they were used (ms, Redis's clock),
-    /// so that the oldest are forgotten first.
-    pub id_times: String,
+    /// List of `MS ID`: the same ids, oldest first, with when they were
+    /// used (ms, Redis's clock), so that the oldest are forgotten first.
+    pub id_order: String,
     /// The cluster's rooms held, empty ones included (`rooms.max_rooms`):
     /// room -> when it is forgotten (ms), `+inf` while it has members.
     pub held: String,
@@ -40,7 +40,7 @@ impl RoomKeys {
             channel: format!("{base}:messages"),
             members: format!("{base}:members"),
             ids: format!("{base}:ids"),
-            id_times: format!("{base}:id-times"),
+            id_order: format!("{base}:id-order"),
             held: held_key(prefix),
         }
     }
@@ -48,7 +48,7 @@ impl RoomKeys {
     /// Every key of the room that lives as long as the room (the channel
     /// is not a key; `members` goes with its last member).
     pub fn lasting(&self) -> [&str; 4] {
-        [&self.meta, &self.history, &self.ids, &self.id_times]
+        [&self.meta, &self.history, &self.ids, &self.id_order]
     }
 }
 
@@ -69,7 +69,7 @@ mod tests {
         assert_eq!(keys.channel, "rc:{team:red}:messages");
         assert_eq!(keys.members, "rc:{team:red}:members");
         assert_eq!(keys.ids, "rc:{team:red}:ids");
-        assert_eq!(keys.id_times, "rc:{team:red}:id-times");
+        assert_eq!(keys.id_order, "rc:{team:red}:id-order");
         assert_eq!(keys.held, "rc:held", "one set for the cluster");
     }
 }

@@ -39,7 +39,7 @@ pub const ID_WINDOW_MS: u64 = 300_000;
 /// it starts when it is out of memory or a read-only replica, so that a
 /// refusal never leaves half a publish behind.
 const SCRIPT: &str = r#"#!lua
-local meta, history, ids, id_times, members, held = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local meta, history, ids, id_order, members, held = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local channel, record, deadline = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local head, tail, raw, fixed_len = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
 local max_history, max_bytes = tonumber(ARGV[8]), tonumber(ARGV[9])
@@ -135,28 +135,32 @@ redis.call('PUBLISH', channel, seq .. ' ' .. epoch .. ' ' .. stored)
 -- The record, and the oldest forgotten: beyond max_ids, or past the window
 -- (a few each time). `w` keeps when the newest forgotten one was made.
 redis.call('HSET', ids, record, seq .. ' ' .. epoch)
-redis.call('ZADD', id_times, now, record)
+redis.call('RPUSH', id_order, now .. ' ' .. record)
 local newest_gone = nil
-local function forget(list)
-    for i = 1, #list, 2 do
-        redis.call('HDEL', ids, list[i])
-        newest_gone = list[i + 1]
+local function forget(item)
+    local at, gone = string.match(item, '^(%d+) (.*)$')
+    redis.call('HDEL', ids, gone)
+    newest_gone = at
+end
+local excess = redis.call('LLEN', id_order) - max_ids
+if excess > 0 then
+    for _, item in ipairs(redis.call('LPOP', id_order, excess)) do
+        forget(item)
     end
 end
-local excess = redis.call('ZCARD', id_times) - max_ids
-if excess > 0 then
-    forget(redis.call('ZPOPMIN', id_times, excess))
+for _ = 1, 8 do
+    local oldest = redis.call('LINDEX', id_order, 0)
+    if not oldest or tonumber(string.match(oldest, '^(%d+)')) > now - window then
+        break
+    end
+    redis.call('LPOP', id_order)
+    forget(oldest)
 end
-local stale = redis.call('ZRANGEBYSCORE', id_times, '-inf', now - window, 'WITHSCORES', 'LIMIT', 0, 8)
-for i = 1, #stale, 2 do
-    redis.call('ZREM', id_times, stale[i])
-end
-forget(stale)
 if newest_gone and tonumber(newest_gone) > tonumber(redis.call('HGET', meta, 'w') or '0') then
     redis.call('HSET', meta, 'w', newest_gone)
 end
 if forget_at then
-    for _, key in ipairs({meta, history, ids, id_times}) do
+    for _, key in ipairs({meta, history, ids, id_order}) do
         redis.call('PEXPIREAT', key, forget_at)
     end
 end
@@ -306,7 +310,7 @@ pub async fn publish<C: redis::aio::ConnectionLike>(
         .key(&keys.meta)
         .key(&keys.history)
         .key(&keys.ids)
-        .key(&keys.id_times)
+        .key(&keys.id_order)
         .key(&keys.members)
         .key(&keys.held)
         .arg(&keys.channel)

@@ -133,9 +133,8 @@ pub async fn run(args: FanoutArgs) -> Result<Report, String> {
     progress.finish();
 
     let sent = members.sent();
-    let refused = members.refused();
     report.count("published", "published", sent);
-    report.count("refused", "refused (rate limited)", refused);
+    members.report_refused(&mut report);
     report.count("unacknowledged", "never acknowledged", members.unresolved());
     report.add("publishes_per_s", "publishes", sent as f64 / publishing_time, Unit::PerSecond);
     let expected = members.expected();

@@ -52,9 +52,11 @@ pub struct PublishPlan {
 pub struct RoomCounts {
     /// Members that joined and read (silent ones are not counted).
     pub joined: AtomicU64,
-    /// Publishes sent, and refused with an `error`.
+    /// Publishes sent, and refused with an `error` (`rate_limited`, or
+    /// `unavailable`: not published), and of those, `unavailable`.
     pub sent: AtomicU64,
     pub refused: AtomicU64,
+    pub unavailable: AtomicU64,
     /// The room's epochs its members found when they joined: more than one
     /// means the room was started again during the run.
     pub epochs: Mutex<Vec<String>>,
@@ -147,6 +149,17 @@ impl Members {
 
     pub fn refused(&self) -> u64 {
         self.rooms.iter().map(|r| r.refused.load(Ordering::Acquire)).sum()
+    }
+
+    /// Of the refused, those refused `unavailable` (a cluster's Redis).
+    pub fn unavailable(&self) -> u64 {
+        self.rooms.iter().map(|r| r.unavailable.load(Ordering::Acquire)).sum()
+    }
+
+    /// The refusals, as the report shows them.
+    pub fn report_refused(&self, report: &mut super::report::Report) {
+        report.count("refused", "refused (rate limited, or unavailable: not published)", self.refused());
+        report.count("unavailable", "  of them unavailable", self.unavailable());
     }
 
     /// Reports rooms that were started again during the run (a server or
@@ -537,8 +550,12 @@ impl Reader {
                 }
             }
             Some("error") => {
+                // A refused publish was not published: not a loss.
                 if text.contains("\"rate_limited\"") {
                     counts.refused.fetch_add(1, Ordering::Relaxed);
+                } else if text.contains("\"unavailable\"") {
+                    counts.refused.fetch_add(1, Ordering::Relaxed);
+                    counts.unavailable.fetch_add(1, Ordering::Relaxed);
                 } else {
                     tally.errors += 1;
                 }

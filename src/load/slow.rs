@@ -141,7 +141,7 @@ pub async fn run(args: SlowArgs) -> Result<Report, String> {
     report.add("deliveries_per_s", "deliveries", received as f64 / published_for, Unit::PerSecond);
     let live_dropped = members.dropped_live.load(Ordering::Acquire);
     report.count("live_dropped", "reading members dropped", live_dropped);
-    report.count("refused", "refused (rate limited)", members.refused());
+    members.report_refused(&mut report);
     let errors = members.connect_errors() + members.error_frames.load(Ordering::Acquire) + live_dropped;
     report.count("errors", "errors", errors);
     members.latency.report(&mut report, "latency", "the others' latency");

@@ -154,7 +154,13 @@ impl Registry {
             cluster.beating = false;
             let (beat, clock, probed) = match beat {
                 Ok(beat) => beat,
-                Err(error) => return registry.cluster_down(&error.to_string()),
+                Err(error) => {
+                    // A read-only replica refuses the beat itself.
+                    if crate::cluster::refuses_writes(&error) {
+                        registry.writes_refused(&error);
+                    }
+                    return registry.cluster_down(&error.to_string());
+                }
             };
             if let Some(link) = cluster.link.as_mut() {
                 link.clock.update(clock);
