@@ -25,13 +25,7 @@ fn nodes(redis: &Redis, count: usize) -> Vec<Server> {
 }
 
 async fn api_publish(server: &Server, room: &str, body: Value) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(server.http(&format!("/api/rooms/{room}/publish")))
-        .bearer_auth(API_KEY)
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("POST publish")
+    common::api_publish(server, API_KEY, room, &body, None).await
 }
 
 /// The next frame of `kind`, skipping presence events.

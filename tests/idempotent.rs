@@ -25,14 +25,7 @@ async fn next_message(client: &mut Client) -> Value {
 }
 
 async fn api_publish(server: &Server, room: &str, body: Value, key: Option<&str>) -> reqwest::Response {
-    let mut request = reqwest::Client::new()
-        .post(server.http(&format!("/api/rooms/{room}/publish")))
-        .bearer_auth(API_KEY)
-        .body(body.to_string());
-    if let Some(key) = key {
-        request = request.header("Idempotency-Key", key);
-    }
-    request.send().await.expect("POST publish")
+    common::api_publish(server, API_KEY, room, &body, key).await
 }
 
 async fn a_publish_sent_again_with_its_id_appears_once(cluster: bool) {

@@ -16,14 +16,7 @@ use serde_json::{Value, json};
 const API_KEY: &str = "api-key";
 
 async fn api_publish(server: &Server, room: &str, body: &Value) -> reqwest::StatusCode {
-    reqwest::Client::new()
-        .post(server.http(&format!("/api/rooms/{room}/publish")))
-        .bearer_auth(API_KEY)
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("POST publish")
-        .status()
+    common::api_publish(server, API_KEY, room, body, None).await.status()
 }
 
 /// Redis's `INFO memory` field `field`.

@@ -35,23 +35,37 @@ use crate::protocol::frame;
 /// minutes).
 pub const ID_WINDOW_MS: u64 = 300_000;
 
-/// The body of the scripts: `#!lua` makes Redis refuse the publish before
-/// it starts when it is out of memory or a read-only replica, so that a
-/// refusal never leaves half a publish behind.
-const SCRIPT: &str = r#"#!lua
+/// What the publish and settle scripts share: Redis's clock in ms, and a
+/// record's outcome (`code`, `seq`, epoch) if it has one.
+const PRELUDE: &str = r#"
+local function now_ms()
+    local clock = redis.call('TIME')
+    return tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+end
+local function recorded(ids, record, code)
+    local earlier = redis.call('HGET', ids, record)
+    if earlier then
+        local seq, epoch = string.match(earlier, '^(%d+) (.*)$')
+        return {code, tonumber(seq), epoch}
+    end
+end
+"#;
+
+/// The publish. `#!lua` makes Redis refuse it before it starts when it is
+/// out of memory or a read-only replica, so that a refusal never leaves
+/// half a publish behind.
+const SCRIPT: &str = r#"
 local meta, history, ids, id_order, members, held = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local channel, record, deadline = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local head, tail, raw, fixed_len = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
 local max_history, max_bytes = tonumber(ARGV[8]), tonumber(ARGV[9])
 local max_ids, window, empty_ttl, max_rooms = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
 local room, fresh_epoch, is_raw = ARGV[14], ARGV[15], ARGV[16] == '1'
-local earlier = redis.call('HGET', ids, record)
+local earlier = recorded(ids, record, 1)
 if earlier then
-    local seq, epoch = string.match(earlier, '^(%d+) (.*)$')
-    return {1, tonumber(seq), epoch}
+    return earlier
 end
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local now = now_ms()
 if now > deadline then
     return {2}
 end
@@ -169,17 +183,14 @@ return {0, seq, epoch}
 
 /// What became of a publish whose answer was lost. Reads only, so Redis
 /// answers it even when it refuses writes.
-const SETTLE: &str = r#"#!lua flags=no-writes,allow-oom
+const SETTLE: &str = r#"
 local ids, meta = KEYS[1], KEYS[2]
 local record, deadline, earliest = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local earlier = redis.call('HGET', ids, record)
+local earlier = recorded(ids, record, 0)
 if earlier then
-    local seq, epoch = string.match(earlier, '^(%d+) (.*)$')
-    return {0, tonumber(seq), epoch}
+    return earlier
 end
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-if now <= deadline then
+if now_ms() <= deadline then
     -- It may still run.
     return {4}
 end
@@ -267,12 +278,12 @@ pub fn record(client_id: Option<&str>, node_made: impl FnOnce() -> String) -> St
 /// it again when a Redis does not know it).
 pub fn script() -> &'static Script {
     static SCRIPT_ONCE: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
-    SCRIPT_ONCE.get_or_init(|| Script::new(SCRIPT))
+    SCRIPT_ONCE.get_or_init(|| Script::new(&format!("#!lua\n{PRELUDE}{SCRIPT}")))
 }
 
 fn settle_script() -> &'static Script {
     static SCRIPT_ONCE: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
-    SCRIPT_ONCE.get_or_init(|| Script::new(SETTLE))
+    SCRIPT_ONCE.get_or_init(|| Script::new(&format!("#!lua flags=no-writes,allow-oom\n{PRELUDE}{SETTLE}")))
 }
 
 /// The publish and settle scripts (see [`super::load_scripts`]).

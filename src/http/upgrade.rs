@@ -330,7 +330,13 @@ pub async fn json(req: HttpRequest, payload: web::Payload, state: web::Data<AppS
         return start(&req, payload, &state, admitted, endpoint, protocols);
     }
     let identity = admitted.who.identity();
-    state.registry.do_send(Connect { handle: admitted.handle.clone(), identity: identity.clone() });
+    // In a cluster, answered once other nodes can find the session: its
+    // `welcome` (and id) may not reach the client before.
+    let connect = Connect { handle: admitted.handle.clone(), identity: identity.clone() };
+    if let Err(error) = state.registry.send(connect).await {
+        log::warn!("room registry unavailable: {error}");
+        return Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "room registry unavailable").response();
+    }
     let timing = state.watchdog.timing();
     let endpoint = JsonRoom::new(
         registration,

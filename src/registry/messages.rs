@@ -39,7 +39,8 @@ impl Drop for Registration {
     }
 }
 
-/// A `/ws` session is open: it may now send [`Command`]s.
+/// A `/ws` session is open: it may send [`Command`]s once this is answered
+/// (in a cluster, when the other nodes can find it).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Connect {

@@ -587,12 +587,16 @@ fn publish_to(
 }
 
 impl Handler<Connect> for Registry {
-    type Result = ();
+    type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, msg: Connect, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Connect, ctx: &mut Context<Self>) -> Self::Result {
         let id = msg.handle.id();
         self.sessions.insert(id, Entry::new(msg.handle, MemberKind::Json, msg.identity, self.limits.auth));
-        self.cluster_connected(id, ctx);
+        // In a cluster, answered once other nodes can find the session
+        // (`direct`): before the client has its `welcome`, and so its id.
+        let (done, connected) = tokio::sync::oneshot::channel();
+        self.cluster_connected(id, ctx, done);
+        Box::pin(async move { connected.await.unwrap_or(()) }.into_actor(self))
     }
 }
 

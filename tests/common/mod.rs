@@ -216,6 +216,25 @@ impl Drop for Server {
     }
 }
 
+/// `POST /api/rooms/{room}/publish` with the bearer `key`, and an
+/// `Idempotency-Key` when one is given.
+pub async fn api_publish(
+    server: &Server,
+    key: &str,
+    room: &str,
+    body: &Value,
+    idempotency: Option<&str>,
+) -> reqwest::Response {
+    let mut request = reqwest::Client::new()
+        .post(server.http(&format!("/api/rooms/{room}/publish")))
+        .bearer_auth(key)
+        .body(body.to_string());
+    if let Some(idempotency) = idempotency {
+        request = request.header("Idempotency-Key", idempotency);
+    }
+    request.send().await.expect("POST publish")
+}
+
 /// The TLS client configuration for `wss:` URLs, trusting the test's own
 /// certificate (set by the TLS tests).
 pub static TLS_CLIENT: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();

@@ -107,6 +107,13 @@ impl Registry {
         }
     }
 
+    /// Redis ran a command of this node: requests need not wait for the
+    /// next beat to be let through again (the beat still puts Redis right
+    /// after an outage, and says so).
+    pub(super) fn redis_answered(&mut self) {
+        self.metrics.cluster.up.store(1, Ordering::Relaxed);
+    }
+
     fn cluster_up(&mut self) {
         self.metrics.cluster.up.store(1, Ordering::Relaxed);
         if let Some(cluster) = self.cluster.as_deref_mut()
@@ -332,18 +339,26 @@ impl Registry {
         });
     }
 
-    /// A session is open: `direct` from other nodes can find it.
-    pub(in crate::registry) fn cluster_connected(&mut self, id: SessionId, ctx: &mut Context<Self>) {
-        let Some(cluster) = self.cluster.as_deref() else {
+    /// A session is open: `direct` from other nodes can find it once Redis
+    /// has it (then `done`; at once without a cluster).
+    pub(in crate::registry) fn cluster_connected(
+        &mut self,
+        id: SessionId,
+        ctx: &mut Context<Self>,
+        done: tokio::sync::oneshot::Sender<()>,
+    ) {
+        let Some(link) = self.cluster.as_deref().and_then(|cluster| cluster.link.as_ref().map(|link| (cluster, link)))
+        else {
+            let _ = done.send(());
             return;
         };
-        let Some(link) = &cluster.link else {
-            return;
-        };
+        let (cluster, link) = link;
         let mut connection = link.connection.clone();
         let key = nodes::sessions_key(&cluster.settings.prefix, nodes::node_of(id));
         let work = async move { redis::cmd("SADD").arg(key).arg(id.0).query_async::<()>(&mut connection).await };
-        self.in_redis(ctx, Turn::After(id), work, |_, _, _| {});
+        self.in_redis(ctx, Turn::After(id), work, move |_, _, _| {
+            let _ = done.send(());
+        });
     }
 }
 

@@ -424,7 +424,8 @@ impl Registry {
         let id = msg.handle.id();
         let entry = super::Entry::new(msg.handle, super::members::MemberKind::Raw, msg.identity, self.limits.auth);
         self.sessions.insert(id, entry);
-        self.cluster_connected(id, ctx);
+        // The join below answers after this (the same session's turn).
+        self.cluster_connected(id, ctx, tokio::sync::oneshot::channel().0);
         let join =
             rooms::ClusterJoin { room: msg.room, read: rooms::JoinRead::Recent(0), access: msg.access, grant: None };
         self.cluster_join(ctx, id, join, move |_, outcome, _| {

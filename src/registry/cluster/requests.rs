@@ -276,6 +276,7 @@ impl Registry {
                 }
                 self.metrics.cluster.observe_publish(took);
                 self.writes_accepted();
+                self.redis_answered();
                 Ok(published.seq)
             }
             Ok((Outcome::Expired, attempts)) => {
