@@ -331,7 +331,6 @@ impl Registry {
         let rooms = self.sessions.get(&id).map(|entry| entry.rooms.clone()).unwrap_or_default();
         for name in rooms {
             if self.regrant(id, &name, None).is_none() {
-                self.metrics.auth_failure(AuthFailure::Forbidden);
                 self.leave_room(id, &name, ctx);
                 self.reply(id, frame::left_revoked(&name));
             }
