@@ -65,13 +65,14 @@ async fn members_of_every_node_are_counted_listed_and_announced_together() {
     let bounds =
         RoomBounds { history: 10, history_bytes: 1 << 20, publish_ids: 10, empty_ttl: Duration::ZERO, max_rooms: 10 };
     let message = Publish {
-        record: "a:p1",
+        id: None,
+        attempt: "p1",
         head: "{\"seq\":",
         tail: "}",
         text: None,
         bounds,
-        deadline_ms: u64::MAX / 2,
-        earliest_ms: 0,
+        occupied: true,
+        min_seq: 1,
     };
     publish(&mut conn, &room, &message).await.unwrap();
     assert_eq!(presence.leave(&mut conn, &room, "lobby", "n1", "2", Duration::from_secs(60)).await.unwrap(), Some(2));

@@ -1,9 +1,9 @@
 //! The Redis side of a clustered publish (`shared/spec/cluster.md`), against
 //! a real `redis-server`: one script gives each message its `seq`, keeps it
 //! in the room's history and publishes it, atomically; a publish with a
-//! record that exists is never run twice; one that reaches Redis after its
-//! deadline is not run, and a node whose answer was lost learns which of
-//! the two happened. What a room holds is bounded like one process's.
+//! record that exists is never run twice; a node whose answer was lost
+//! learns whether it ran, or closes it so that it never does. What a room
+//! holds is bounded like one process's.
 
 mod common;
 
@@ -21,9 +21,6 @@ fn keys(room: &str) -> RoomKeys {
     RoomKeys::new("test", &RoomName::parse(room).unwrap())
 }
 
-/// A deadline no test reaches.
-const IN_TIME: u64 = u64::MAX / 2;
-
 fn bounds(history: usize) -> RoomBounds {
     RoomBounds {
         history,
@@ -34,15 +31,16 @@ fn bounds(history: usize) -> RoomBounds {
     }
 }
 
-fn message<'a>(record: &'a str, tail: &'a str, history: usize) -> Publish<'a> {
+fn message<'a>(attempt: &'a str, tail: &'a str, history: usize) -> Publish<'a> {
     Publish {
-        record,
+        id: None,
+        attempt,
         head: "{\"seq\":",
         tail,
         text: None,
         bounds: bounds(history),
-        deadline_ms: IN_TIME,
-        earliest_ms: 0,
+        occupied: false,
+        min_seq: 1,
     }
 }
 
@@ -52,12 +50,6 @@ async fn published(conn: &mut impl redis::aio::ConnectionLike, room: &RoomKeys, 
         Outcome::Published(published) => published,
         other => panic!("not published: {other:?}"),
     }
-}
-
-/// Redis's clock, in ms.
-async fn redis_ms(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
-    let (seconds, micros): (u64, u64) = redis::cmd("TIME").query_async(conn).await.unwrap();
-    seconds * 1000 + micros / 1000
 }
 
 /// Every entry of the room's history: (id, frame).
@@ -113,9 +105,11 @@ async fn a_publish_whose_record_exists_is_published_once() {
     // The same publish again, as a retry after its answer was lost.
     let again = published(&mut conn, &room, &message("a:node1-7", ",\"body\":1}", 50)).await;
     assert_eq!(again, Published { repeated: true, ..first.clone() });
-    // A client's id: another publish with it is the first one.
-    let client = published(&mut conn, &room, &message("c:mine", ",\"body\":2}", 50)).await;
-    let retried = published(&mut conn, &room, &message("c:mine", ",\"body\":2}", 50)).await;
+    // A client's id: another publish with it, another attempt, is the first.
+    let client =
+        published(&mut conn, &room, &Publish { id: Some("mine"), ..message("n1-1", ",\"body\":2}", 50) }).await;
+    let retried =
+        published(&mut conn, &room, &Publish { id: Some("mine"), ..message("n2-1", ",\"body\":2}", 50) }).await;
     assert_eq!((retried.seq, retried.repeated), (client.seq, true));
     assert_eq!(history(&mut conn, &room).await.len(), 2, "kept once each");
     let next = published(&mut conn, &room, &message("a:node1-8", ",\"body\":3}", 50)).await;
@@ -225,45 +219,69 @@ async fn rooms_nobody_is_in_count_and_expire() {
     assert_eq!(ttl, -2, "a refused room leaves nothing");
 }
 
-/// A node's answer lost: it asks Redis what became of the publish. Before
-/// the deadline it may still run; after it, one that did not run never
-/// will; and when the ids of its time were forgotten, nobody knows.
+/// A node's answer lost: it asks Redis what became of the publish. A
+/// record says it ran; without one the attempt is closed, and then never
+/// runs; when the records of publishes it could have been were forgotten,
+/// nobody knows (but it is closed all the same).
 #[tokio::test]
 #[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
-async fn settling_tells_published_expired_pending_and_unknown_apart() {
+async fn settling_tells_published_closed_and_unknown_apart() {
     let redis = Redis::start();
     let mut conn = redis.connection().await;
     let room = keys("settle");
-    let now = redis_ms(&mut conn).await;
-    let mut late = message("a:late", "}", 50);
-    late.deadline_ms = now - 1;
-    assert_eq!(publish(&mut conn, &room, &late).await.unwrap(), Outcome::Expired, "too late: not run");
-    assert!(history(&mut conn, &room).await.is_empty());
-    late.earliest_ms = now - 1000;
-    assert_eq!(settle(&mut conn, &room, &late).await.unwrap(), Settled::Known(Outcome::Expired));
-    let mut waiting = message("a:waiting", "}", 50);
-    waiting.deadline_ms = now + 60_000;
-    assert_eq!(settle(&mut conn, &room, &waiting).await.unwrap(), Settled::Pending, "it may still come");
-    let ran = published(&mut conn, &room, &message("a:ran", "}", 50)).await;
-    let expected = Settled::Known(Outcome::Published(Published { repeated: true, ..ran }));
-    assert_eq!(settle(&mut conn, &room, &message("a:ran", "}", 50)).await.unwrap(), expected);
-    // publish_ids = 2: "a:ran" is forgotten after two newer ones.
-    let mut ids = message("a:x", "}", 50);
-    ids.bounds.publish_ids = 2;
-    for record in ["a:y", "a:z"] {
-        published(&mut conn, &room, &Publish { record, ..ids }).await;
+    let ran = published(&mut conn, &room, &message("ran", "}", 50)).await;
+    let expected = Settled::Known(Outcome::Published(Published { repeated: true, ..ran.clone() }));
+    assert_eq!(settle(&mut conn, &room, &message("ran", "}", 50)).await.unwrap(), expected);
+    // Asked about before it arrived: closed, and then it does not run.
+    let stuck = message("stuck", "}", 50);
+    assert_eq!(settle(&mut conn, &room, &stuck).await.unwrap(), Settled::Known(Outcome::Closed));
+    assert_eq!(publish(&mut conn, &room, &stuck).await.unwrap(), Outcome::Closed, "closed: never run");
+    assert_eq!(history(&mut conn, &room).await.len(), 1, "only the one that ran");
+    // A client's id closes only the attempt: sent again, it is published.
+    let with_id = Publish { id: Some("k"), ..message("late-1", "}", 50) };
+    assert_eq!(settle(&mut conn, &room, &with_id).await.unwrap(), Settled::Known(Outcome::Closed));
+    let again = published(&mut conn, &room, &Publish { attempt: "late-2", ..with_id }).await;
+    assert_eq!((again.seq, again.repeated), (ran.seq + 1, false));
+    // publish_ids = 2: "ran" (seq 1) is forgotten two publishes later; an
+    // attempt that could have been it is unknown, one sent after is not.
+    let mut few = message("x", "}", 50);
+    few.bounds.publish_ids = 2;
+    for attempt in ["y", "z", "zz"] {
+        published(&mut conn, &room, &Publish { attempt, ..few }).await;
     }
-    let mut forgotten = message("a:ran", "}", 50);
-    (forgotten.deadline_ms, forgotten.earliest_ms) = (now, now - 1000);
-    assert_eq!(settle(&mut conn, &room, &forgotten).await.unwrap(), Settled::Unknown);
-    let later = redis_ms(&mut conn).await + 1000;
-    let mut never = message("a:never", "}", 50);
-    (never.deadline_ms, never.earliest_ms) = (now, later);
-    assert_eq!(
-        settle(&mut conn, &room, &never).await.unwrap(),
-        Settled::Known(Outcome::Expired),
-        "nothing of its time was forgotten"
-    );
+    let lost = Publish { attempt: "lost", min_seq: 1, ..few };
+    assert_eq!(settle(&mut conn, &room, &lost).await.unwrap(), Settled::Unknown);
+    let recent = Publish { attempt: "recent", min_seq: 6, ..few };
+    assert_eq!(settle(&mut conn, &room, &recent).await.unwrap(), Settled::Known(Outcome::Closed));
+}
+
+/// Ids are the room's last `publish_ids` publishes, as in one process: an
+/// id older than that publishes again.
+#[tokio::test]
+#[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
+async fn ids_are_those_of_the_rooms_last_publishes() {
+    let redis = Redis::start();
+    let mut conn = redis.connection().await;
+    let room = keys("window");
+    let mut few = message("a1", "}", 50);
+    few.bounds.publish_ids = 3;
+    let first = published(&mut conn, &room, &Publish { id: Some("k"), ..few }).await;
+    for attempt in ["a2", "a3"] {
+        published(&mut conn, &room, &Publish { attempt, ..few }).await;
+    }
+    let repeat = published(&mut conn, &room, &Publish { id: Some("k"), attempt: "a4", ..few }).await;
+    assert_eq!((repeat.seq, repeat.repeated), (first.seq, true), "within the last 3");
+    published(&mut conn, &room, &Publish { attempt: "a5", ..few }).await;
+    let new = published(&mut conn, &room, &Publish { id: Some("k"), attempt: "a6", ..few }).await;
+    assert_eq!((new.seq, new.repeated), (5, false), "4 publishes ago: a new publish");
+    // Many more: what the room keeps of its records stays bounded.
+    for n in 0..200 {
+        let attempt = format!("b{n}");
+        published(&mut conn, &room, &Publish { attempt: &attempt, ..few }).await;
+    }
+    let records: Vec<String> = redis::cmd("HKEYS").arg(&room.meta).query_async(&mut conn).await.unwrap();
+    let records = records.iter().filter(|field| field.starts_with("r:")).count();
+    assert!((3..=3 + 1).contains(&records), "{records} records for publish_ids = 3");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -393,9 +411,10 @@ async fn a_feed_delivers_everything_once_while_its_pubsub_connection_is_killed()
 
 /// A publish whose answer does not come in time (Redis paused past the
 /// connection's response timeout) is settled: the node asks until Redis
-/// says. One that ran before its deadline is published once and answered
-/// with its `seq`; one held up past its deadline is never published, and
-/// the node learns that too: `unavailable` is then the truth.
+/// says. On a connection that keeps what it sent, the publish runs first
+/// and the question gets its `seq`; on one that reconnected, whichever
+/// Redis runs first decides: published once, or closed and never run, and
+/// the answer says which.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
 async fn a_publish_whose_answer_is_late_gets_its_real_outcome() {
@@ -410,32 +429,32 @@ async fn a_publish_whose_answer_is_late_gets_its_real_outcome() {
     // Redis knows the scripts already, so that an attempt is one EVALSHA
     // (the pause holds it) rather than a NOSCRIPT and a SCRIPT LOAD.
     roomcast::cluster::load_scripts(&mut admin).await.unwrap();
-    for (name, within, runs) in [("kept", 5000, true), ("managed", 5000, true), ("late", 300, false)] {
+    for name in ["kept", "managed"] {
         let room = keys(name);
         let mut pubsub = redis.subscribed(&[&room.channel]).await;
-        let now = redis_ms(&mut admin).await;
         let _: () = redis::cmd("CLIENT").arg("PAUSE").arg(1000).arg("WRITE").query_async(&mut admin).await.unwrap();
-        let mut message = message("a:n1-1", ",\"body\":1}", 50);
-        (message.deadline_ms, message.earliest_ms) = (now + within, now - 1000);
+        let message = message("n1-1", ",\"body\":1}", 50);
         let (outcome, attempts) = match name {
             "managed" => publish_settled(&mut managed, &room, &message).await,
             _ => publish_settled(&mut kept, &room, &message).await,
         }
         .expect("an answer once Redis answers");
         assert!(attempts > 1, "{name}: the first answer was lost");
-        let next = published(&mut admin, &room, &message_with_id("a:n1-2")).await;
+        let next = published(&mut admin, &room, &message_with_id("n1-2")).await;
         let mut stream = pubsub.on_message();
-        if runs {
-            let Outcome::Published(published) = outcome else { panic!("{name}: {outcome:?}") };
-            assert_eq!(published.seq, 1, "{name}");
-            assert_eq!(next.seq, 2, "{name}: published once");
-            assert_eq!(history(&mut admin, &room).await.len(), 2, "{name}");
-            let payload = common::next_payload(&mut stream).await;
-            assert_eq!(Delivered::parse(&payload).unwrap().seq, 1, "{name}: delivered once");
-        } else {
-            assert_eq!(outcome, Outcome::Expired, "{name}");
-            assert_eq!(next.seq, 1, "{name}: the late one never ran");
+        match outcome {
+            Outcome::Published(published) => {
+                assert_eq!((published.seq, next.seq), (1, 2), "{name}: published once");
+                let payload = common::next_payload(&mut stream).await;
+                assert_eq!(Delivered::parse(&payload).unwrap().seq, 1, "{name}: delivered once");
+            }
+            Outcome::Closed => {
+                assert_eq!(name, "managed", "on the same connection the publish runs first");
+                assert_eq!(next.seq, 1, "{name}: the closed one never ran");
+            }
+            other => panic!("{name}: {other:?}"),
         }
+        assert_eq!(history(&mut admin, &room).await.len() as u64, next.seq, "{name}: nothing else kept");
         let payload = common::next_payload(&mut stream).await;
         assert_eq!(Delivered::parse(&payload).unwrap().seq, next.seq, "{name}: nothing else arrived");
     }

@@ -10,8 +10,10 @@ use crate::protocol::RoomName;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomKeys {
     pub room: RoomName,
-    /// Hash: `s` the last `seq`, `e` the epoch, `b` the bytes of history
-    /// (as frames), `w` the newest time (ms) of a publish id forgotten.
+    /// Hash: `e` the epoch, `s` the last `seq`; of the history `n` its
+    /// entries, `b` their bytes (as frames) and `L` their lengths; the
+    /// records of recent publishes (`r:ID` -> `SEQ EPOCH MS`) and `w` when
+    /// the newest one forgotten was made (ms, Redis's clock).
     pub meta: String,
     /// Stream of messages (`publish::Stored`); an entry's id is `SEQ-0`.
     pub history: String,
@@ -19,11 +21,8 @@ pub struct RoomKeys {
     pub channel: String,
     /// Hash: session id -> its `members` entry, on every node.
     pub members: String,
-    /// Hash: publish id -> `SEQ EPOCH` of the publish that used it
-    /// (idempotent publish, and a node learning a publish's outcome).
-    pub ids: String,
-    /// List of `MS ID`: the same ids, oldest first, with when they were
-    /// used (ms, Redis's clock), so that the oldest are forgotten first.
+    /// List of `MS ID`: the records in `meta`, oldest first, with when
+    /// they were made, so that the oldest are forgotten first.
     pub id_order: String,
     /// The cluster's rooms held, empty ones included (`rooms.max_rooms`):
     /// room -> when it is forgotten (ms), `+inf` while it has members.
@@ -39,7 +38,6 @@ impl RoomKeys {
             history: format!("{base}:history"),
             channel: format!("{base}:messages"),
             members: format!("{base}:members"),
-            ids: format!("{base}:ids"),
             id_order: format!("{base}:id-order"),
             held: held_key(prefix),
         }
@@ -47,8 +45,8 @@ impl RoomKeys {
 
     /// Every key of the room that lives as long as the room (the channel
     /// is not a key; `members` goes with its last member).
-    pub fn lasting(&self) -> [&str; 4] {
-        [&self.meta, &self.history, &self.ids, &self.id_order]
+    pub fn lasting(&self) -> [&str; 3] {
+        [&self.meta, &self.history, &self.id_order]
     }
 }
 
@@ -68,7 +66,6 @@ mod tests {
         assert_eq!(keys.history, "rc:{team:red}:history");
         assert_eq!(keys.channel, "rc:{team:red}:messages");
         assert_eq!(keys.members, "rc:{team:red}:members");
-        assert_eq!(keys.ids, "rc:{team:red}:ids");
         assert_eq!(keys.id_order, "rc:{team:red}:id-order");
         assert_eq!(keys.held, "rc:held", "one set for the cluster");
     }

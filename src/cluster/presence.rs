@@ -15,8 +15,8 @@ use super::keys::RoomKeys;
 pub const PRESENCE_PREFIX: &str = "P ";
 
 const JOIN: &str = r#"#!lua
-local members, node_index, rooms, meta, history, ids, id_order, held =
-    KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local members, node_index, rooms, meta, history, id_order, held =
+    KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local room, id, entry, max_members, channel = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local fresh_epoch, since, client_epoch, recent = ARGV[6], tonumber(ARGV[7]), ARGV[8], tonumber(ARGV[9])
 local max_rooms = tonumber(ARGV[10])
@@ -34,7 +34,7 @@ if redis.call('HEXISTS', members, id) == 0 then
             return {0, -2}
         end
         redis.call('ZADD', held, '+inf', room)
-        for _, key in ipairs({meta, history, ids, id_order}) do
+        for _, key in ipairs({meta, history, id_order}) do
             redis.call('PERSIST', key)
         end
     end
@@ -76,8 +76,8 @@ return out
 /// [`Presence::evict`]: removes one membership, starts `empty_ttl` when the
 /// room empties, announces the leave. Returns the members left, or -1 when
 /// the session was not a member.
-/// `room` is the room's keys, by name: members, meta, history, ids,
-/// id_order, channel. Leaves free memory: they run when Redis refuses
+/// `room` is the room's keys, by name: members, meta, history, id_order,
+/// channel. Leaves free memory: they run when Redis refuses
 /// writes (`allow-oom`).
 const LEAVE_FUNCTION: &str = r#"#!lua flags=allow-oom
 local function leave(room, node_index, rooms, held, name, id, empty_ttl)
@@ -92,7 +92,7 @@ local function leave(room, node_index, rooms, held, name, id, empty_ttl)
         redis.call('ZREM', rooms, name)
         -- An empty room keeps its seq, history and publish ids for
         -- empty_ttl (and counts as held), then goes.
-        local lasting = {room.meta, room.history, room.ids, room.id_order}
+        local lasting = {room.meta, room.history, room.id_order}
         if empty_ttl > 0 then
             local clock = redis.call('TIME')
             local forget_at = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) + empty_ttl
@@ -112,11 +112,11 @@ local function leave(room, node_index, rooms, held, name, id, empty_ttl)
 end
 "#;
 
-/// KEYS members, meta, history, ids, id_order, node index, rooms, held;
-/// ARGV room, id, channel, empty_ttl ms.
+/// KEYS members, meta, history, id_order, node index, rooms, held; ARGV
+/// room, id, channel, empty_ttl ms.
 const LEAVE: &str = r#"
-local room = {members = KEYS[1], meta = KEYS[2], history = KEYS[3], ids = KEYS[4], id_order = KEYS[5], channel = ARGV[3]}
-return leave(room, KEYS[6], KEYS[7], KEYS[8], ARGV[1], ARGV[2], tonumber(ARGV[4]))
+local room = {members = KEYS[1], meta = KEYS[2], history = KEYS[3], id_order = KEYS[4], channel = ARGV[3]}
+return leave(room, KEYS[5], KEYS[6], KEYS[7], ARGV[1], ARGV[2], tonumber(ARGV[4]))
 "#;
 
 /// Every membership of a dead node leaves. KEYS node index, rooms, held;
@@ -129,7 +129,7 @@ for _, item in ipairs(redis.call('SMEMBERS', node_index)) do
     local name, id = string.match(item, '^(%S+) (%S+)$')
     local base = prefix .. ':{' .. name .. '}'
     local room = {members = base .. ':members', meta = base .. ':meta', history = base .. ':history',
-                  ids = base .. ':ids', id_order = base .. ':id-order', channel = base .. ':messages'}
+                  id_order = base .. ':id-order', channel = base .. ':messages'}
     if leave(room, node_index, rooms, held, name, id, empty_ttl) >= 0 then
         evicted = evicted + 1
     end
@@ -242,7 +242,7 @@ impl Presence {
     fn with_room_keys(&self, script: &'static Script, keys: &RoomKeys, node: &str) -> redis::ScriptInvocation<'static> {
         let mut invocation = script.prepare_invoke();
         invocation.key(&keys.members).key(self.node_index(node)).key(&self.rooms);
-        invocation.key(&keys.meta).key(&keys.history).key(&keys.ids).key(&keys.id_order).key(&keys.held);
+        invocation.key(&keys.meta).key(&keys.history).key(&keys.id_order).key(&keys.held);
         invocation
     }
 
@@ -315,7 +315,6 @@ impl Presence {
             .key(&keys.members)
             .key(&keys.meta)
             .key(&keys.history)
-            .key(&keys.ids)
             .key(&keys.id_order)
             .key(self.node_index(node))
             .key(&self.rooms)

@@ -6,23 +6,25 @@
 //! The node builds the frame around the `seq` it does not know yet: the
 //! script joins `head`, the `seq` and `tail`, so every node and every
 //! history reader gets the same bytes. A raw text body is kept and sent as
-//! it came ([`Stored`]), not as the JSON string it becomes in the frame
-//! (text of control characters grows sixfold when escaped).
+//! it came ([`Stored`](render)), not as the JSON string it becomes in the
+//! frame (text of control characters grows sixfold when escaped).
 //!
 //! What Redis holds for a room is bounded by the settings that bound one
 //! process: the history by `rooms.history` messages and `rooms.history_bytes`
 //! bytes (counted as frames), the room itself by `rooms.max_rooms` (rooms
 //! nobody is in, an API publish's, count and are forgotten after
-//! `rooms.empty_ttl`), and the ids of its publishes by `rooms.publish_ids`
-//! and [`ID_WINDOW_MS`].
+//! `rooms.empty_ttl`), and the records of its publishes by
+//! `rooms.publish_ids`.
 //!
-//! Every publish has a record: the client's id (idempotent publish,
-//! `protocol.md`), or else an id the node made. A publish whose record
-//! exists is not run again; the outcome is the first one's. A publish that
-//! reaches Redis after its deadline is not run at all: so when a node gets
-//! no answer (a timeout, a dropped connection), it asks ([`settle`]) until
-//! Redis tells it what happened, and says `unavailable` only for a publish
-//! that did not happen and never will.
+//! Every publish leaves a record: its client's id (idempotent publish,
+//! `protocol.md`), or else its attempt's, which the node makes. A publish
+//! whose record exists is not run again: the outcome is the first one's.
+//! When a node gets no answer (a timeout, a dropped connection) it asks
+//! ([`settle`]): a record says the publish ran; without one, the attempt
+//! is *closed* (a tombstone it checks before it runs), so that the publish
+//! did not happen and never will, and only then is it `unavailable`. No
+//! clock takes part: on its connection an attempt runs before the question
+//! that follows it, and elsewhere whichever Redis runs first decides.
 
 use std::time::Duration;
 
@@ -31,182 +33,169 @@ use redis::Script;
 use super::keys::RoomKeys;
 use crate::protocol::frame;
 
-/// How long a publish's id is remembered, at most (`protocol.md`: five
-/// minutes).
-pub const ID_WINDOW_MS: u64 = 300_000;
-
-/// What the publish and settle scripts share: Redis's clock in ms, and a
-/// record's outcome (`code`, `seq`, epoch) if it has one.
-const PRELUDE: &str = r#"
-local function now_ms()
-    local clock = redis.call('TIME')
-    return tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-end
-local function recorded(ids, record, code)
-    local earlier = redis.call('HGET', ids, record)
-    if earlier then
-        local seq, epoch = string.match(earlier, '^(%d+) (.*)$')
-        return {code, tonumber(seq), epoch}
-    end
-end
-"#;
-
 /// The publish. `#!lua` makes Redis refuse it before it starts when it is
 /// out of memory or a read-only replica, so that a refusal never leaves
-/// half a publish behind.
-const SCRIPT: &str = r#"
-local meta, history, ids, id_order, members, held = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local channel, record, deadline = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local head, tail, raw, fixed_len = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
-local max_history, max_bytes = tonumber(ARGV[8]), tonumber(ARGV[9])
-local max_ids, window, empty_ttl, max_rooms = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
-local room, fresh_epoch, is_raw = ARGV[14], ARGV[15], ARGV[16] == '1'
-local earlier = recorded(ids, record, 1)
-if earlier then
-    return earlier
+/// half a publish behind. The room's meta hash holds the counters, the
+/// lengths of the history's entries (`L`, oldest first: what drops when)
+/// and the records (see `RoomKeys::meta`); the common case is six
+/// commands, as many as a publish needs anyway.
+const SCRIPT: &str = r#"#!lua
+local meta, history, id_order, members, held = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local channel, record, closed, head, tail = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local is_raw, occupied, max_ids = ARGV[12] == '1', ARGV[13] == '1', tonumber(ARGV[16])
+local m = redis.call('HMGET', meta, 'e', 's', 'n', 'b', 'L', record, closed)
+if m[6] then
+    -- Published already, among the room's last max_ids publishes (this
+    -- attempt, or a publish with its client's id): that is the answer.
+    local seq, epoch = string.match(m[6], '^(%d+) (%S+)$')
+    if tonumber(seq) > (tonumber(m[2]) or 0) - max_ids then
+        return {1, tonumber(seq), epoch}
+    end
 end
-local now = now_ms()
-if now > deadline then
+if m[7] then
+    -- Its node gave up on this attempt: it is never to run.
     return {2}
 end
 -- A room nobody is in (an API publish's) is held for empty_ttl, and counts.
 local forget_at = nil
-if redis.call('EXISTS', members) == 0 then
+if not occupied and redis.call('EXISTS', members) == 0 then
+    local room = ARGV[10]
     local score = tonumber(redis.call('ZSCORE', held, room) or '')
     if not score or score == math.huge then
+        local clock = redis.call('TIME')
+        local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
         if not score then
             redis.call('ZREMRANGEBYSCORE', held, '-inf', now)
-            if redis.call('ZCARD', held) >= max_rooms then
+            if redis.call('ZCARD', held) >= tonumber(ARGV[9]) then
                 return {3}
             end
         end
-        score = now + empty_ttl
+        score = now + tonumber(ARGV[8])
         redis.call('ZADD', held, score, room)
     end
     forget_at = score
 end
-local epoch = redis.call('HGET', meta, 'e')
-if not epoch then
-    epoch = fresh_epoch
-    redis.call('HSET', meta, 'e', epoch)
-end
-local seq = redis.call('HINCRBY', meta, 's', 1)
+local epoch = m[1] or ARGV[11]
+local seq = (tonumber(m[2]) or 0) + 1
+local seq_s = tostring(seq)
+local count, bytes, lengths = tonumber(m[3]) or 0, tonumber(m[4]) or 0, m[5] or ''
 local stored
 if is_raw then
-    stored = tail .. '\n' .. raw
+    stored = tail .. '\n' .. ARGV[14]
 else
-    stored = head .. seq .. tail
+    stored = head .. seq_s .. tail
 end
-local frame_len = fixed_len + string.len(tostring(seq))
-local count = redis.call('XLEN', history)
-if seq == 1 and count > 0 then
+local frame_len = tonumber(ARGV[6]) + string.len(seq_s)
+local max_history, max_bytes = tonumber(ARGV[7]), tonumber(ARGV[15])
+if seq == 1 then
     -- A room that starts again must not mix old entries with the new numbering.
     redis.call('DEL', history)
-    count = 0
-end
-local bytes = 0
-if count > 0 then
-    bytes = tonumber(redis.call('HGET', meta, 'b') or '0')
+    count, bytes, lengths = 0, 0, ''
 end
 if max_history == 0 or frame_len > max_bytes then
     -- Too large to keep, and then nothing before it either: no gap.
     if count > 0 then
         redis.call('DEL', history)
     end
-    bytes = 0
+    count, bytes, lengths = 0, 0, ''
 else
-    local cursor, last = '-', nil
+    -- The oldest go while either bound would be passed (one, when full).
+    local from = 1
     while count > 0 and (count >= max_history or bytes + frame_len > max_bytes) do
-        local oldest = redis.call('XRANGE', history, cursor, '+', 'COUNT', 1)[1]
-        if not oldest then
+        local comma = string.find(lengths, ',', from, true)
+        if not comma then
+            count, bytes, from, lengths = 0, 0, 1, ''
             break
         end
-        local fields = oldest[2]
-        if fields[1] == 'r' then
-            bytes = bytes - (tonumber(fields[4]) or string.len(fields[2]))
-        else
-            bytes = bytes - string.len(fields[2])
-        end
+        bytes = bytes - tonumber(string.sub(lengths, from, comma - 1))
+        from = comma + 1
         count = count - 1
-        last = oldest[1]
-        cursor = '(' .. last
     end
-    if last then
-        redis.call('XTRIM', history, 'MINID', (tonumber(string.match(last, '^(%d+)')) + 1) .. '-0')
-    end
-    if count == 0 then
-        bytes = 0
-    end
-    if is_raw then
-        redis.call('XADD', history, seq .. '-0', 'r', stored, 'l', frame_len)
-    else
-        redis.call('XADD', history, seq .. '-0', 'f', stored)
-    end
+    count = count + 1
     bytes = bytes + frame_len
+    lengths = string.sub(lengths, from) .. frame_len .. ','
+    redis.call('XADD', history, 'MAXLEN', count, seq_s .. '-0', is_raw and 'r' or 'f', stored)
 end
-redis.call('HSET', meta, 'b', bytes)
-redis.call('PUBLISH', channel, seq .. ' ' .. epoch .. ' ' .. stored)
--- The record, and the oldest forgotten: beyond max_ids, or past the window
--- (a few each time). `w` keeps when the newest forgotten one was made.
-redis.call('HSET', ids, record, seq .. ' ' .. epoch)
-redis.call('RPUSH', id_order, now .. ' ' .. record)
-local newest_gone = nil
-local function forget(item)
-    local at, gone = string.match(item, '^(%d+) (.*)$')
-    redis.call('HDEL', ids, gone)
-    newest_gone = at
+local pair = seq_s .. ' ' .. epoch
+forget_oldest(meta, id_order, redis.call('RPUSH', id_order, seq_s .. ' ' .. record), max_ids)
+if m[1] then
+    redis.call('HSET', meta, 's', seq_s, 'n', count, 'b', bytes, 'L', lengths, record, pair)
+else
+    redis.call('HSET', meta, 'e', epoch, 's', seq_s, 'n', count, 'b', bytes, 'L', lengths, record, pair)
 end
-local excess = redis.call('LLEN', id_order) - max_ids
-if excess > 0 then
-    for _, item in ipairs(redis.call('LPOP', id_order, excess)) do
-        forget(item)
-    end
-end
-for _ = 1, 8 do
-    local oldest = redis.call('LINDEX', id_order, 0)
-    if not oldest or tonumber(string.match(oldest, '^(%d+)')) > now - window then
-        break
-    end
-    redis.call('LPOP', id_order)
-    forget(oldest)
-end
-if newest_gone and tonumber(newest_gone) > tonumber(redis.call('HGET', meta, 'w') or '0') then
-    redis.call('HSET', meta, 'w', newest_gone)
-end
+redis.call('PUBLISH', channel, pair .. ' ' .. stored)
 if forget_at then
-    for _, key in ipairs({meta, history, ids, id_order}) do
+    for _, key in ipairs({meta, history, id_order}) do
         redis.call('PEXPIREAT', key, forget_at)
     end
 end
 return {0, seq, epoch}
 "#;
 
-/// What became of a publish whose answer was lost. Reads only, so Redis
-/// answers it even when it refuses writes.
-const SETTLE: &str = r#"
-local ids, meta = KEYS[1], KEYS[2]
-local record, deadline, earliest = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local earlier = recorded(ids, record, 0)
-if earlier then
-    return earlier
+/// What became of an attempt whose answer was lost; without a record it is
+/// closed, so that it never runs. Tiny writes: allowed when Redis is out
+/// of memory.
+const SETTLE: &str = r#"#!lua flags=allow-oom
+local meta, id_order = KEYS[1], KEYS[2]
+local record, closed, min_seq, max_ids = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local m = redis.call('HMGET', meta, record, closed, 's', 'w')
+if m[1] then
+    -- Its own record (an attempt's is unique), or its client id's within
+    -- the room's last max_ids publishes (as the publish itself judges).
+    local seq, epoch = string.match(m[1], '^(%d+) (%S+)$')
+    if string.sub(record, 1, 4) == 'r:a:' or tonumber(seq) > tonumber(m[3] or '0') - max_ids then
+        return {1, tonumber(seq), epoch}
+    end
 end
-if now_ms() <= deadline then
-    -- It may still run.
-    return {4}
+if not m[2] then
+    redis.call('HSET', meta, closed, 'x')
+    forget_oldest(meta, id_order, redis.call('RPUSH', id_order, (m[3] or '0') .. ' ' .. closed), max_ids)
 end
-if tonumber(redis.call('HGET', meta, 'w') or '0') >= earliest then
-    -- Records made when it could have run were forgotten since.
+if tonumber(m[4] or '0') >= min_seq then
+    -- Records of publishes it could have been were forgotten since.
     return {5}
 end
 return {2}
+"#;
+
+/// What both scripts share: `id_order` lists the records oldest first as
+/// `SEQ FIELD`; beyond `max` of them the oldest go, a sixteenth at a time
+/// (unless a client's id was used again since: its record is newer), and
+/// `w` keeps the newest `seq` gone.
+const FORGET_OLDEST: &str = r#"
+local function forget_oldest(meta, id_order, length, max)
+    local batch = math.min(256, math.max(1, math.floor(max / 16)))
+    if length < max + batch then
+        return
+    end
+    local gone = redis.call('LPOP', id_order, length - max)
+    local fields, seqs = {}, {}
+    for i, item in ipairs(gone) do
+        local space = string.find(item, ' ', 1, true)
+        seqs[i] = tonumber(string.sub(item, 1, space - 1))
+        fields[i] = string.sub(item, space + 1)
+    end
+    local values = redis.call('HMGET', meta, unpack(fields))
+    local dead = {}
+    for i = 1, #fields do
+        local value = values[i]
+        if value and (value == 'x' or tonumber(string.match(value, '^(%d+)')) <= seqs[i]) then
+            dead[#dead + 1] = fields[i]
+        end
+    end
+    if #dead > 0 then
+        redis.call('HDEL', meta, unpack(dead))
+    end
+    redis.call('HSET', meta, 'w', seqs[#seqs])
+end
 "#;
 
 /// What a publish (or the question what became of it) got.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Published(Published),
-    /// It reached Redis after its deadline and was not run: it never will.
-    Expired,
+    /// Not run, and never to be: its attempt was closed.
+    Closed,
     /// A room nobody is in, and `rooms.max_rooms` are held.
     TooManyRooms,
 }
@@ -238,9 +227,10 @@ pub struct RoomBounds {
 /// A message on its way to a room.
 #[derive(Debug, Clone, Copy)]
 pub struct Publish<'a> {
-    /// The record of this publish: `c:` and the client's id, or `a:` and
-    /// one the node made.
-    pub record: &'a str,
+    /// The client's id, if it gave one.
+    pub id: Option<&'a str>,
+    /// The node's name for this attempt, unique in the cluster.
+    pub attempt: &'a str,
     /// The frame up to its `seq`, and after it: the rest of the frame, or
     /// for a raw text body the fields up to `"body":`.
     pub head: &'a str,
@@ -248,11 +238,11 @@ pub struct Publish<'a> {
     /// A raw text body, kept and sent as it came.
     pub text: Option<&'a str>,
     pub bounds: RoomBounds,
-    /// On Redis's clock (ms): reaching Redis later, it is not run.
-    pub deadline_ms: u64,
-    /// On Redis's clock (ms): it cannot have run before (the node's
-    /// estimate when it sent it, less the estimate's error).
-    pub earliest_ms: u64,
+    /// A member publishes: the room has members (an API publish may not).
+    pub occupied: bool,
+    /// The least `seq` it can get: one more than the room's `seq` the node
+    /// knew when it sent it (1 when it knew none).
+    pub min_seq: u64,
 }
 
 impl Publish<'_> {
@@ -264,31 +254,42 @@ impl Publish<'_> {
             None => self.head.len() + self.tail.len(),
         }
     }
-}
 
-/// The record of a publish: the client's own id, or the node's.
-pub fn record(client_id: Option<&str>, node_made: impl FnOnce() -> String) -> String {
-    match client_id {
-        Some(id) => format!("c:{id}"),
-        None => format!("a:{}", node_made()),
+    /// Its record in the room's meta hash: the client's id, else the attempt.
+    fn record(&self) -> String {
+        match self.id {
+            Some(id) => format!("r:c:{id}"),
+            None => format!("r:a:{}", self.attempt),
+        }
+    }
+
+    /// The field that closes its attempt.
+    fn closed(&self) -> String {
+        format!("x:{}", self.attempt)
     }
 }
 
-/// The scripts, loaded once per process (redis-rs sends its hash and loads
-/// it again when a Redis does not know it).
-pub fn script() -> &'static Script {
-    static SCRIPT_ONCE: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
-    SCRIPT_ONCE.get_or_init(|| Script::new(&format!("#!lua\n{PRELUDE}{SCRIPT}")))
+fn script(body: &'static str, cell: &'static std::sync::OnceLock<Script>) -> &'static Script {
+    cell.get_or_init(|| {
+        // The shebang line first, then the shared function, then the rest.
+        let (shebang, rest) = body.split_once('\n').unwrap_or((body, ""));
+        Script::new(&format!("{shebang}\n{FORGET_OLDEST}{rest}"))
+    })
+}
+
+fn publish_script() -> &'static Script {
+    static CELL: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+    script(SCRIPT, &CELL)
 }
 
 fn settle_script() -> &'static Script {
-    static SCRIPT_ONCE: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
-    SCRIPT_ONCE.get_or_init(|| Script::new(&format!("#!lua flags=no-writes,allow-oom\n{PRELUDE}{SETTLE}")))
+    static CELL: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+    script(SETTLE, &CELL)
 }
 
 /// The publish and settle scripts (see [`super::load_scripts`]).
 pub(super) fn scripts() -> [&'static Script; 2] {
-    [script(), settle_script()]
+    [publish_script(), settle_script()]
 }
 
 /// A script's answer: a code, then for a publish its `seq` and epoch.
@@ -304,7 +305,7 @@ fn outcome(reply: Vec<redis::Value>) -> redis::RedisResult<Result<Outcome, u8>> 
     Ok(match code {
         0 => Ok(published(false, &mut values)?),
         1 => Ok(published(true, &mut values)?),
-        2 => Ok(Outcome::Expired),
+        2 => Ok(Outcome::Closed),
         3 => Ok(Outcome::TooManyRooms),
         other => Err(other),
     })
@@ -317,29 +318,28 @@ pub async fn publish<C: redis::aio::ConnectionLike>(
     message: &Publish<'_>,
 ) -> redis::RedisResult<Outcome> {
     let bounds = &message.bounds;
-    let reply: Vec<redis::Value> = script()
+    let reply: Vec<redis::Value> = publish_script()
         .key(&keys.meta)
         .key(&keys.history)
-        .key(&keys.ids)
         .key(&keys.id_order)
         .key(&keys.members)
         .key(&keys.held)
         .arg(&keys.channel)
-        .arg(message.record)
-        .arg(message.deadline_ms)
+        .arg(message.record())
+        .arg(message.closed())
         .arg(message.head)
         .arg(message.tail)
-        .arg(message.text.unwrap_or(""))
         .arg(message.frame_len_without_seq())
         .arg(bounds.history)
-        .arg(bounds.history_bytes)
-        .arg(bounds.publish_ids)
-        .arg(ID_WINDOW_MS)
         .arg(bounds.empty_ttl.as_millis() as u64)
         .arg(bounds.max_rooms)
         .arg(keys.room.as_str())
         .arg(format!("{:016x}", fastrand::u64(..)))
         .arg(if message.text.is_some() { "1" } else { "0" })
+        .arg(if message.occupied { "1" } else { "0" })
+        .arg(message.text.unwrap_or(""))
+        .arg(bounds.history_bytes)
+        .arg(bounds.publish_ids)
         .invoke_async(connection)
         .await?;
     outcome(reply)?
@@ -350,38 +350,35 @@ pub async fn publish<C: redis::aio::ConnectionLike>(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settled {
     Known(Outcome),
-    /// Not run yet, and it still may be (its deadline has not passed).
-    Pending,
-    /// Not known any more: the room forgot the ids of the time it could
-    /// have run (`rooms.publish_ids` newer publishes, or the id window).
+    /// Not known any more: the attempt is closed now, but the room forgot
+    /// the records of publishes it could have been (`rooms.publish_ids`
+    /// newer publishes since), so it may have run before.
     Unknown,
 }
 
-/// Asks what became of `message`, whose answer was lost.
+/// Asks what became of `message`, whose answer was lost; an attempt that
+/// has not run is closed (it never will).
 pub async fn settle<C: redis::aio::ConnectionLike>(
     connection: &mut C,
     keys: &RoomKeys,
     message: &Publish<'_>,
 ) -> redis::RedisResult<Settled> {
     let reply: Vec<redis::Value> = settle_script()
-        .key(&keys.ids)
         .key(&keys.meta)
-        .arg(message.record)
-        .arg(message.deadline_ms)
-        .arg(message.earliest_ms)
+        .key(&keys.id_order)
+        .arg(message.record())
+        .arg(message.closed())
+        .arg(message.min_seq)
+        .arg(message.bounds.publish_ids)
         .invoke_async(connection)
         .await?;
     Ok(match outcome(reply)? {
-        Ok(Outcome::Published(published)) => {
-            Settled::Known(Outcome::Published(Published { repeated: true, ..published }))
-        }
         Ok(known) => Settled::Known(known),
-        Err(4) => Settled::Pending,
         Err(_) => Settled::Unknown,
     })
 }
 
-/// Why a publish's outcome is not a [`Outcome`].
+/// Why a publish's outcome is not an [`Outcome`].
 #[derive(Debug)]
 pub enum PublishError {
     /// Redis answered with an error (out of memory, a read-only replica, a
@@ -429,7 +426,7 @@ pub async fn publish_settled<C: redis::aio::ConnectionLike>(
         match settle(connection, keys, message).await {
             Ok(Settled::Known(outcome)) => return Ok((outcome, attempts)),
             Ok(Settled::Unknown) => return Err(PublishError::Unknown),
-            Ok(Settled::Pending) | Err(_) => {}
+            Err(_) => {}
         }
     }
 }
@@ -439,7 +436,7 @@ pub async fn publish_settled<C: redis::aio::ConnectionLike>(
 /// the frame's fields after its `seq` up to `"body":`, a line break, and
 /// the text as it came. Frames start with `{`, fields with `,`.
 pub fn render(keys: &RoomKeys, seq: u64, stored: &str) -> String {
-    match stored.split_once('\n').filter(|_| stored.starts_with(',')) {
+    match stored.starts_with(',').then(|| stored.split_once('\n')).flatten() {
         Some((fields, text)) => {
             let (head, _) = frame::message_text_parts(&keys.room, "", 0);
             frame::message_of_text(&head, seq, fields, text)
@@ -490,7 +487,8 @@ mod tests {
         assert_eq!(frame::message_of_text(&head, 9, &fields, text), made_here);
         assert_eq!(render(&keys, 9, "{\"whole\":1}"), "{\"whole\":1}");
         let message = Publish {
-            record: "a:1",
+            id: None,
+            attempt: "1-1",
             head: &head,
             tail: &fields,
             text: Some(text),
@@ -501,9 +499,12 @@ mod tests {
                 empty_ttl: Duration::ZERO,
                 max_rooms: 1,
             },
-            deadline_ms: 0,
-            earliest_ms: 0,
+            occupied: true,
+            min_seq: 1,
         };
         assert_eq!(message.frame_len_without_seq() + 1, made_here.len(), "what history_bytes counts");
+        assert_eq!((message.record(), message.closed()), ("r:a:1-1".to_string(), "x:1-1".to_string()));
+        let with_id = Publish { id: Some("k"), ..message };
+        assert_eq!(with_id.record(), "r:c:k", "a client's id names its record, whoever sends it");
     }
 }

@@ -3,14 +3,10 @@
 //! are each node's own (`members`).
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
 
 use bytestring::ByteString;
 
 use crate::protocol::PublishId;
-
-/// How long a publish's id is remembered, at most (`protocol.md`).
-pub const ID_WINDOW: Duration = Duration::from_secs(300);
 
 pub struct RoomLog {
     seq: u64,
@@ -24,7 +20,7 @@ pub struct RoomLog {
     epoch: Box<str>,
     /// Idempotent publishes: id -> `seq`, and the ids oldest first.
     ids: HashMap<PublishId, u64>,
-    id_order: VecDeque<(PublishId, Instant)>,
+    id_order: VecDeque<(PublishId, u64)>,
 }
 
 /// How much history a room keeps: `rooms.history` messages and
@@ -50,28 +46,29 @@ impl RoomLog {
         }
     }
 
-    /// The `seq` of the publish with `id`, if the room published it within
-    /// the window (and it is among the newest `ids` remembered).
+    /// The `seq` of the publish with `id`, if it is one of the room's last
+    /// `rooms.publish_ids` publishes (a cluster's Redis keeps the same).
     pub fn published(&mut self, id: &PublishId) -> Option<u64> {
-        self.forget_ids(Instant::now());
+        self.forget_ids();
         self.ids.get(id).copied()
     }
 
     /// Remembers that the publish with `id` got `seq`.
     pub fn remember(&mut self, id: PublishId, seq: u64) {
-        let now = Instant::now();
-        self.id_order.push_back((id.clone(), now));
+        self.id_order.push_back((id.clone(), seq));
         self.ids.insert(id, seq);
-        self.forget_ids(now);
+        self.forget_ids();
     }
 
-    /// Forgets ids past the window, and the oldest beyond the limit.
-    fn forget_ids(&mut self, now: Instant) {
-        while let Some((id, at)) = self.id_order.front() {
-            if self.id_order.len() <= self.limits.ids && now.duration_since(*at) < ID_WINDOW {
+    /// Forgets the ids of publishes older than the last `ids` (by `seq`).
+    fn forget_ids(&mut self) {
+        while let Some((id, seq)) = self.id_order.front() {
+            if *seq + self.limits.ids as u64 > self.seq {
                 break;
             }
-            self.ids.remove(id);
+            if self.ids.get(id) == Some(seq) {
+                self.ids.remove(id);
+            }
             self.id_order.pop_front();
         }
     }
@@ -84,7 +81,7 @@ impl RoomLog {
     /// beyond them.
     pub fn set_limits(&mut self, limits: HistoryLimits) {
         self.limits = limits;
-        self.forget_ids(Instant::now());
+        self.forget_ids();
         while self.history.len() > limits.messages || self.history_bytes > limits.bytes {
             let Some((_, oldest)) = self.history.pop_front() else {
                 break;
@@ -157,15 +154,21 @@ mod tests {
     }
 
     #[test]
-    fn publish_ids_are_remembered_within_their_limit() {
+    fn publish_ids_are_remembered_for_the_last_publishes() {
         let mut room = room_with_messages(3, 0);
         let id = |text: &str| PublishId::parse(text).unwrap();
-        room.remember(id("a"), 1);
-        room.remember(id("b"), 2);
+        let publish = |room: &mut RoomLog, key: Option<&str>| {
+            let (seq, _) = room.append(|seq| format!("m{seq}"));
+            if let Some(key) = key {
+                room.remember(id(key), seq);
+            }
+        };
+        publish(&mut room, Some("a"));
+        publish(&mut room, Some("b"));
         assert_eq!((room.published(&id("a")), room.published(&id("b"))), (Some(1), Some(2)));
-        room.remember(id("c"), 3);
-        assert_eq!(room.published(&id("a")), None, "two ids at most: the oldest went");
-        assert_eq!(room.published(&id("c")), Some(3));
+        publish(&mut room, None);
+        assert_eq!(room.published(&id("a")), None, "the last two publishes: a's is older");
+        assert_eq!(room.published(&id("b")), Some(2));
     }
 
     #[test]

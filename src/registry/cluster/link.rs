@@ -11,13 +11,13 @@ use actix::{AsyncContext, Context, Handler, Message, ResponseActFuture, StreamHa
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::Turn;
-use crate::cluster::liveness::{self, Liveness, RedisClock};
+use crate::cluster::liveness::Liveness;
 use crate::cluster::nodes;
 use crate::cluster::subscriber::{Event, Subscriber};
 use crate::metrics::Metrics;
 use crate::protocol::{SessionId, close};
 use crate::registry::Registry;
-use crate::session::handle::{CloseRequest, monotonic_ms};
+use crate::session::handle::CloseRequest;
 
 /// Events from the subscriber that may wait for the registry; beyond, the
 /// subscriber stops reading and Redis cuts a lagging node off (it then
@@ -34,8 +34,6 @@ pub(super) struct Link {
     pub node: u64,
     pub subscriber: Subscriber,
     pub liveness: Liveness,
-    /// Redis's clock as this node sees it (publish deadlines).
-    pub clock: RedisClock,
 }
 
 impl Link {
@@ -48,7 +46,7 @@ async fn connect(
     client: redis::Client,
     prefix: String,
     timeout: Duration,
-) -> redis::RedisResult<(ConnectionManager, u64, RedisClock)> {
+) -> redis::RedisResult<(ConnectionManager, u64)> {
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(response_timeout(timeout * 2)))
@@ -57,8 +55,7 @@ async fn connect(
     let mut connection = ConnectionManager::new_with_config(client, config).await?;
     crate::cluster::load_scripts(&mut connection).await?;
     let node = nodes::register(&mut connection, &prefix).await?;
-    let clock = liveness::time(&mut connection, monotonic_ms).await?;
-    Ok((connection, node, clock))
+    Ok((connection, node))
 }
 
 /// A key each node writes every beat, to learn whether Redis takes writes
@@ -138,7 +135,7 @@ impl Registry {
                     cluster.beating = false;
                 }
                 match connected {
-                    Ok((connection, node, clock)) => registry.linked(connection, node, clock, ctx),
+                    Ok((connection, node)) => registry.linked(connection, node, ctx),
                     Err(error) => registry.cluster_down(&error.to_string()),
                 }
             });
@@ -146,20 +143,18 @@ impl Registry {
         let (mut connection, liveness, node) = (link.connection.clone(), link.liveness.clone(), link.node_name());
         let probe = probe_key(&cluster.settings.prefix, link.node);
         let work = async move {
-            let sent = monotonic_ms();
             let beat = liveness.beat(&mut connection, &node, timeout).await?;
-            let clock = RedisClock::sample(sent, monotonic_ms(), beat.redis_ms);
             let ttl = timeout.as_millis() as u64;
             let probed =
                 redis::cmd("SET").arg(probe).arg(1).arg("PX").arg(ttl).query_async::<()>(&mut connection).await;
-            Ok::<_, redis::RedisError>((beat, clock, probed))
+            Ok::<_, redis::RedisError>((beat, probed))
         };
         self.in_redis(ctx, Turn::Node, work, |registry, beat, ctx| {
             let Some(cluster) = registry.clustered() else {
                 return;
             };
             cluster.beating = false;
-            let (beat, clock, probed) = match beat {
+            let (beat, probed) = match beat {
                 Ok(beat) => beat,
                 Err(error) => {
                     // A read-only replica refuses the beat itself.
@@ -169,9 +164,6 @@ impl Registry {
                     return registry.cluster_down(&error.to_string());
                 }
             };
-            if let Some(link) = cluster.link.as_mut() {
-                link.clock.update(clock);
-            }
             match probed {
                 Ok(()) => registry.writes_accepted(),
                 Err(error) if crate::cluster::refuses_writes(&error) => registry.writes_refused(&error),
@@ -196,7 +188,7 @@ impl Registry {
     }
 
     /// Redis gave this node `node`: sessions may come.
-    fn linked(&mut self, connection: ConnectionManager, node: u64, clock: RedisClock, ctx: &mut Context<Self>) {
+    fn linked(&mut self, connection: ConnectionManager, node: u64, ctx: &mut Context<Self>) {
         let Some(cluster) = self.cluster.as_deref_mut() else {
             return;
         };
@@ -204,7 +196,7 @@ impl Registry {
         let (client, prefix) = (cluster.client.clone(), cluster.settings.prefix.clone());
         let subscriber = Subscriber::start_on(&cluster.io, client, prefix, node, events);
         let liveness = Liveness::new(&cluster.settings.prefix);
-        cluster.link = Some(Link { connection, node, subscriber, liveness, clock });
+        cluster.link = Some(Link { connection, node, subscriber, liveness });
         let Some(first) = nodes::session_id(node, 1) else {
             log::error!("cluster: node number {node} is beyond what session ids can carry");
             return;

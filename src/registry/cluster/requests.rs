@@ -3,7 +3,7 @@
 //! from Redis and its `ok` then; the message itself reaches every member,
 //! the publisher included, through the room's channel.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix::Context;
 use serde_json::value::RawValue;
@@ -20,21 +20,13 @@ use crate::protocol::{self, ErrorCode, PublishId, RoomName, SessionId, frame};
 use crate::registry::members::MemberKind;
 use crate::registry::messages::{Command, RawFrame};
 use crate::registry::{Registry, now_epoch_ms};
-use crate::session::handle::{CloseRequest, OutFrame, monotonic_ms};
-
-/// How long after it was sent a publish may still run: one that reaches
-/// Redis later (held up by a stall, a failover) is not run.
-const PUBLISH_WITHIN: Duration = Duration::from_secs(2);
-
-/// What a publish's earliest possible run is put before the node's
-/// estimate of Redis's clock, besides the estimate's own error.
-const CLOCK_MARGIN: Duration = Duration::from_secs(1);
+use crate::session::handle::{CloseRequest, OutFrame};
 
 /// Why a publish has no `seq`.
 #[derive(Debug)]
 pub(in crate::registry) enum PublishFailure {
-    /// Not published, and it never will be: Redis was down, refused it, or
-    /// got it too late.
+    /// Not published, and it never will be: Redis was down or refused it,
+    /// or the node closed it when its answer was lost.
     Unavailable(String),
     /// A room nobody is in, and the cluster holds `rooms.max_rooms`.
     TooManyRooms,
@@ -216,17 +208,18 @@ impl Registry {
             return then(self, Err(PublishFailure::Unavailable("not connected".into())), ctx);
         };
         cluster.publishes += 1;
-        let record =
-            publish::record(publish_id.map(PublishId::as_str), || format!("{}-{}", link.node, cluster.publishes));
-        let (redis_now, error) = link.clock.at(monotonic_ms());
-        let deadline_ms = redis_now + PUBLISH_WITHIN.as_millis() as u64;
-        let earliest_ms = redis_now.saturating_sub(error + CLOCK_MARGIN.as_millis() as u64);
+        let attempt = format!("{}-{}", link.node, cluster.publishes);
         let mut connection = link.connection.clone();
-        // A member's room has its keys made; an API publish may go anywhere.
-        let keys = match cluster.rooms.get(room) {
-            Some(local) => local.keys.clone(),
-            None => std::sync::Arc::new(RoomKeys::new(&cluster.settings.prefix, room)),
+        // A member's room has its keys made, and its feed knows a seq the
+        // publish will pass; an API publish may go anywhere.
+        let (keys, min_seq) = match cluster.rooms.get(room) {
+            Some(local) => (local.keys.clone(), local.delivered() + 1),
+            None => (std::sync::Arc::new(RoomKeys::new(&cluster.settings.prefix, room)), 1),
         };
+        let publish_id = publish_id.map(|id| id.as_str().to_string());
+        // A member's publish: the room has members (only an API publish
+        // may make a room).
+        let occupied = !matches!(turn, Turn::Node);
         let ts = now_epoch_ms();
         let (head, tail, text) = match body {
             Body::Json(body) => {
@@ -241,13 +234,14 @@ impl Registry {
         let room = room.clone();
         let work = async move {
             let message = Publish {
-                record: &record,
+                id: publish_id.as_deref(),
+                attempt: &attempt,
                 head: &head,
                 tail: &tail,
                 text: text.as_deref(),
                 bounds,
-                deadline_ms,
-                earliest_ms,
+                occupied,
+                min_seq,
             };
             let started = Instant::now();
             let outcome = publish::publish_settled(&mut connection, &keys, &message).await;
@@ -279,11 +273,11 @@ impl Registry {
                 self.redis_answered();
                 Ok(published.seq)
             }
-            Ok((Outcome::Expired, attempts)) => {
+            Ok((Outcome::Closed, attempts)) => {
                 log::info!(
-                    "cluster: a publish to {room} reached Redis too late and was not run ({attempts} round trips)"
+                    "cluster: a publish to {room} went unanswered and was closed unpublished ({attempts} round trips)"
                 );
-                Err(PublishFailure::Unavailable("Redis did not take it in time; it was not published".into()))
+                Err(PublishFailure::Unavailable("Redis did not answer; it was not published".into()))
             }
             Ok((Outcome::TooManyRooms, _)) => Err(PublishFailure::TooManyRooms),
             Err(PublishError::Refused(error)) => {

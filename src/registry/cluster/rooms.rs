@@ -82,6 +82,11 @@ impl LocalRoom {
         }
     }
 
+    /// The newest `seq` this node delivered to the room (0 before any).
+    pub(super) fn delivered(&self) -> u64 {
+        self.feed.last()
+    }
+
     fn is_joining(&self, id: SessionId) -> bool {
         self.joining.iter().any(|joining| joining.id == id)
     }
