@@ -51,6 +51,8 @@ if m[6] then
     if tonumber(seq) > (tonumber(m[2]) or 0) - max_ids then
         return {1, tonumber(seq), epoch}
     end
+    -- A client's id used again after that: a new publish, a new record.
+    redis.call('LREM', id_order, 1, seq .. ' ' .. record)
 end
 if m[7] then
     -- Its node gave up on this attempt: it is never to run.
@@ -133,7 +135,7 @@ return {0, seq, epoch}
 "#;
 
 /// What became of an attempt whose answer was lost; without a record it is
-/// closed, so that it never runs. Tiny writes: allowed when Redis is out
+/// closed (a field holding the room's `seq` then), so that it never runs. Tiny writes: allowed when Redis is out
 /// of memory.
 const SETTLE: &str = r#"#!lua flags=allow-oom
 local meta, id_order = KEYS[1], KEYS[2]
@@ -148,7 +150,7 @@ if m[1] then
     end
 end
 if not m[2] then
-    redis.call('HSET', meta, closed, 'x')
+    redis.call('HSET', meta, closed, m[3] or '0')
     forget_oldest(meta, id_order, redis.call('RPUSH', id_order, (m[3] or '0') .. ' ' .. closed), max_ids)
 end
 if tonumber(m[4] or '0') >= min_seq then
@@ -158,10 +160,10 @@ end
 return {2}
 "#;
 
-/// What both scripts share: `id_order` lists the records oldest first as
-/// `SEQ FIELD`; beyond `max` of them the oldest go, a sixteenth at a time
-/// (unless a client's id was used again since: its record is newer), and
-/// `w` keeps the newest `seq` gone.
+/// What both scripts share: `id_order` lists the fields of the records
+/// (and closed attempts) oldest first as `SEQ FIELD`; beyond `max` of them
+/// the oldest go, a sixteenth at a time, and `w` keeps the newest `seq`
+/// gone.
 const FORGET_OLDEST: &str = r#"
 local function forget_oldest(meta, id_order, length, max)
     local batch = math.min(256, math.max(1, math.floor(max / 16)))
@@ -169,24 +171,12 @@ local function forget_oldest(meta, id_order, length, max)
         return
     end
     local gone = redis.call('LPOP', id_order, length - max)
-    local fields, seqs = {}, {}
+    local newest = gone[#gone]
     for i, item in ipairs(gone) do
-        local space = string.find(item, ' ', 1, true)
-        seqs[i] = tonumber(string.sub(item, 1, space - 1))
-        fields[i] = string.sub(item, space + 1)
+        gone[i] = string.sub(item, string.find(item, ' ', 1, true) + 1)
     end
-    local values = redis.call('HMGET', meta, unpack(fields))
-    local dead = {}
-    for i = 1, #fields do
-        local value = values[i]
-        if value and (value == 'x' or tonumber(string.match(value, '^(%d+)')) <= seqs[i]) then
-            dead[#dead + 1] = fields[i]
-        end
-    end
-    if #dead > 0 then
-        redis.call('HDEL', meta, unpack(dead))
-    end
-    redis.call('HSET', meta, 'w', seqs[#seqs])
+    redis.call('HDEL', meta, unpack(gone))
+    redis.call('HSET', meta, 'w', string.sub(newest, 1, string.find(newest, ' ', 1, true) - 1))
 end
 "#;
 
