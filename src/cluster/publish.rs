@@ -6,7 +6,7 @@
 //! The node builds the frame around the `seq` it does not know yet: the
 //! script joins `head`, the `seq` and `tail`, so every node and every
 //! history reader gets the same bytes. A raw text body is kept and sent as
-//! it came ([`Stored`](render)), not as the JSON string it becomes in the
+//! it came (see [`render`]), not as the JSON string it becomes in the
 //! frame (text of control characters grows sixfold when escaped).
 //!
 //! What Redis holds for a room is bounded by the settings that bound one
@@ -37,8 +37,8 @@ use crate::protocol::frame;
 /// out of memory or a read-only replica, so that a refusal never leaves
 /// half a publish behind. The room's meta hash holds the counters, the
 /// lengths of the history's entries (`L`, oldest first: what drops when)
-/// and the records (see `RoomKeys::meta`); the common case is six
-/// commands, as many as a publish needs anyway.
+/// and the records (see `RoomKeys::meta`); the common case is five
+/// commands (`HMGET`, `XADD`, `RPUSH`, `HSET`, `PUBLISH`).
 const SCRIPT: &str = r#"#!lua
 local meta, history, id_order, members, held = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local channel, record, closed, head, tail = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
