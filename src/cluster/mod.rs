@@ -25,6 +25,20 @@ pub mod publish;
 pub mod subscriber;
 pub mod users;
 
+/// `body` with the Lua functions it calls (`shared`, maybe empty), made a
+/// script once, in `cell`. A `#!lua` line stays the first: Redis reads a
+/// script's flags from its first line only.
+pub(crate) fn script_once(
+    cell: &'static std::sync::OnceLock<redis::Script>,
+    shared: &str,
+    body: &str,
+) -> &'static redis::Script {
+    cell.get_or_init(|| match body.strip_prefix("#!").and_then(|_| body.split_once('\n')) {
+        Some((shebang, rest)) => redis::Script::new(&format!("{shebang}\n{shared}\n{rest}")),
+        None => redis::Script::new(&format!("{shared}\n{body}")),
+    })
+}
+
 /// Whether Redis answered that it takes no writes now: out of memory
 /// (`maxmemory`), a read-only replica (after a failover), or unable to
 /// persist.

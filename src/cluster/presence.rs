@@ -79,7 +79,7 @@ return out
 /// `room` is the room's keys, by name: members, meta, history, id_order,
 /// channel. Leaves free memory: they run when Redis refuses
 /// writes (`allow-oom`).
-const LEAVE_FUNCTION: &str = r#"#!lua flags=allow-oom
+const LEAVE_FUNCTION: &str = r#"
 local function leave(room, node_index, rooms, held, name, id, empty_ttl)
     local entry = redis.call('HGET', room.members, id)
     if not entry then
@@ -114,7 +114,7 @@ end
 
 /// KEYS members, meta, history, id_order, node index, rooms, held; ARGV
 /// room, id, channel, empty_ttl ms.
-const LEAVE: &str = r#"
+const LEAVE: &str = r#"#!lua flags=allow-oom
 local room = {members = KEYS[1], meta = KEYS[2], history = KEYS[3], id_order = KEYS[4], channel = ARGV[3]}
 return leave(room, KEYS[5], KEYS[6], KEYS[7], ARGV[1], ARGV[2], tonumber(ARGV[4]))
 "#;
@@ -122,7 +122,7 @@ return leave(room, KEYS[5], KEYS[6], KEYS[7], ARGV[1], ARGV[2], tonumber(ARGV[4]
 /// Every membership of a dead node leaves. KEYS node index, rooms, held;
 /// ARGV the cluster's prefix, empty_ttl ms. The room keys are derived
 /// here, as `keys.rs` names them. Returns how many left.
-const EVICT: &str = r#"
+const EVICT: &str = r#"#!lua flags=allow-oom
 local node_index, rooms, held, prefix, empty_ttl = KEYS[1], KEYS[2], KEYS[3], ARGV[1], tonumber(ARGV[2])
 local evicted = 0
 for _, item in ipairs(redis.call('SMEMBERS', node_index)) do
@@ -138,23 +138,14 @@ redis.call('DEL', node_index)
 return evicted
 "#;
 
-fn script(source: &'static str, cell: &'static std::sync::OnceLock<Script>) -> &'static Script {
-    cell.get_or_init(|| Script::new(source))
-}
-
-/// A script that uses the shared leave function.
-fn with_leave(source: &'static str, cell: &'static std::sync::OnceLock<Script>) -> &'static Script {
-    cell.get_or_init(|| Script::new(&format!("{LEAVE_FUNCTION}\n{source}")))
-}
-
 fn join_script() -> &'static Script {
     static CELL: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
-    script(JOIN, &CELL)
+    super::script_once(&CELL, "", JOIN)
 }
 
 fn leave_script() -> &'static Script {
     static CELL: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
-    with_leave(LEAVE, &CELL)
+    super::script_once(&CELL, LEAVE_FUNCTION, LEAVE)
 }
 
 /// The join and leave scripts (see [`super::load_scripts`]).
@@ -344,7 +335,8 @@ if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
 end
 return 0
 "#;
-        let _: i64 = script(RENAME, &CELL).key(&keys.members).arg(id).arg(entry).invoke_async(connection).await?;
+        let rename = super::script_once(&CELL, "", RENAME);
+        let _: i64 = rename.key(&keys.members).arg(id).arg(entry).invoke_async(connection).await?;
         Ok(())
     }
 
@@ -377,7 +369,7 @@ return 0
         empty_ttl: std::time::Duration,
     ) -> redis::RedisResult<usize> {
         static CELL: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
-        with_leave(EVICT, &CELL)
+        super::script_once(&CELL, LEAVE_FUNCTION, EVICT)
             .key(self.node_index(node))
             .key(&self.rooms)
             .key(super::keys::held_key(&self.prefix))

@@ -259,22 +259,14 @@ impl Publish<'_> {
     }
 }
 
-fn script(body: &'static str, cell: &'static std::sync::OnceLock<Script>) -> &'static Script {
-    cell.get_or_init(|| {
-        // The shebang line first, then the shared function, then the rest.
-        let (shebang, rest) = body.split_once('\n').unwrap_or((body, ""));
-        Script::new(&format!("{shebang}\n{FORGET_OLDEST}{rest}"))
-    })
-}
-
 fn publish_script() -> &'static Script {
     static CELL: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
-    script(SCRIPT, &CELL)
+    super::script_once(&CELL, FORGET_OLDEST, SCRIPT)
 }
 
 fn settle_script() -> &'static Script {
     static CELL: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
-    script(SETTLE, &CELL)
+    super::script_once(&CELL, FORGET_OLDEST, SETTLE)
 }
 
 /// The publish and settle scripts (see [`super::load_scripts`]).

@@ -40,7 +40,7 @@ return 0
 "#;
 
 fn script(source: &'static str, cell: &'static std::sync::OnceLock<Script>) -> &'static Script {
-    cell.get_or_init(|| Script::new(&format!("{ADD}\n{source}")))
+    super::script_once(cell, ADD, source)
 }
 
 fn admit_script() -> &'static Script {
