@@ -6,7 +6,9 @@
 # certificates, curl for README's tour, procps for `kill`, Node and Debian's
 # Python with PyJWT for the token examples in docs/authentication.md,
 # redis-server for the cluster. Then runs
-# `cargo test` with any arguments given.
+# `cargo test` with any arguments given, twice: against one process, then
+# (RC_TEST_CLUSTER=1) with every server the tests start a node of a cluster
+# on a real Redis, so that no rule of the protocol differs between them.
 #
 # A test whose program is still missing fails and says so. To skip those
 # tests instead (they then show as ignored), run with SKIP_MISSING_TOOLS=1;
@@ -41,4 +43,7 @@ if [ ${#missing[@]} -gt 0 ]; then
         echo "test.sh: them will fail (or, with SKIP_MISSING_TOOLS=1, be skipped and shown as ignored)" >&2
     fi
 fi
-exec cargo test "$@"
+echo "test.sh: the tests against one process" >&2
+cargo test "$@"
+echo "test.sh: the same tests against a cluster node (RC_TEST_CLUSTER=1)" >&2
+RC_TEST_CLUSTER=1 cargo test "$@"

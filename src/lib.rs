@@ -1,29 +1,46 @@
 //! roomcast: a realtime WebSocket room server.
 //!
-//! How the modules fit together (see `docs/architecture.md` for the flow of
-//! a message):
+//! The modules form layers; each names only modules below it
+//! (`tests/layers.rs` keeps it so). See `docs/architecture.md` for the flow
+//! of a message.
 //!
-//! - [`config`]: every setting, from TOML and `ROOMCAST_*` variables, validated.
+//! ```text
+//!   server  reload                  binds, drains on signals; SIGHUP
+//!   http                            routes, /healthz, /metrics, /api, the upgrade gate
+//!   session                         one actor per WebSocket connection
+//!   registry   cluster              the hub (rooms, members, fan-out); Redis's side
+//!   outbox   live                   what the hub hands a session; the settings in effect
+//!   auth   tls   limit              tokens and grants; certificates; counted connections
+//!   protocol  config  metrics  logging    the wire; plain settings; counters; log filter
+//! ```
+//!
 //! - [`protocol`]: the wire only: request parsing, server frames, room names,
 //!   session ids, close codes.
-//! - [`server`]: binds, announces `listening on ...`, drains on signals.
-//! - [`tls`]: `[server.tls]` read into a rustls configuration.
-//! - [`auth`]: signed tokens: who a connection is and which rooms it may use.
-//! - [`http`]: routes, the origin policy, `/healthz`, `/metrics`, `/api`,
-//!   and the WebSocket upgrade gate.
-//! - [`session`]: one actor per WebSocket connection (`/ws`, `/ws/{room}`,
-//!   `/echo`), its bounded outbound queue and the heartbeat watchdog.
-//! - [`registry`]: the actor that owns rooms and the session directory and
-//!   relays messages.
-//! - [`cluster`]: rooms across processes through Redis (in progress: the
-//!   Redis side of a publish).
-//! - [`limit`]: connections counted per client address or user.
+//! - [`config`]: every setting, from TOML and `ROOMCAST_*` variables,
+//!   validated, and what is parsed from them (the names the server answers
+//!   to, the origin policy).
 //! - [`metrics`]: counters and gauges in the Prometheus text format.
 //! - [`logging`]: env_logger behind a filter SIGHUP can change.
+//! - [`limit`]: connections counted per client address or user.
+//! - [`tls`]: `[server.tls]` read into a rustls configuration.
+//! - [`auth`]: signed tokens: who a connection is, which rooms it may use,
+//!   and why authentication closes a session.
+//! - [`live`]: the configuration in effect and what is built from it once,
+//!   swapped whole by SIGHUP.
+//! - [`outbox`]: a session's bounded outbound queue and close requests: all
+//!   the hub and the watchdog reach of a session.
+//! - [`cluster`]: the Redis side of rooms across processes (scripts,
+//!   subscriber, liveness).
+//! - [`registry`]: the hub: the actor that owns rooms and the session
+//!   directory and relays messages, alone or with a cluster.
+//! - [`session`]: the actor of each WebSocket connection (`/ws`,
+//!   `/ws/{room}`, `/echo`) and its heartbeat watchdog.
+//! - [`http`]: routes, `/healthz`, `/metrics`, `/api`, and the WebSocket
+//!   upgrade gate.
 //! - [`reload`]: SIGHUP: the configuration read again and applied live.
-//! - [`load`]: `roomcast load`, the load tester, one module per scenario.
-//! - [`client`]: `roomcast client`, interactive or for scripts.
-//! - [`dial`]: opening client connections, for the load tester and the client.
+//! - [`server`]: binds, announces `listening on ...`, drains on signals.
+//! - [`load`], [`client`], [`dial`]: `roomcast load` (the load tester),
+//!   `roomcast client`, and the client connections both open.
 
 pub mod auth;
 pub mod client;
@@ -32,9 +49,11 @@ pub mod config;
 pub mod dial;
 pub mod http;
 pub mod limit;
+pub mod live;
 pub mod load;
 pub mod logging;
 pub mod metrics;
+pub mod outbox;
 pub mod protocol;
 pub mod registry;
 pub mod reload;

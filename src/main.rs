@@ -41,7 +41,7 @@ struct ConfigArgs {
 const CONFIG_ERROR: u8 = 2;
 
 fn load(args: &ConfigArgs) -> Result<(Settings, ConfigSource), ExitCode> {
-    Settings::load(args.config.as_deref()).map_err(|error| {
+    Settings::load(args.config.as_deref(), roomcast::live::CHECKS).map_err(|error| {
         eprintln!("roomcast: configuration error: {error}");
         ExitCode::from(CONFIG_ERROR)
     })

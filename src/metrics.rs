@@ -286,7 +286,7 @@ impl Metrics {
                 "roomcast_socket_mismatches_total",
                 "counter",
                 "Times a connection's descriptor no longer named its socket when the server was about to use it (must stay 0).",
-                crate::http::conn::mismatches(),
+                socket_mismatches(),
             ),
             (
                 "roomcast_panics_total",
@@ -311,6 +311,18 @@ impl Metrics {
         }
         out
     }
+}
+
+/// Times a descriptor no longer named its connection's socket when it was
+/// about to be used (`roomcast_socket_mismatches_total`, which must stay 0).
+static SOCKET_MISMATCHES: AtomicU64 = AtomicU64::new(0);
+
+pub fn count_socket_mismatch() {
+    SOCKET_MISMATCHES.fetch_add(1, Ordering::Relaxed);
+}
+
+pub fn socket_mismatches() -> u64 {
+    SOCKET_MISMATCHES.load(Ordering::Relaxed)
 }
 
 #[cfg(test)]

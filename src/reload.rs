@@ -56,7 +56,8 @@ impl Reloader {
     }
 
     fn try_reload(&self, state: &AppState) -> Result<String, String> {
-        let (mut settings, source) = Settings::load(self.config.as_deref()).map_err(|e| e.to_string())?;
+        let (mut settings, source) =
+            Settings::load(self.config.as_deref(), crate::live::CHECKS).map_err(|e| e.to_string())?;
         let current = state.live();
         let old = &current.settings;
         let kept = keep_restart_keys(old, &mut settings);

@@ -20,8 +20,8 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::auth::users::UserLimit;
 use crate::config::{ConfigError, Settings};
-use crate::http::peers::PeerLimit;
 use crate::http::{self, AppState, Live};
+use crate::limit::peers::PeerLimit;
 use crate::metrics::Metrics;
 use crate::protocol::close;
 use crate::registry::cluster::{Cluster, ClusterLeave};
@@ -145,7 +145,7 @@ async fn serve(settings: Settings, config: Option<PathBuf>) -> Result<(), ServeE
         false => None,
     };
     if clustered {
-        eprintln!("cluster: connecting to Redis (prefix {:?})", settings.cluster.prefix);
+        log::info!("cluster: connecting to Redis (prefix {:?})", settings.cluster.prefix);
     }
     let registry = Registry::start_in_arbiter(&registry_thread.handle(), move |_| {
         let cluster = cluster.map(|(settings, client, next_id, io)| Cluster::new(settings, client, next_id, io));
@@ -183,7 +183,7 @@ async fn serve(settings: Settings, config: Option<PathBuf>) -> Result<(), ServeE
             .disable_signals()
             // Realtime traffic: no Nagle delay on small frames.
             .tcp_nodelay(true)
-            .on_connect(http::conn::capture)
+            .on_connect(crate::outbox::socket::capture)
             .client_disconnect_timeout(Duration::from_secs(1));
     server = server.workers(workers);
     let listen_on = (settings.server.host.as_str(), settings.server.port);

@@ -45,7 +45,7 @@ async fn a_client_making_raw_rooms_in_a_loop_stays_within_the_bound() {
             }
         }
     }
-    let held = server.metric("roomcast_rooms_held").await;
+    let held = server.wait_for_metric("roomcast_rooms_held", max_rooms as u64).await;
     let history = server.metric("roomcast_history_bytes").await;
     let peak_kib = server.peak_rss_kib();
     eprintln!(
@@ -128,5 +128,5 @@ async fn max_rooms_counts_empty_rooms_and_refuses_one_more_everywhere() {
             .expect("publish");
         assert_eq!(response.status().as_u16(), expected, "{room}");
     }
-    assert_eq!(server.metric("roomcast_rooms_held").await, 2);
+    assert_eq!(server.wait_for_metric("roomcast_rooms_held", 2).await, 2);
 }

@@ -146,7 +146,8 @@ pub fn run(args: TokenArgs) -> std::process::ExitCode {
 
 fn token(args: &TokenArgs) -> Result<String, String> {
     let (settings, _) =
-        crate::Settings::load(args.config.as_deref()).map_err(|e| format!("configuration error: {e}"))?;
+        crate::Settings::load(args.config.as_deref(), &[|settings| super::Verifier::new(&settings.auth).map(drop)])
+            .map_err(|e| format!("configuration error: {e}"))?;
     let auth = &settings.auth;
     let text = |value: &str| Some(value.to_string()).filter(|value| !value.is_empty());
     let claims = Claims {

@@ -25,7 +25,6 @@ use jsonwebtoken::{Algorithm, Validation, decode, decode_header};
 
 use crate::config::{AuthMode, AuthSettings, ConfigError};
 use crate::metrics::AuthFailure;
-use crate::session::handle::Policy;
 pub use identity::{Access, Claims, ConnectionClaims, Identity, RoomClaims};
 use keys::Keys;
 use patterns::Patterns;
@@ -247,5 +246,25 @@ fn describe(kind: &ErrorKind) -> String {
             "not a signed JWT".into()
         }
         _ => "the configured key cannot check it".into(),
+    }
+}
+
+/// Why authentication closes a session: the `error` code (on `/ws`) and the
+/// close frame's reason (everywhere).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    Unauthorized,
+    TokenExpired,
+    TooManyConnections,
+}
+
+impl Policy {
+    pub fn error_code(self) -> crate::protocol::ErrorCode {
+        use crate::protocol::ErrorCode;
+        match self {
+            Policy::Unauthorized => ErrorCode::Unauthorized,
+            Policy::TokenExpired => ErrorCode::TokenExpired,
+            Policy::TooManyConnections => ErrorCode::TooManyConnections,
+        }
     }
 }

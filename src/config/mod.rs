@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod hosts;
+pub mod origin;
 pub mod values;
 
 pub use values::ByteSize;
@@ -386,11 +388,16 @@ impl fmt::Display for ConfigSource {
     }
 }
 
+/// A check of the settings that only a layer above can make (a
+/// certificate that loads, keys that parse: `live::CHECKS`), run with the
+/// others so that its error names the key and where it was set alike.
+pub type Check = fn(&Settings) -> Result<(), ConfigError>;
+
 impl Settings {
     /// Loads `path` (or `config/roomcast.toml` when present, or nothing),
     /// applies environment overrides from the process, and validates; says
     /// which file it read.
-    pub fn load(path: Option<&Path>) -> Result<(Settings, ConfigSource), ConfigError> {
+    pub fn load(path: Option<&Path>, checks: &[Check]) -> Result<(Settings, ConfigSource), ConfigError> {
         let file = match path {
             Some(path) if !path.is_file() => {
                 return Err(ConfigError::new(format!("configuration file {} does not exist", path.display())));
@@ -398,15 +405,16 @@ impl Settings {
             Some(path) => Some(path),
             None => Some(Path::new(DEFAULT_CONFIG_PATH)).filter(|p| p.is_file()),
         };
-        let settings = Self::load_from(file, None)?;
+        let settings = Self::load_from(file, None, checks)?;
         Ok((settings, file.map_or(ConfigSource::Defaults, |file| ConfigSource::File(file.to_path_buf()))))
     }
 
     /// Loads exactly `file` (if any) and the environment `env` (`None`: the
-    /// process environment), then validates.
+    /// process environment), then validates, with `checks` too.
     pub fn load_from(
         file: Option<&Path>,
         env: Option<std::collections::HashMap<String, String>>,
+        checks: &[Check],
     ) -> Result<Settings, ConfigError> {
         let mut builder = config::Config::builder();
         if let Some(file) = file {
@@ -423,7 +431,8 @@ impl Settings {
         let settings: Settings = serde_path_to_error::deserialize(tree).map_err(|error| {
             ConfigError::key(&error.path().to_string(), error.inner()).hiding_secrets().with_source(&merged, file)
         })?;
-        settings.validate().map_err(|error| error.with_source(&merged, file))?;
+        let valid = checks.iter().try_fold((), |(), check| check(&settings));
+        settings.validate().and(valid).map_err(|error| error.with_source(&merged, file))?;
         Ok(settings)
     }
 
@@ -465,7 +474,7 @@ impl Settings {
         if let Err(problem) = (self.server.host.as_str(), self.server.port).to_socket_addrs() {
             return Err(ConfigError::key("server.host", format!("cannot resolve {:?}: {problem}", self.server.host)));
         }
-        crate::http::hosts::HostCheck::new(&self.server)?;
+        hosts::HostCheck::new(&self.server)?;
         if self.heartbeat.interval.is_zero() {
             return Err(ConfigError::key("heartbeat.interval", "must be longer than 0s"));
         }
@@ -480,7 +489,7 @@ impl Settings {
             ));
         }
         for entry in &self.origin.allow {
-            if let Err(problem) = crate::http::origin::Origin::parse(entry) {
+            if let Err(problem) = origin::Origin::parse(entry) {
                 return Err(ConfigError::key("origin.allow", format!("{entry:?}: {problem}")));
             }
         }
@@ -496,11 +505,8 @@ impl Settings {
             (true, false) => {
                 return Err(ConfigError::key("server.tls.cert", "is needed with server.tls.key"));
             }
-            (false, false) => {
-                crate::tls::certified_key(&tls.cert, &tls.key)?;
-            }
+            (false, false) => {}
         }
-        crate::auth::Verifier::new(&self.auth)?;
         self.cluster.validate()?;
         validate_log_filter(&self.log.level).map_err(|problem| ConfigError::key("log.level", problem))
     }
@@ -630,7 +636,7 @@ mod tests {
 
     fn from_env(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
         let env: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Settings::load_from(None, Some(env))
+        Settings::load_from(None, Some(env), &[])
     }
 
     #[test]

@@ -1,13 +1,9 @@
-//! The HTTP surface: routes, the shared application state, and what the
-//! handshake gate checks: the names the server answers to (`hosts`), the
-//! origin policy (`origin`), connections per client address (`peers`), and
-//! the per-connection socket capture (`conn`).
+//! The HTTP surface: routes, the shared application state, and the
+//! handshake gate (`upgrade`), which checks what [`Live`] holds: the names
+//! the server answers to, the origin policy, tokens; and connections per
+//! client address (`limit::peers`).
 
 pub mod api;
-pub mod conn;
-pub mod hosts;
-pub mod origin;
-pub mod peers;
 pub mod status;
 pub mod upgrade;
 
@@ -21,35 +17,13 @@ use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use arc_swap::ArcSwap;
 
-use crate::auth::Verifier;
 use crate::auth::users::UserLimit;
-use crate::config::{ConfigError, Settings};
+use crate::limit::peers::PeerLimit;
+pub use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::session::heartbeat::Watchdog;
 use crate::session::ratelimit::RateLimit;
-use hosts::HostCheck;
-use origin::OriginCheck;
-use peers::PeerLimit;
-
-/// The configuration in effect and the checks made from it, swapped whole
-/// by SIGHUP: a request sees either the old or the new one.
-pub struct Live {
-    pub settings: Settings,
-    pub hosts: HostCheck,
-    pub origin: OriginCheck,
-    /// `[auth]`: a reload reads the keys again.
-    pub auth: Arc<Verifier>,
-}
-
-impl Live {
-    pub fn new(settings: Settings) -> Result<Live, ConfigError> {
-        let hosts = HostCheck::new(&settings.server)?;
-        let origin = OriginCheck::new(&settings.origin);
-        let auth = Arc::new(Verifier::new(&settings.auth)?);
-        Ok(Live { settings, hosts, origin, auth })
-    }
-}
 
 /// What every request handler can reach.
 #[derive(Clone)]

@@ -4,8 +4,8 @@
 use indexmap::IndexMap;
 
 use crate::auth::Access;
+use crate::outbox::{OutFrame, Push, SessionHandle};
 use crate::protocol::SessionId;
-use crate::session::handle::{OutFrame, Push, SessionHandle};
 
 /// Which protocol a member speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,7 +138,7 @@ mod tests {
     #[test]
     fn emptying_counts_a_generation() {
         let mut members = Members::default();
-        let limits = crate::session::handle::OutboundLimits { frames: 1, bytes: 1000, stall_ms: 1000 };
+        let limits = crate::outbox::OutboundLimits { frames: 1, bytes: 1000, stall_ms: 1000 };
         let member = || Member {
             handle: SessionHandle::new(SessionId(1), limits, None),
             kind: MemberKind::Raw,

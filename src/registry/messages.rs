@@ -9,9 +9,9 @@ use serde_json::value::RawValue;
 
 use super::Registry;
 use crate::auth::{Access, Identity};
+use crate::outbox::{InFlight, OutFrame, SessionHandle};
 use crate::protocol::request::{Ref, Request};
 use crate::protocol::{PublishId, RoomName, SessionId};
-use crate::session::handle::{InFlight, OutFrame, SessionHandle};
 
 /// A session's place in the registry, taken before the registry hears of
 /// the session: dropping it sends [`Disconnect`]. It lives in the session's

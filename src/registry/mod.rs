@@ -28,10 +28,10 @@ use crate::auth::patterns::Patterns;
 use crate::auth::{Access, Identity};
 use crate::config::{AuthMode, Settings};
 use crate::metrics::{AuthFailure, Metrics};
+use crate::outbox::{OutFrame, Push, SessionHandle};
 use crate::protocol::frame::{self, PresenceEvent};
 use crate::protocol::request::RequestKind;
 use crate::protocol::{self, ErrorCode, PublishId, RoomName, SessionId};
-use crate::session::handle::{OutFrame, Push, SessionHandle};
 use cluster::Cluster;
 use history::HistoryLimits;
 use members::{Member, MemberKind};
@@ -116,6 +116,8 @@ pub struct Registry {
     emptied: Vec<RoomName>,
     /// With `[cluster]`: rooms live in Redis (`rooms` stays empty).
     cluster: Option<Box<Cluster>>,
+    /// Publish replies whose wait for their message ended (a room dropped).
+    acks_due: Vec<cluster::Ack>,
 }
 
 impl Actor for Registry {
@@ -169,6 +171,7 @@ impl Registry {
             slow: Vec::new(),
             emptied: Vec::new(),
             cluster: cluster.map(Box::new),
+            acks_due: Vec::new(),
         }
     }
 
@@ -266,7 +269,15 @@ impl Registry {
                 }
             });
         }
-        self.metrics.rooms_held.store(self.rooms.len() as u64, Ordering::Relaxed);
+        self.count_rooms_held();
+    }
+
+    /// `roomcast_rooms_held`: the rooms this process holds (a cluster's are
+    /// counted in Redis, at each beat).
+    fn count_rooms_held(&self) {
+        if self.cluster.is_none() {
+            self.metrics.rooms_held.store(self.rooms.len() as u64, Ordering::Relaxed);
+        }
     }
 
     /// Drops a room and its history.
@@ -274,7 +285,7 @@ impl Registry {
         if let Some(room) = self.rooms.remove(name) {
             self.metrics.history_bytes.fetch_sub(room.log.history_bytes() as u64, Ordering::Relaxed);
         }
-        self.metrics.rooms_held.store(self.rooms.len() as u64, Ordering::Relaxed);
+        self.count_rooms_held();
     }
 
     /// What a session may do in `name`: everything in a public room; in a
@@ -469,12 +480,17 @@ impl Registry {
     }
 
     fn nick(&mut self, id: SessionId, name: String, reference: Option<&RawValue>) {
+        self.rename(id, name);
+        self.reply(id, frame::ok(None, reference));
+    }
+
+    /// The session's nick, in its entry and in the messages it sends.
+    fn rename(&mut self, id: SessionId, name: String) {
         let Some(entry) = self.sessions.get_mut(&id) else {
             return;
         };
         entry.nick = Some(name);
         entry.sender = frame::sender_fields(id, entry.nick.as_deref(), entry.user(self.limits.auth));
-        self.reply(id, frame::ok(None, reference));
     }
 
     /// Whether the session may see `name` in a `rooms` list: a room it may
@@ -511,7 +527,10 @@ impl Registry {
         };
         let sessions = &self.sessions;
         let auth = self.limits.auth;
-        let list = room.members.ids().map(|member| match sessions.get(&member) {
+        // By session id, as a cluster lists them.
+        let mut ids: Vec<SessionId> = room.members.ids().collect();
+        ids.sort_unstable_by_key(|id| id.0);
+        let list = ids.into_iter().map(|member| match sessions.get(&member) {
             Some(entry) => (member, entry.nick.as_deref(), entry.user(auth)),
             None => (member, None, auth.then_some(None)),
         });

@@ -5,8 +5,8 @@
 use bytes::Bytes;
 use bytestring::ByteString;
 
-use super::handle::OutFrame;
 use super::{Core, Endpoint};
+use crate::outbox::OutFrame;
 
 pub struct Echo;
 

@@ -5,7 +5,7 @@
 //! (sessions keep no timer of their own), and decides, from outside the
 //! actors, who is dead. It has to be
 //! outside: a client that stops reading freezes its actor (see
-//! `http::conn`), and a frozen actor's own timer would never fire.
+//! `outbox::socket`), and a frozen actor's own timer would never fire.
 //!
 //! Timing: the sweep runs every `tick` (a quarter of the interval, at most
 //! 250 ms), so a silent client is noticed within `timeout + tick`. Its actor
@@ -27,10 +27,11 @@
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use crate::auth::Policy;
 use crate::config::HeartbeatSettings;
 use crate::metrics::{AuthFailure, Metrics};
+use crate::outbox::{CloseRequest, SessionHandle, tick_coarse_clock};
 use crate::protocol::close;
-use crate::session::handle::{CloseRequest, Policy, SessionHandle, tick_coarse_clock};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
@@ -172,7 +173,7 @@ mod tests {
     }
 
     fn handle(id: u64) -> SessionHandle {
-        let limits = crate::session::handle::OutboundLimits { frames: 4, bytes: 1 << 20, stall_ms: 1000 };
+        let limits = crate::outbox::OutboundLimits { frames: 4, bytes: 1 << 20, stall_ms: 1000 };
         SessionHandle::new(SessionId(id), limits, None)
     }
 
@@ -192,7 +193,7 @@ mod tests {
         let mut cx = std::task::Context::from_waker(&waker);
         let mut next = || loop {
             match std::pin::Pin::new(&mut signals).poll_next(&mut cx) {
-                std::task::Poll::Ready(Some(crate::session::handle::Signal::Ping)) => {}
+                std::task::Poll::Ready(Some(crate::outbox::Signal::Ping)) => {}
                 std::task::Poll::Ready(Some(signal)) => return Some(format!("{signal:?}")),
                 _ => return None,
             }
@@ -215,7 +216,7 @@ mod tests {
         let h = handle(3);
         inner.sessions.lock().unwrap().push(h.clone());
         h.expire_in(500);
-        let start = crate::session::handle::monotonic_ms();
+        let start = crate::outbox::monotonic_ms();
         sweep(&inner, start);
         assert!(h.close_request().is_none());
         sweep(&inner, start + 600);

@@ -25,8 +25,8 @@ use bytes::{Bytes, BytesMut};
 use futures_core::Stream;
 
 use super::assemble::{Assembler, Fragment, Message};
-use super::handle::SessionHandle;
 use super::scan::HeaderScanner;
+use crate::outbox::SessionHandle;
 use crate::protocol::close;
 
 /// What the client sent.
@@ -221,8 +221,8 @@ fn close_reason(payload: &[u8]) -> Result<Option<CloseReason>, (u16, Cow<'static
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbox::{CloseRequest, OutboundLimits};
     use crate::protocol::SessionId;
-    use crate::session::handle::{CloseRequest, OutboundLimits};
     use crate::session::scan::tests::frame;
     use futures_util::StreamExt;
 

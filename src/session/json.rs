@@ -9,12 +9,12 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use serde_json::value::RawValue;
 
-use super::handle::Policy;
 use super::ratelimit::TokenBucket;
 use super::{Core, Endpoint};
+use crate::auth::Policy;
 use crate::auth::{Access, Identity, TokenError, Verifier};
 use crate::config::AuthMode;
-use crate::http::Live;
+use crate::live::Live;
 use crate::metrics::{AuthFailure, Metrics};
 use crate::protocol::ErrorCode;
 use crate::protocol::frame;

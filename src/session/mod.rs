@@ -16,7 +16,6 @@
 
 pub mod assemble;
 pub mod echo;
-pub mod handle;
 pub mod heartbeat;
 pub mod inbound;
 pub mod json;
@@ -36,13 +35,14 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use futures_core::Stream;
 
+use crate::auth::Policy;
 use crate::auth::users::UserSlot;
-use crate::http::peers::PeerSlot;
+use crate::limit::peers::PeerSlot;
 use crate::metrics::{ConnectionSlot, Metrics};
+use crate::outbox::{CloseRequest, Fragment, OutFrame, Push, SessionHandle, Signal};
 use crate::protocol::close;
 use actix_http::ws::Item;
 use assemble::Message;
-use handle::{CloseRequest, Fragment, OutFrame, Policy, Push, SessionHandle, Signal};
 use heartbeat::Watchdog;
 use inbound::{Inbound, InboundStream};
 

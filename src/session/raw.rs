@@ -4,10 +4,10 @@
 use bytes::Bytes;
 use bytestring::ByteString;
 
-use super::handle::OutFrame;
 use super::ratelimit::TokenBucket;
 use super::{Core, Endpoint};
 use crate::metrics::Metrics;
+use crate::outbox::OutFrame;
 use crate::registry::messages::{RawFrame, Registration};
 
 pub struct RawRelay {

@@ -6,8 +6,9 @@
 use bytes::Bytes;
 use bytestring::ByteString;
 
-use super::handle::{CloseRequest, Policy};
 use super::{Core, Endpoint};
+use crate::auth::Policy;
+use crate::outbox::CloseRequest;
 use crate::protocol::frame;
 
 pub struct Refused {

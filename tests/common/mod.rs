@@ -48,10 +48,75 @@ pub fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
         }
     }
     cmd.env("ROOMCAST_SERVER__PORT", "0").env("ROOMCAST_SERVER__WORKERS", "2");
+    let clustered = env.iter().any(|(key, _)| key.starts_with("ROOMCAST_CLUSTER__"));
+    if args == ["serve"] && !clustered && cluster_switch() {
+        cmd.env("ROOMCAST_CLUSTER__REDIS", shared_redis_url())
+            .env("ROOMCAST_CLUSTER__PREFIX", format!("t{}", fastrand::u64(..)))
+            .env("ROOMCAST_CLUSTER__NODE_TIMEOUT", "1s");
+    }
     for (key, value) in env {
         cmd.env(key, value);
     }
     cmd
+}
+
+/// `RC_TEST_CLUSTER=1`: every server a test starts with `serve` (and no
+/// `[cluster]` of its own) is a node of a cluster, alone on a Redis shared
+/// by the test binary under a prefix of its own, so that the protocol's
+/// tests check one process and a cluster node alike.
+pub fn cluster_switch() -> bool {
+    std::env::var("RC_TEST_CLUSTER").is_ok_and(|value| value == "1")
+}
+
+/// The URL of the test binary's own `redis-server`, started on first use.
+/// It ends with the binary: a shell holds it and kills it when the pipe
+/// from this process closes (statics are never dropped).
+fn shared_redis_url() -> String {
+    SHARED_REDIS
+        .get_or_init(|| {
+            let program = tool("redis-server", "redis-server");
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let script = format!(
+                "{} --port {port} --bind 127.0.0.1 --save '' --appendonly no >/dev/null & \
+             pid=$!; cat >/dev/null; kill $pid",
+                program.display()
+            );
+            let child =
+                Command::new("sh").args(["-c", &script]).stdin(Stdio::piped()).spawn().expect("start redis-server");
+            // The pipe stays open for the life of the process.
+            std::mem::forget(child);
+            let deadline = std::time::Instant::now() + DEADLINE;
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(std::time::Instant::now() < deadline, "redis-server did not start on port {port}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            format!("redis://127.0.0.1:{port}")
+        })
+        .clone()
+}
+
+static SHARED_REDIS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Waits until the node under `prefix` has beaten once on the Redis at
+/// `url` (it has its number then, and takes connections), without relying
+/// on its log, which a test may have turned down.
+fn wait_for_node(url: &str, prefix: &str) {
+    use std::io::{Read, Write};
+    let address = url.trim_start_matches("redis://");
+    let key = format!("{prefix}:nodes:alive");
+    let command = format!("*2\r\n$5\r\nZCARD\r\n${}\r\n{key}\r\n", key.len());
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let mut redis = std::net::TcpStream::connect(address).expect("connect to the shared Redis");
+    loop {
+        redis.write_all(command.as_bytes()).expect("ask Redis");
+        let mut reply = [0u8; 64];
+        let n = redis.read(&mut reply).expect("Redis answers");
+        if !reply[..n].starts_with(b":0") {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "the node under {prefix} never beat");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 impl Server {
@@ -60,6 +125,13 @@ impl Server {
     }
 
     pub fn spawn(mut cmd: Command) -> Server {
+        let env = |name: &str| {
+            cmd.get_envs().find(|(key, _)| *key == name).and_then(|(_, value)| value?.to_str().map(String::from))
+        };
+        // A node the switch made (`RC_TEST_CLUSTER`): where it registers.
+        let switched = env("ROOMCAST_CLUSTER__REDIS")
+            .filter(|url| Some(url) == SHARED_REDIS.get())
+            .zip(env("ROOMCAST_CLUSTER__PREFIX"));
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
         let mut child = cmd.spawn().expect("start roomcast");
         let stdout = child.stdout.take().expect("stdout");
@@ -90,7 +162,12 @@ impl Server {
             _ => panic!("unexpected first line {first:?}; log: {:?}", log.lock().unwrap()),
         };
         let addr = addr.parse().expect("an address");
-        Server { pid: child.id(), child: Some(child), addr, tls, log_lines: log_rx, log }
+        let server = Server { pid: child.id(), child: Some(child), addr, tls, log_lines: log_rx, log };
+        if let Some((url, prefix)) = switched {
+            // Before it has its node number a node refuses connections.
+            wait_for_node(&url, &prefix);
+        }
+        server
     }
 
     pub fn pid(&self) -> u32 {
@@ -192,6 +269,19 @@ impl Server {
             .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or_else(|| panic!("{field} in /proc/PID/status"))
+    }
+
+    /// Waits until a metric reads `value` (a cluster node learns some of
+    /// them from Redis at its next beat); returns it.
+    pub async fn wait_for_metric(&self, name: &str, value: u64) -> u64 {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let now = self.metric(name).await;
+            if now == value || tokio::time::Instant::now() >= deadline {
+                return now;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The value of one metric from `/metrics`.

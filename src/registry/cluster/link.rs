@@ -15,9 +15,9 @@ use crate::cluster::liveness::Liveness;
 use crate::cluster::nodes;
 use crate::cluster::subscriber::{Event, Subscriber};
 use crate::metrics::Metrics;
+use crate::outbox::CloseRequest;
 use crate::protocol::{SessionId, close};
 use crate::registry::Registry;
-use crate::session::handle::CloseRequest;
 
 /// Events from the subscriber that may wait for the registry; beyond, the
 /// subscriber stops reading and Redis cuts a lagging node off (it then
@@ -142,11 +142,21 @@ impl Registry {
         };
         let (mut connection, liveness, node) = (link.connection.clone(), link.liveness.clone(), link.node_name());
         let probe = probe_key(&cluster.settings.prefix, link.node);
+        let held = crate::cluster::keys::held_key(&cluster.settings.prefix);
+        let rooms_held = self.metrics.clone();
         let work = async move {
             let beat = liveness.beat(&mut connection, &node, timeout).await?;
             let ttl = timeout.as_millis() as u64;
             let probed =
                 redis::cmd("SET").arg(probe).arg(1).arg("PX").arg(ttl).query_async::<()>(&mut connection).await;
+            // The rooms the cluster holds, as `rooms.max_rooms` counts them
+            // (an entry's score is when it is forgotten).
+            let now = crate::registry::now_epoch_ms();
+            let mut count = redis::cmd("ZCOUNT");
+            count.arg(held).arg(now).arg("+inf");
+            if let Ok(count) = count.query_async::<u64>(&mut connection).await {
+                rooms_held.rooms_held.store(count, Ordering::Relaxed);
+            }
             Ok::<_, redis::RedisError>((beat, probed))
         };
         self.in_redis(ctx, Turn::Node, work, |registry, beat, ctx| {

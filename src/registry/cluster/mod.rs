@@ -42,6 +42,7 @@ use crate::protocol::{RoomName, SessionId};
 pub use link::ClusterLeave;
 use link::Link;
 pub(super) use requests::{Body, PublishFailure};
+pub(super) use rooms::Ack;
 use rooms::LocalRoom;
 pub use users::AdmitUser;
 

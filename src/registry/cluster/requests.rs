@@ -9,18 +9,18 @@ use actix::Context;
 use serde_json::value::RawValue;
 
 use super::Turn;
-use super::rooms::{BINARY_PREFIX, ClusterJoin, JoinOutcome, JoinRead, unavailable};
+use super::rooms::{Ack, BINARY_PREFIX, ClusterJoin, JoinOutcome, JoinRead, unavailable};
 use crate::auth::Access;
 use crate::cluster::keys::RoomKeys;
 use crate::cluster::nodes;
 use crate::cluster::publish::{self, Outcome, Publish, PublishError, RoomBounds};
 use crate::metrics::AuthFailure;
+use crate::outbox::{CloseRequest, OutFrame};
 use crate::protocol::request::{Ref, RequestKind};
 use crate::protocol::{self, ErrorCode, PublishId, RoomName, SessionId, frame};
 use crate::registry::members::MemberKind;
 use crate::registry::messages::{Command, RawFrame};
 use crate::registry::{Registry, now_epoch_ms};
-use crate::session::handle::{CloseRequest, OutFrame};
 
 /// Why a publish has no `seq`.
 #[derive(Debug)]
@@ -69,8 +69,8 @@ impl Registry {
             }
             RequestKind::Direct { to, body } => self.cluster_direct(ctx, id, &to, &body, reference, ticket),
             RequestKind::Nick { name } => {
-                self.nick(id, name, reference.as_deref());
-                self.rename_in_redis(ctx, id);
+                self.rename(id, name);
+                self.rename_in_redis(ctx, id, reference, ticket);
             }
             RequestKind::Rooms => {
                 let Some((mut connection, presence)) = self.redis_handle().map(|(c, p, _)| (c, p)) else {
@@ -137,7 +137,7 @@ impl Registry {
         read: JoinRead,
         grant: Option<Access>,
         reference: Ref,
-        ticket: crate::session::handle::InFlight,
+        ticket: crate::outbox::InFlight,
     ) {
         let Some(entry) = self.sessions.get(&id) else {
             return;
@@ -299,7 +299,7 @@ impl Registry {
         id: SessionId,
         publish: crate::registry::Publish,
         reference: Ref,
-        ticket: crate::session::handle::InFlight,
+        ticket: crate::outbox::InFlight,
     ) {
         let crate::registry::Publish { room, body, id: publish_id } = publish;
         let refusal = match self.local_member(id, &room) {
@@ -320,17 +320,21 @@ impl Registry {
         };
         let n = self.pipeline_publish(id);
         let body = Body::Json(body.get());
+        let name = room.clone();
         self.publish_in_redis(
             ctx,
             Turn::After(id),
-            &room,
+            &name,
             &sender,
             body,
             publish_id.as_ref(),
             move |registry, seq, ctx| {
                 let _ticket = ticket;
                 let reply = match seq {
-                    Ok(seq) => reference.is_some().then(|| frame::ok(Some(seq), reference.as_deref())),
+                    Ok(seq) => {
+                        let reply = reference.is_some().then(|| frame::ok(Some(seq), reference.as_deref()));
+                        return registry.ack_after_delivery(&room, Ack { seq, id, n, reply }, ctx);
+                    }
                     Err(PublishFailure::Unavailable(why)) => {
                         Some(frame::error(ErrorCode::Unavailable, &unavailable(&why), reference.as_deref()))
                     }
@@ -359,7 +363,7 @@ impl Registry {
         to: &str,
         body: &RawValue,
         reference: Ref,
-        ticket: crate::session::handle::InFlight,
+        ticket: crate::outbox::InFlight,
     ) {
         let own = self.cluster.as_deref().and_then(|cluster| cluster.node());
         let target = SessionId::from_wire(to);
@@ -414,23 +418,35 @@ impl Registry {
         super::super::deliver(&handle, OutFrame::Text(frame.into()), &mut self.slow);
     }
 
-    /// The session's new nick in its `members` entries.
-    fn rename_in_redis(&mut self, ctx: &mut Context<Self>, id: SessionId) {
+    /// The session's new nick in its `members` entries, then its `ok`
+    /// (a `members` asked after it lists the new nick, as on one process).
+    fn rename_in_redis(
+        &mut self,
+        ctx: &mut Context<Self>,
+        id: SessionId,
+        reference: Ref,
+        ticket: crate::outbox::InFlight,
+    ) {
         let Some(entry) = self.sessions.get(&id) else {
             return;
         };
         let member_entry = self.member_entry(entry, id);
         let rooms = entry.rooms.clone();
         let Some((mut connection, presence, prefix)) = self.redis_handle() else {
-            return;
+            return self.error(id, ErrorCode::Unavailable, &unavailable("not connected"), reference.as_deref());
         };
         let work = async move {
             for room in rooms {
                 let keys = RoomKeys::new(&prefix, &room);
-                let _ = presence.rename(&mut connection, &keys, &id.to_string(), &member_entry).await;
+                presence.rename(&mut connection, &keys, &id.to_string(), &member_entry).await?;
             }
+            Ok(())
         };
-        self.in_redis(ctx, Turn::Alone(id), work, |_, (), _| {});
+        self.in_redis(ctx, Turn::Alone(id), work, move |registry, renamed: redis::RedisResult<()>, _| {
+            let _ticket = ticket;
+            let ok = renamed.map(|()| frame::ok(None, reference.as_deref()));
+            registry.answer(id, ok, reference.as_deref());
+        });
     }
 
     /// A raw member's frame: text becomes a message with a `seq`, binary

@@ -26,10 +26,10 @@ use crate::cluster::keys::RoomKeys;
 use crate::cluster::presence::{JoinReply, Joined, Membership, PRESENCE_PREFIX, Read};
 use crate::cluster::publish::Delivered;
 use crate::metrics::Metrics;
+use crate::outbox::{OutFrame, Push};
 use crate::protocol::{self, ErrorCode, RoomName, SessionId, frame};
 use crate::registry::members::{Member, MemberKind, Members};
 use crate::registry::{Entry, Registry};
-use crate::session::handle::{OutFrame, Push};
 
 /// A raw binary frame on a room's channel: `B FROM ` then the bytes.
 pub(super) const BINARY_PREFIX: &[u8] = b"B ";
@@ -67,6 +67,19 @@ pub(super) struct LocalRoom {
     behind: Vec<(SessionId, u64)>,
     /// Joiners that have not yet seen their own join event.
     awaiting_own: Vec<SessionId>,
+    /// Replies to this node's publishes whose message the feed has not yet
+    /// delivered here: a publisher gets its `message` before its `ok`, as
+    /// on one process.
+    acks: Vec<Ack>,
+}
+
+/// A publish's reply that waits for the feed to pass its `seq`: the
+/// session's `n`-th publish (its place in the session's reply order).
+pub(in crate::registry) struct Ack {
+    pub seq: u64,
+    pub id: SessionId,
+    pub n: u64,
+    pub reply: Option<String>,
 }
 
 impl LocalRoom {
@@ -79,6 +92,7 @@ impl LocalRoom {
             joining: Vec::new(),
             behind: Vec::new(),
             awaiting_own: Vec::new(),
+            acks: Vec::new(),
         }
     }
 
@@ -311,11 +325,36 @@ impl Registry {
         if !room.forget_member(id) || !room.members.is_empty() {
             return;
         }
-        cluster.rooms.remove(name);
+        let Some(room) = cluster.rooms.remove(name) else {
+            return;
+        };
         self.metrics.rooms.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(link) = &cluster.link {
             link.subscriber.unsubscribe(name);
         }
+        // Nobody here waits for the room's messages any more.
+        self.acks_due.extend(room.acks);
+    }
+
+    /// The publish reply `ack` goes out once the room's feed has delivered
+    /// its message here (at once if it has).
+    pub(super) fn ack_after_delivery(&mut self, name: &RoomName, ack: Ack, ctx: &mut Context<Self>) {
+        match self.cluster.as_deref_mut().and_then(|cluster| cluster.rooms.get_mut(name)) {
+            Some(room) if room.delivered() < ack.seq => room.acks.push(ack),
+            _ => self.publish_done(ack.id, ack.n, ack.reply, ctx),
+        }
+    }
+
+    /// The replies that waited for messages the feed has now delivered (all
+    /// of them after a restart: the numbering they waited on is gone).
+    fn release_acks(&mut self, name: &RoomName, all: bool) {
+        let Some(room) = self.cluster.as_deref_mut().and_then(|cluster| cluster.rooms.get_mut(name)) else {
+            return;
+        };
+        let delivered = room.delivered();
+        let (due, waiting) = std::mem::take(&mut room.acks).into_iter().partition(|ack| all || ack.seq <= delivered);
+        room.acks = waiting;
+        self.acks_due.extend::<Vec<Ack>>(due);
     }
 
     /// Ends a membership in Redis (with its leave event), in order with
@@ -396,11 +435,12 @@ impl Registry {
             return;
         };
         let subject = SessionId::from_wire(head.id);
+        // A joiner's own join event is not its to see, but the others' on
+        // this node, as on any other.
         if head.event == "join"
             && let Some(at) = room.awaiting_own.iter().position(|id| Some(*id) == subject)
         {
             room.awaiting_own.swap_remove(at);
-            return;
         }
         let frame = text(presence.to_string());
         let room = &mut *room;
@@ -410,7 +450,7 @@ impl Registry {
         room.members.fan_out_unless(skip, Some(&frame), None, &mut self.slow);
         for joining in &mut room.joining {
             let json = room.members.get(joining.id).is_some_and(|member| member.kind == MemberKind::Json);
-            if json && !room.awaiting_own.contains(&joining.id) {
+            if json && Some(joining.id) != subject && !room.awaiting_own.contains(&joining.id) {
                 joining.hold(None, &frame, self.limits.outbound_bytes, &mut self.slow);
             }
         }
@@ -431,6 +471,15 @@ impl Registry {
 
     /// Carries out what a room's feed says, in order.
     pub(super) fn apply_steps(&mut self, name: &RoomName, steps: Vec<Step>, ctx: &mut Context<Self>) {
+        let restarted = steps.iter().any(|step| matches!(step, Step::Restarted(_)));
+        self.deliver_steps(name, steps, ctx);
+        self.release_acks(name, restarted);
+        for ack in std::mem::take(&mut self.acks_due) {
+            self.publish_done(ack.id, ack.n, ack.reply, ctx);
+        }
+    }
+
+    fn deliver_steps(&mut self, name: &RoomName, steps: Vec<Step>, ctx: &mut Context<Self>) {
         for step in steps {
             match step {
                 Step::Deliver(seq, frame) => self.deliver_message(name, seq, frame),

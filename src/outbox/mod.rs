@@ -1,10 +1,11 @@
-//! The part of a session that lives outside its actor.
+//! The outbox: what the hub hands a session, and the part of a session
+//! that lives outside its actor.
 //!
 //! A [`SessionHandle`] is shared by the session actor, the room registry
 //! (which queues frames for the session) and the watchdog (which reads when
 //! the client was last heard and closes the session). None of them waits on
 //! the actor, because a client that stops reading freezes the actor (see
-//! `http::conn`): the outbound queue is bounded here, the liveness clock is
+//! `socket`): the outbound queue is bounded here, the liveness clock is
 //! an atomic, and closing works through the socket when the actor cannot run.
 //!
 //! The queue's bounds (`limits.outbound_bytes`, `limits.outbound_queue`)
@@ -29,9 +30,12 @@ use bytestring::ByteString;
 use futures_core::Stream;
 use futures_util::task::AtomicWaker;
 
-use crate::http::conn::ConnSocket;
+pub mod socket;
+
+use crate::auth::Policy;
 use crate::metrics::Metrics;
-use crate::protocol::{ErrorCode, SessionId, close};
+use crate::protocol::{SessionId, close};
+use socket::ConnSocket;
 
 /// Milliseconds on a monotonic clock that starts with the process.
 pub fn monotonic_ms() -> u64 {
@@ -177,25 +181,6 @@ impl CloseRequest {
             deadline: encoded & DEADLINE_FLAG != 0,
             policy,
             outcome_unknown: encoded & UNKNOWN_FLAG != 0,
-        }
-    }
-}
-
-/// Why authentication closes a session: the `error` code (on `/ws`) and the
-/// close frame's reason (everywhere).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Policy {
-    Unauthorized,
-    TokenExpired,
-    TooManyConnections,
-}
-
-impl Policy {
-    pub fn error_code(self) -> ErrorCode {
-        match self {
-            Policy::Unauthorized => ErrorCode::Unauthorized,
-            Policy::TokenExpired => ErrorCode::TokenExpired,
-            Policy::TooManyConnections => ErrorCode::TooManyConnections,
         }
     }
 }
@@ -483,7 +468,7 @@ impl SessionHandle {
     }
 
     /// Called when the session actor has stopped, while the connection's
-    /// socket is still open (see `http::conn`): the connection closes once
+    /// socket is still open (see `socket`): the connection closes once
     /// what is buffered is sent, and within `deadline` even if the client
     /// does not read. The socket is forgotten, so nobody touches it again.
     pub fn set_ended(&self, deadline: Duration) {

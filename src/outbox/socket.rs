@@ -25,20 +25,11 @@
 
 use std::any::Any;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use actix_tls::accept::rustls_0_23::TlsStream;
 use actix_web::dev::Extensions;
 use socket2::SockRef;
-
-/// Times a descriptor no longer named its connection's socket when it was
-/// about to be used.
-static MISMATCHES: AtomicU64 = AtomicU64::new(0);
-
-pub fn mismatches() -> u64 {
-    MISMATCHES.load(Ordering::Relaxed)
-}
 
 /// A connection's socket as captured when it was accepted. Kept in the
 /// connection's data; a session takes a [`ConnSocket`] from it.
@@ -91,7 +82,7 @@ impl ConnSocket {
     fn with(&self, what: &str, f: impl FnOnce(SockRef<'_>)) -> bool {
         let SocketId { fd, cookie: expected } = self.0;
         if cookie(fd) != Some(expected) {
-            MISMATCHES.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::count_socket_mismatch();
             log::error!("descriptor {fd} no longer names its connection's socket; not used to {what}");
             return false;
         }
@@ -154,9 +145,9 @@ mod tests {
         // The next socket usually takes the lowest free number: the same
         // one (unless a test running alongside took it first).
         let (_client2, mut server2) = pair();
-        let before = mismatches();
+        let before = crate::metrics::socket_mismatches();
         assert!(!ConnSocket::new(id).abort(), "reused");
-        assert!(mismatches() > before);
+        assert!(crate::metrics::socket_mismatches() > before);
         // The new connection was not touched.
         std::io::Write::write_all(&mut server2, b"still open").unwrap();
     }

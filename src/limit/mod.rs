@@ -8,6 +8,8 @@ use std::hash::Hash;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+pub mod peers;
+
 pub struct KeyedLimit<K> {
     max: AtomicUsize,
     counts: Mutex<HashMap<K, usize>>,
