@@ -107,7 +107,10 @@ async fn a_publish_answered_unavailable_during_a_stall_is_never_published() {
         ws.split()
     };
     let pause = async {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Once publishes flow through Redis, it stalls under them.
+        while deployment.at(0).metric("roomcast_cluster_publish_seconds_count").await < 20 {
+            tokio::task::yield_now().await;
+        }
         let mut admin = redis.connection().await;
         let () = redis::cmd("CLIENT").arg("PAUSE").arg(3000).arg("WRITE").query_async(&mut admin).await.unwrap();
     };
