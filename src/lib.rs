@@ -43,6 +43,7 @@
 //!   `roomcast client`, and the client connections both open.
 
 pub mod auth;
+pub mod broker;
 pub mod client;
 pub mod cluster;
 pub mod config;

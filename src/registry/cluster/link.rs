@@ -29,7 +29,7 @@ fn response_timeout(node_timeout: Duration) -> Duration {
     (node_timeout / 2).min(Duration::from_secs(1))
 }
 
-pub(super) struct Link {
+pub(in crate::registry) struct Link {
     pub connection: ConnectionManager,
     pub node: u64,
     pub subscriber: Subscriber,
@@ -68,7 +68,7 @@ fn probe_key(prefix: &str, node: u64) -> String {
 impl Registry {
     /// Starts the beats: the first connects.
     pub(in crate::registry) fn start_cluster(&mut self, ctx: &mut Context<Self>) {
-        let Some(cluster) = self.cluster.as_deref_mut() else {
+        let Some(cluster) = self.broker.redis_mut() else {
             return;
         };
         self.metrics.cluster.enabled.store(true, Ordering::Relaxed);
@@ -80,7 +80,7 @@ impl Registry {
 
     fn cluster_down(&mut self, why: &str) {
         self.metrics.cluster.up.store(0, Ordering::Relaxed);
-        if let Some(cluster) = self.cluster.as_deref_mut() {
+        if let Some(cluster) = self.broker.redis_mut() {
             cluster.redis_was_down = true;
             if !std::mem::replace(&mut cluster.outage_logged, true) {
                 log::warn!("cluster: Redis unavailable ({why}); retrying");
@@ -113,7 +113,7 @@ impl Registry {
 
     fn cluster_up(&mut self) {
         self.metrics.cluster.up.store(1, Ordering::Relaxed);
-        if let Some(cluster) = self.cluster.as_deref_mut()
+        if let Some(cluster) = self.broker.redis_mut()
             && std::mem::replace(&mut cluster.outage_logged, false)
         {
             log::info!("cluster: Redis answers again");
@@ -121,7 +121,7 @@ impl Registry {
     }
 
     fn beat(&mut self, ctx: &mut Context<Self>) {
-        let Some(cluster) = self.cluster.as_deref_mut() else {
+        let Some(cluster) = self.broker.redis_mut() else {
             return;
         };
         if std::mem::replace(&mut cluster.beating, true) {
@@ -199,7 +199,7 @@ impl Registry {
 
     /// Redis gave this node `node`: sessions may come.
     fn linked(&mut self, connection: ConnectionManager, node: u64, ctx: &mut Context<Self>) {
-        let Some(cluster) = self.cluster.as_deref_mut() else {
+        let Some(cluster) = self.broker.redis_mut() else {
             return;
         };
         let (events, receiver) = tokio::sync::mpsc::channel(EVENT_QUEUE);
@@ -217,7 +217,7 @@ impl Registry {
             receiver.recv().await.map(|event| (event, receiver))
         }));
         self.cluster_up();
-        if let Some(cluster) = self.cluster.as_deref_mut() {
+        if let Some(cluster) = self.broker.redis_mut() {
             cluster.beating = false;
         }
         self.beat(ctx);
@@ -225,7 +225,7 @@ impl Registry {
 
     /// Another node was found dead: its members leave, with leave events.
     fn evict(&mut self, dead: String, ctx: &mut Context<Self>) {
-        let Some(cluster) = self.cluster.as_deref_mut() else {
+        let Some(cluster) = self.broker.redis_mut() else {
             return;
         };
         let Some(link) = &cluster.link else {
@@ -261,11 +261,9 @@ impl Registry {
         }
         // The others made its members leave and took its counts off.
         self.forget_memberships();
-        if let Some(cluster) = self.cluster.as_deref_mut() {
+        self.requests.clear();
+        if let Some(cluster) = self.broker.redis_mut() {
             cluster.link = None;
-            cluster.busy.clear();
-            cluster.publishing.clear();
-            cluster.turns.clear();
             cluster.next_id.store(0, Ordering::Release);
         }
     }
@@ -273,8 +271,8 @@ impl Registry {
     /// This node's members and counted connections are gone from Redis (or
     /// about to be): nothing of them is left to leave or give back.
     fn forget_memberships(&mut self) {
-        if let Some(cluster) = self.cluster.as_deref_mut() {
-            cluster.rooms.clear();
+        self.rooms.clear();
+        if let Some(cluster) = self.broker.redis_mut() {
             cluster.counted.clear();
         }
         for entry in self.sessions.values_mut() {
@@ -285,7 +283,7 @@ impl Registry {
     /// After an outage: Redis holds what this node holds (its open
     /// sessions, its members), which it may have lost, and nothing more.
     fn reconcile(&mut self, ctx: &mut Context<Self>) {
-        let Some(cluster) = self.cluster.as_deref() else {
+        let Some(cluster) = self.broker.redis() else {
             return;
         };
         let Some(link) = &cluster.link else {
@@ -300,7 +298,7 @@ impl Registry {
         let sessions: Vec<u64> = self.sessions.keys().map(|id| id.0).collect();
         let (users, user_counts) = (cluster.users.clone(), self.user_counts());
         let mut held = Vec::new();
-        for (name, room) in &cluster.rooms {
+        for (name, room) in &self.rooms {
             for id in room.members.ids() {
                 if let Some(entry) = self.sessions.get(&id) {
                     held.push((name.clone(), id, self.member_entry(entry, id)));
@@ -349,7 +347,7 @@ impl Registry {
         ctx: &mut Context<Self>,
         done: tokio::sync::oneshot::Sender<()>,
     ) {
-        let Some(link) = self.cluster.as_deref().and_then(|cluster| cluster.link.as_ref().map(|link| (cluster, link)))
+        let Some(link) = self.broker.redis().and_then(|cluster| cluster.link.as_ref().map(|link| (cluster, link)))
         else {
             let _ = done.send(());
             return;
@@ -393,7 +391,7 @@ impl Handler<ClusterLeave> for Registry {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, _msg: ClusterLeave, _ctx: &mut Context<Self>) -> Self::Result {
-        let link = self.cluster.as_deref().and_then(|cluster| {
+        let link = self.broker.redis().and_then(|cluster| {
             let link = cluster.link.as_ref()?;
             let sessions = nodes::sessions_key(&cluster.settings.prefix, link.node);
             let leaving = (link.connection.clone(), link.liveness.clone(), link.node_name(), cluster.presence.clone());

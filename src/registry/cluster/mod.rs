@@ -34,16 +34,17 @@ use actix::{ActorFutureExt, AsyncContext, Context, WrapFuture};
 
 use super::Registry;
 use super::messages::{Command, RawFrame, Reauth};
+use crate::broker::Done;
 use crate::cluster::presence::Presence;
 use crate::cluster::users::Users;
 use crate::config::ClusterSettings;
+use crate::protocol::SessionId;
 use crate::protocol::request::RequestKind;
-use crate::protocol::{RoomName, SessionId};
 pub use link::ClusterLeave;
 use link::Link;
 pub(super) use requests::{Body, PublishFailure};
 pub(super) use rooms::Ack;
-use rooms::LocalRoom;
+pub(super) use rooms::LocalRoom;
 pub use users::AdmitUser;
 
 /// The Redis client's queue of commands not yet written (its pipeline
@@ -121,35 +122,24 @@ enum Deferred {
     Reauth(Reauth),
 }
 
+/// A cluster's Redis: the broker's connection and the node's life in the
+/// cluster (`link`).
 pub struct Cluster {
-    settings: ClusterSettings,
+    pub(super) settings: ClusterSettings,
     client: redis::Client,
     /// The runtime of the node's Redis connections and their work.
-    io: tokio::runtime::Handle,
+    pub(super) io: tokio::runtime::Handle,
     /// The session id counter the HTTP gate uses: set to the node's first
     /// id once the node has its number.
     next_id: Arc<AtomicU64>,
-    presence: Presence,
+    pub(super) presence: Presence,
     users: Users,
     /// Sessions counted in Redis under `max_connections_per_user`.
     counted: HashMap<SessionId, Arc<str>>,
     /// `None` until Redis answered and gave this node a number.
-    link: Option<Link>,
-    /// Rooms with members on this node.
-    rooms: HashMap<RoomName, LocalRoom>,
-    /// Sessions with a request in Redis (or waiting for their publishes),
-    /// and what they sent after it.
-    busy: HashMap<SessionId, VecDeque<Deferred>>,
-    /// Sessions with publishes in Redis.
-    publishing: HashMap<SessionId, Pipeline>,
-    /// Per session, the signal that its latest Redis work has been sent.
-    turns: HashMap<SessionId, tokio::sync::oneshot::Receiver<()>>,
-    /// Redis work running, and work waiting for room (bounded in turn by
-    /// the sessions' in-flight bytes: each holds its request's ticket).
-    in_flight: usize,
-    queued: VecDeque<Start>,
+    pub(super) link: Option<Link>,
     /// Counts publishes, for their ids.
-    publishes: u64,
+    pub(super) publishes: u64,
     /// A beat is on its way.
     beating: bool,
     /// The last beat failed: when one succeeds, Redis is put right again.
@@ -158,12 +148,39 @@ pub struct Cluster {
     outage_logged: bool,
 }
 
-impl Cluster {
-    /// The member entry of session `id` in room `name` on this node.
-    pub(super) fn member_mut(&mut self, id: SessionId, name: &RoomName) -> Option<&mut super::members::Member> {
-        self.rooms.get_mut(name)?.members.get_mut(id)
+/// A session's requests while the broker works on them: what waits, the
+/// publishes in flight, and the order its broker work starts in.
+#[derive(Default)]
+pub(super) struct Requests {
+    /// Sessions with a request at the broker (or waiting for their
+    /// publishes), and what they sent after it.
+    busy: HashMap<SessionId, VecDeque<Deferred>>,
+    /// Sessions with publishes at the broker.
+    publishing: HashMap<SessionId, Pipeline>,
+    /// Per session, the signal that its latest broker work has been sent.
+    turns: HashMap<SessionId, tokio::sync::oneshot::Receiver<()>>,
+    /// Broker work running, and work waiting for room (bounded in turn by
+    /// the sessions' in-flight bytes: each holds its request's ticket).
+    in_flight: usize,
+    queued: VecDeque<Start>,
+}
+
+impl Requests {
+    /// The session ended: nothing of it waits any more.
+    pub(super) fn forget(&mut self, id: SessionId) {
+        self.busy.remove(&id);
+        self.publishing.remove(&id);
+        self.turns.remove(&id);
     }
 
+    pub(super) fn clear(&mut self) {
+        self.busy.clear();
+        self.publishing.clear();
+        self.turns.clear();
+    }
+}
+
+impl Cluster {
     pub fn new(
         settings: ClusterSettings,
         client: redis::Client,
@@ -185,12 +202,6 @@ impl Cluster {
             users,
             counted: HashMap::new(),
             link: None,
-            rooms: HashMap::new(),
-            busy: HashMap::new(),
-            publishing: HashMap::new(),
-            turns: HashMap::new(),
-            in_flight: 0,
-            queued: VecDeque::new(),
             publishes: 0,
             beating: false,
             redis_was_down: false,
@@ -199,14 +210,14 @@ impl Cluster {
     }
 
     /// This node's number, once it has one.
-    fn node(&self) -> Option<u64> {
+    pub(super) fn node(&self) -> Option<u64> {
         self.link.as_ref().map(|link| link.node)
     }
 }
 
 impl Registry {
     pub(super) fn clustered(&mut self) -> Option<&mut Cluster> {
-        self.cluster.as_deref_mut()
+        self.broker.redis_mut()
     }
 
     /// Runs `work` (Redis I/O) and then `then` on the registry, in `turn`.
@@ -217,6 +228,26 @@ impl Registry {
         work: impl Future<Output = T> + Send + 'static,
         then: impl FnOnce(&mut Registry, T, &mut Context<Registry>) + 'static,
     ) {
+        self.in_broker(ctx, turn, Done::Later(Box::pin(work)), then);
+    }
+
+    /// Runs what the broker answers, `done`, with `then` on the registry:
+    /// at once when it has answered (then what its rooms' channels carried
+    /// is delivered), else when Redis has, started in `turn`.
+    pub(super) fn in_broker<T: Send + 'static>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        turn: Turn,
+        done: Done<T>,
+        then: impl FnOnce(&mut Registry, T, &mut Context<Registry>) + 'static,
+    ) {
+        let work = match done {
+            Done::Now(out) => {
+                then(self, out, ctx);
+                return self.deliver_events(ctx);
+            }
+            Done::Later(work) => work,
+        };
         let (busy, ordered) = match turn {
             Turn::Node => (None, None),
             Turn::After(id) => (None, Some(id)),
@@ -224,31 +255,28 @@ impl Registry {
         };
         let alive = ordered.is_some_and(|id| self.sessions.contains_key(&id));
         let (mut previous, mut started) = (None, None);
-        if let Some(cluster) = self.cluster.as_deref_mut() {
-            if let Some(id) = busy {
-                cluster.busy.entry(id).or_default();
-            }
-            if let Some(id) = ordered {
-                previous = cluster.turns.remove(&id);
-                let (sender, receiver) = tokio::sync::oneshot::channel();
-                started = Some(sender);
-                if alive {
-                    cluster.turns.insert(id, receiver);
-                }
+        let requests = &mut self.requests;
+        if let Some(id) = busy {
+            requests.busy.entry(id).or_default();
+        }
+        if let Some(id) = ordered {
+            previous = requests.turns.remove(&id);
+            let (sender, receiver) = tokio::sync::oneshot::channel();
+            started = Some(sender);
+            if alive {
+                requests.turns.insert(id, receiver);
             }
         }
         let work = in_turn(previous, started, work);
         let start = move |registry: &mut Registry, ctx: &mut Context<Registry>| {
             // On the Redis thread, so that the Redis client is never held up
             // by the registry's own work (fan-out, repairs).
-            let Some(io) = registry.cluster.as_deref().map(|cluster| cluster.io.clone()) else {
+            let Some(io) = registry.broker.redis().map(|cluster| cluster.io.clone()) else {
                 return;
             };
             let work = io.spawn(work);
             ctx.spawn(work.into_actor(registry).map(move |out, registry, ctx| {
-                if let Some(cluster) = registry.clustered() {
-                    cluster.in_flight -= 1;
-                }
+                registry.requests.in_flight -= 1;
                 match out {
                     Ok(out) => then(registry, out, ctx),
                     Err(error) => log::error!("cluster: Redis work failed: {error}"),
@@ -260,30 +288,21 @@ impl Registry {
                 registry.settle(ctx);
             }));
         };
-        let Some(cluster) = self.cluster.as_deref_mut() else {
-            return;
-        };
-        if cluster.in_flight < MAX_IN_FLIGHT && cluster.queued.is_empty() {
-            cluster.in_flight += 1;
+        if self.requests.in_flight < MAX_IN_FLIGHT && self.requests.queued.is_empty() {
+            self.requests.in_flight += 1;
             start(self, ctx);
         } else {
-            cluster.queued.push_back(Box::new(start));
+            self.requests.queued.push_back(Box::new(start));
         }
     }
 
     /// Starts queued Redis work while there is room.
     fn start_queued(&mut self, ctx: &mut Context<Self>) {
-        loop {
-            let Some(cluster) = self.cluster.as_deref_mut() else {
+        while self.requests.in_flight < MAX_IN_FLIGHT {
+            let Some(start) = self.requests.queued.pop_front() else {
                 return;
             };
-            if cluster.in_flight >= MAX_IN_FLIGHT {
-                return;
-            }
-            let Some(start) = cluster.queued.pop_front() else {
-                return;
-            };
-            cluster.in_flight += 1;
+            self.requests.in_flight += 1;
             start(self, ctx);
         }
     }
@@ -292,18 +311,14 @@ impl Registry {
     /// is not a publish and publishes are (a publish may follow publishes:
     /// they are pipelined, and their replies put back in order).
     fn must_wait(&self, id: SessionId, deferred: &Deferred) -> bool {
-        let Some(cluster) = self.cluster.as_deref() else {
-            return false;
-        };
-        cluster.busy.contains_key(&id) || (!deferred.is_publish() && cluster.publishing.contains_key(&id))
+        let requests = &self.requests;
+        requests.busy.contains_key(&id) || (!deferred.is_publish() && requests.publishing.contains_key(&id))
     }
 
     /// Runs `deferred` now, or queues it behind what the session has in Redis.
     fn run_or_defer(&mut self, id: SessionId, deferred: Deferred, ctx: &mut Context<Self>) {
         if self.must_wait(id, &deferred) {
-            if let Some(cluster) = self.clustered() {
-                cluster.busy.entry(id).or_default().push_back(deferred);
-            }
+            self.requests.busy.entry(id).or_default().push_back(deferred);
             return;
         }
         match deferred {
@@ -316,16 +331,13 @@ impl Registry {
     /// The session's request in Redis is done (or its publishes are): runs
     /// what it sent next, up to the next one that must wait.
     fn run_deferred(&mut self, id: SessionId, ctx: &mut Context<Self>) {
-        let Some(mut queue) = self.clustered().and_then(|cluster| cluster.busy.remove(&id)) else {
+        let Some(mut queue) = self.requests.busy.remove(&id) else {
             return;
         };
         while let Some(deferred) = queue.pop_front() {
             if self.must_wait(id, &deferred) {
                 queue.push_front(deferred);
-                if let Some(cluster) = self.clustered() {
-                    let waiting = cluster.busy.entry(id).or_default();
-                    waiting.extend(queue);
-                }
+                self.requests.busy.entry(id).or_default().extend(queue);
                 return;
             }
             self.run_or_defer(id, deferred, ctx);
@@ -351,10 +363,7 @@ impl Registry {
     /// A publish of the session goes to Redis: its place in the session's
     /// reply order.
     pub(super) fn pipeline_publish(&mut self, id: SessionId) -> u64 {
-        let Some(cluster) = self.clustered() else {
-            return 0;
-        };
-        let pipeline = cluster.publishing.entry(id).or_default();
+        let pipeline = self.requests.publishing.entry(id).or_default();
         pipeline.sent += 1;
         pipeline.sent - 1
     }
@@ -362,10 +371,7 @@ impl Registry {
     /// Publish `n` of the session is done: its reply (if any) goes out once
     /// the ones before it have; when none is left, what waited runs.
     pub(super) fn publish_done(&mut self, id: SessionId, n: u64, reply: Option<String>, ctx: &mut Context<Self>) {
-        let Some(cluster) = self.cluster.as_deref_mut() else {
-            return;
-        };
-        let Some(pipeline) = cluster.publishing.get_mut(&id) else {
+        let Some(pipeline) = self.requests.publishing.get_mut(&id) else {
             return;
         };
         pipeline.done.insert(n, reply);
@@ -376,7 +382,7 @@ impl Registry {
         }
         let drained = pipeline.replied == pipeline.sent;
         if drained {
-            cluster.publishing.remove(&id);
+            self.requests.publishing.remove(&id);
         }
         for reply in replies {
             self.reply(id, reply);
@@ -419,7 +425,7 @@ impl Registry {
         use super::messages::RawRefusal;
         let (done, outcome) = tokio::sync::oneshot::channel();
         let refused = |refusal| Box::pin(actix::fut::ready(Err(refusal)));
-        if self.cluster.as_deref().is_none_or(|cluster| cluster.link.is_none()) {
+        if self.broker.down(&self.metrics).is_some() {
             return refused(RawRefusal::Unavailable);
         }
         let id = msg.handle.id();
@@ -427,8 +433,12 @@ impl Registry {
         self.sessions.insert(id, entry);
         // The join below answers after this (the same session's turn).
         self.cluster_connected(id, ctx, tokio::sync::oneshot::channel().0);
-        let join =
-            rooms::ClusterJoin { room: msg.room, read: rooms::JoinRead::Recent(0), access: msg.access, grant: None };
+        let join = rooms::ClusterJoin {
+            room: msg.room,
+            read: crate::broker::JoinRead::Recent(0),
+            access: msg.access,
+            grant: None,
+        };
         self.cluster_join(ctx, id, join, move |_, outcome, _| {
             let result = match outcome {
                 rooms::JoinOutcome::Joined(_) => Ok(()),

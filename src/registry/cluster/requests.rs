@@ -3,17 +3,14 @@
 //! from Redis and its `ok` then; the message itself reaches every member,
 //! the publisher included, through the room's channel.
 
-use std::time::Instant;
-
 use actix::Context;
 use serde_json::value::RawValue;
 
 use super::Turn;
-use super::rooms::{Ack, BINARY_PREFIX, ClusterJoin, JoinOutcome, JoinRead, unavailable};
+use super::rooms::{Ack, BINARY_PREFIX, ClusterJoin, JoinOutcome, unavailable};
 use crate::auth::Access;
-use crate::cluster::keys::RoomKeys;
-use crate::cluster::nodes;
-use crate::cluster::publish::{self, Outcome, Publish, PublishError, RoomBounds};
+use crate::broker::{JoinRead, Message, MessageText};
+use crate::cluster::publish::{Outcome, PublishError, RoomBounds};
 use crate::metrics::AuthFailure;
 use crate::outbox::{CloseRequest, OutFrame};
 use crate::protocol::request::{Ref, RequestKind};
@@ -43,14 +40,6 @@ pub(in crate::registry) enum Body<'a> {
 }
 
 impl Registry {
-    /// Redis did not answer the last beat: requests that need it fail now
-    /// instead of waiting for a timeout.
-    fn redis_down(&self) -> Option<String> {
-        let up = self.metrics.cluster.up.load(std::sync::atomic::Ordering::Relaxed) == 1;
-        let linked = self.cluster.as_deref().is_some_and(|cluster| cluster.link.is_some());
-        (!up || !linked).then(|| "no answer to the last beat".to_string())
-    }
-
     pub(super) fn cluster_request(&mut self, command: Command, ctx: &mut Context<Self>) {
         let Command { id, request, grant, ticket } = command;
         let reference = request.reference;
@@ -73,36 +62,24 @@ impl Registry {
                 self.rename_in_redis(ctx, id, reference, ticket);
             }
             RequestKind::Rooms => {
-                let Some((mut connection, presence)) = self.redis_handle().map(|(c, p, _)| (c, p)) else {
-                    return self.error(id, ErrorCode::Unavailable, &unavailable("not connected"), reference.as_deref());
-                };
-                let work = async move { presence.rooms(&mut connection).await };
-                self.in_redis(ctx, Turn::Alone(id), work, move |registry, rooms, _| {
+                let work = self.broker.rooms();
+                self.in_broker(ctx, Turn::Alone(id), work, move |registry, rooms, _| {
                     let _ticket = ticket;
                     match rooms {
-                        Ok(rooms) => registry.answer_rooms(id, parse_rooms(rooms), reference.as_deref()),
+                        Ok(rooms) => registry.answer_rooms(id, rooms, reference.as_deref()),
                         Err(error) => registry.answer(id, Err(error), reference.as_deref()),
                     }
                 });
             }
             RequestKind::Members { room } => {
                 if self.local_member(id, &room).is_none() {
-                    return self.error(
-                        id,
-                        ErrorCode::NotMember,
-                        &format!("not a member of {room}"),
-                        reference.as_deref(),
-                    );
+                    let message = format!("not a member of {room}");
+                    return self.error(id, ErrorCode::NotMember, &message, reference.as_deref());
                 }
-                let Some((mut connection, presence, prefix)) = self.redis_handle() else {
-                    return self.error(id, ErrorCode::Unavailable, &unavailable("not connected"), reference.as_deref());
-                };
-                let keys = RoomKeys::new(&prefix, &room);
-                let work = async move { presence.members(&mut connection, &keys).await };
-                self.in_redis(ctx, Turn::Alone(id), work, move |registry, members, _| {
+                let work = self.broker.members(&room);
+                self.in_broker(ctx, Turn::Alone(id), work, move |registry, members, _| {
                     let _ticket = ticket;
-                    let frame = members.map(|mut entries| {
-                        entries.sort_by_key(|entry| entry_id(entry));
+                    let frame = members.map(|entries| {
                         frame::members_of_entries(&room, entries.iter().map(String::as_str), reference.as_deref())
                     });
                     registry.answer(id, frame, reference.as_deref());
@@ -119,13 +96,6 @@ impl Registry {
             Ok(frame) => self.reply(id, frame),
             Err(error) => self.error(id, ErrorCode::Unavailable, &unavailable(&error.to_string()), reference),
         }
-    }
-
-    /// The command connection, the presence keys and the prefix.
-    fn redis_handle(&self) -> Option<(redis::aio::ConnectionManager, crate::cluster::presence::Presence, String)> {
-        let cluster = self.cluster.as_deref()?;
-        let link = cluster.link.as_ref()?;
-        Some((link.connection.clone(), cluster.presence.clone(), cluster.settings.prefix.clone()))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -152,7 +122,7 @@ impl Registry {
         if let Some((code, message)) = refusal {
             return self.error(id, code, &message, reference.as_deref());
         }
-        if let Some(why) = self.redis_down() {
+        if let Some(why) = self.broker.down(&self.metrics) {
             return self.error(id, ErrorCode::Unavailable, &unavailable(&why), reference.as_deref());
         }
         let join =
@@ -197,26 +167,16 @@ impl Registry {
         publish_id: Option<&PublishId>,
         then: impl FnOnce(&mut Registry, Result<u64, PublishFailure>, &mut Context<Registry>) + 'static,
     ) {
-        if let Some(why) = self.redis_down() {
+        if let Some(why) = self.broker.down(&self.metrics) {
             return then(self, Err(PublishFailure::Unavailable(why)), ctx);
         }
         let bounds = self.room_bounds();
-        let Some(cluster) = self.cluster.as_deref_mut() else {
-            return;
-        };
-        let Some(link) = &cluster.link else {
-            return then(self, Err(PublishFailure::Unavailable("not connected".into())), ctx);
-        };
-        cluster.publishes += 1;
-        let attempt = format!("{}-{}", link.node, cluster.publishes);
-        let mut connection = link.connection.clone();
         // A member's room has its keys made, and its feed knows a seq the
         // publish will pass; an API publish may go anywhere.
-        let (keys, min_seq) = match cluster.rooms.get(room) {
+        let (keys, min_seq) = match self.rooms.get(room) {
             Some(local) => (local.keys.clone(), local.delivered() + 1),
-            None => (std::sync::Arc::new(RoomKeys::new(&cluster.settings.prefix, room)), 1),
+            None => (None, 1),
         };
-        let publish_id = publish_id.map(|id| id.as_str().to_string());
         // A member's publish: the room has members (only an API publish
         // may make a room).
         let occupied = !matches!(turn, Turn::Node);
@@ -224,30 +184,24 @@ impl Registry {
         let (head, tail, text) = match body {
             Body::Json(body) => {
                 let (head, tail) = frame::message_parts(room, sender, ts, body);
-                (head, tail, None)
+                (head, tail, MessageText::Json)
             }
             Body::Text(text) => {
                 let (head, fields) = frame::message_text_parts(room, sender, ts);
-                (head, fields, Some(text.to_string()))
+                (head, fields, MessageText::Raw(text))
             }
         };
-        let room = room.clone();
-        let work = async move {
-            let message = Publish {
-                id: publish_id.as_deref(),
-                attempt: &attempt,
-                head: &head,
-                tail: &tail,
-                text: text.as_deref(),
-                bounds,
-                occupied,
-                min_seq,
-            };
-            let started = Instant::now();
-            let outcome = publish::publish_settled(&mut connection, &keys, &message).await;
-            (outcome, started.elapsed())
+        let message = Message {
+            id: publish_id,
+            head: &head,
+            tail: &tail,
+            text,
+            max_rooms: self.limits.max_rooms,
+            empty_ttl: self.limits.empty_ttl,
         };
-        self.in_redis(ctx, turn, work, move |registry, (outcome, took), ctx| {
+        let work = self.broker.publish(room, keys, &message, bounds, occupied, min_seq);
+        let room = room.clone();
+        self.in_broker(ctx, turn, work, move |registry, (outcome, took), ctx| {
             let answer = registry.published(&room, outcome, took);
             then(registry, answer, ctx);
         });
@@ -365,22 +319,19 @@ impl Registry {
         reference: Ref,
         ticket: crate::outbox::InFlight,
     ) {
-        let own = self.cluster.as_deref().and_then(|cluster| cluster.node());
-        let target = SessionId::from_wire(to);
-        match target {
-            Some(target) if Some(nodes::node_of(target)) != own => {}
-            _ => return self.direct(id, to, body, reference.as_deref()),
-        }
-        let (Some(target), Some(sender)) = (target, self.sessions.get(&id).map(|entry| entry.sender.clone())) else {
+        let Some(sender) = self.sessions.get(&id).map(|entry| entry.sender.clone()) else {
             return;
         };
-        let Some((mut connection, _, prefix)) = self.redis_handle() else {
-            return self.error(id, ErrorCode::Unavailable, &unavailable("not connected"), reference.as_deref());
+        // Another node's session: through Redis; this node's: at once.
+        let work = match SessionId::from_wire(to) {
+            Some(target) => self.broker.direct(target, format!("{target}\n{sender}\n{}", body.get())),
+            None => None,
         };
-        let payload = format!("{target}\n{sender}\n{}", body.get());
-        let work = async move { nodes::direct(&mut connection, &prefix, target, &payload).await };
+        let Some(work) = work else {
+            return self.direct(id, to, body, reference.as_deref());
+        };
         let to = to.to_string();
-        self.in_redis(ctx, Turn::Alone(id), work, move |registry, sent, _| {
+        self.in_broker(ctx, Turn::Alone(id), work, move |registry, sent, _| {
             let _ticket = ticket;
             match sent {
                 Ok(true) => {
@@ -432,17 +383,8 @@ impl Registry {
         };
         let member_entry = self.member_entry(entry, id);
         let rooms = entry.rooms.clone();
-        let Some((mut connection, presence, prefix)) = self.redis_handle() else {
-            return self.error(id, ErrorCode::Unavailable, &unavailable("not connected"), reference.as_deref());
-        };
-        let work = async move {
-            for room in rooms {
-                let keys = RoomKeys::new(&prefix, &room);
-                presence.rename(&mut connection, &keys, &id.to_string(), &member_entry).await?;
-            }
-            Ok(())
-        };
-        self.in_redis(ctx, Turn::Alone(id), work, move |registry, renamed: redis::RedisResult<()>, _| {
+        let work = self.broker.rename(rooms, id, member_entry);
+        self.in_broker(ctx, Turn::Alone(id), work, move |registry, renamed, _| {
             let _ticket = ticket;
             let ok = renamed.map(|()| frame::ok(None, reference.as_deref()));
             registry.answer(id, ok, reference.as_deref());
@@ -488,61 +430,25 @@ impl Registry {
                 );
             }
             OutFrame::Binary(bytes) => {
-                let Some((mut connection, _, _)) = self.redis_handle() else {
-                    return;
-                };
-                let Some(keys) = self.cluster.as_deref().and_then(|c| c.rooms.get(&name)).map(|r| r.keys.clone())
-                else {
-                    return;
-                };
+                // Binary frames are not kept: to this node's raw members at
+                // once, through Redis to the others'.
                 let mut payload = Vec::with_capacity(bytes.len() + 24);
-                payload.extend_from_slice(BINARY_PREFIX);
                 payload.extend_from_slice(id.to_string().as_bytes());
                 payload.push(b' ');
                 payload.extend_from_slice(&bytes);
+                let keys = self.rooms.get(&name).and_then(|room| room.keys.clone());
+                let (Some(link), Some(keys)) = (self.broker.redis().and_then(|c| c.link.as_ref()), keys) else {
+                    return self.binary_arrived(&name, &payload);
+                };
+                let mut connection = link.connection.clone();
+                let mut message = BINARY_PREFIX.to_vec();
+                message.extend_from_slice(&payload);
                 let work = async move {
                     let _ticket = ticket;
-                    redis::cmd("PUBLISH").arg(&keys.channel).arg(payload).query_async::<()>(&mut connection).await
+                    redis::cmd("PUBLISH").arg(&keys.channel).arg(message).query_async::<()>(&mut connection).await
                 };
                 self.in_redis(ctx, Turn::Alone(id), work, |_, _, _| {});
             }
         }
-    }
-
-    /// `GET /api/rooms` and `rooms` in a cluster: the rooms of every node.
-    pub(in crate::registry) fn rooms_in_redis(
-        &self,
-    ) -> impl std::future::Future<Output = Result<Vec<(RoomName, usize)>, String>> + 'static {
-        let handle = self.redis_handle();
-        let down = self.redis_down();
-        async move {
-            if let Some(why) = down {
-                return Err(why);
-            }
-            let Some((mut connection, presence, _)) = handle else {
-                return Err("not connected".into());
-            };
-            presence.rooms(&mut connection).await.map(parse_rooms).map_err(|e| e.to_string())
-        }
-    }
-}
-
-fn parse_rooms(rooms: Vec<(String, usize)>) -> Vec<(RoomName, usize)> {
-    rooms.into_iter().filter_map(|(name, count)| RoomName::parse(&name).ok().map(|name| (name, count))).collect()
-}
-
-/// The session id a `members` entry starts with, for a stable order.
-fn entry_id(entry: &str) -> u64 {
-    entry.strip_prefix("{\"id\":\"").and_then(|rest| rest.split('"').next()).and_then(|id| id.parse().ok()).unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn entries_sort_by_their_session_id() {
-        assert_eq!(entry_id(&frame::member_entry(SessionId(42), Some("a"), None)), 42);
-        assert_eq!(entry_id("{}"), 0);
     }
 }

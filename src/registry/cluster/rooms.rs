@@ -20,10 +20,10 @@ use serde_json::value::RawValue;
 
 use super::Turn;
 use crate::auth::Access;
+use crate::broker::{Event, JoinRead};
 use crate::cluster::feed::{Feed, Step};
-use crate::cluster::history;
 use crate::cluster::keys::RoomKeys;
-use crate::cluster::presence::{JoinReply, Joined, Membership, PRESENCE_PREFIX, Read};
+use crate::cluster::presence::{JoinReply, Joined, PRESENCE_PREFIX};
 use crate::cluster::publish::Delivered;
 use crate::metrics::Metrics;
 use crate::outbox::{OutFrame, Push};
@@ -55,9 +55,10 @@ impl Joining {
     }
 }
 
-pub(super) struct LocalRoom {
-    /// Its keys in Redis, made once (a publish needs them).
-    pub keys: Arc<RoomKeys>,
+pub(in crate::registry) struct LocalRoom {
+    /// Its keys in Redis, made once (a publish needs them); none in one
+    /// process.
+    pub keys: Option<Arc<RoomKeys>>,
     pub members: Members,
     feed: Feed,
     /// Subscribed and confirmed, with the feed anchored.
@@ -83,9 +84,9 @@ pub(in crate::registry) struct Ack {
 }
 
 impl LocalRoom {
-    fn new(keys: RoomKeys) -> LocalRoom {
+    fn new(keys: Option<Arc<RoomKeys>>) -> LocalRoom {
         LocalRoom {
-            keys: Arc::new(keys),
+            keys,
             members: Members::default(),
             feed: Feed::unanchored(),
             subscribed: false,
@@ -120,13 +121,6 @@ pub(in crate::registry) struct ClusterJoin {
     pub access: Access,
     /// What the join's room token grants.
     pub grant: Option<Access>,
-}
-
-/// What the `joined` reply carries.
-#[derive(Clone)]
-pub(in crate::registry) enum JoinRead {
-    Recent(usize),
-    Since(u64, Option<String>),
 }
 
 /// How a join ended.
@@ -179,16 +173,14 @@ impl Registry {
         let member_entry = self.member_entry(entry, id);
         let (kind, handle) = (entry.kind, entry.handle.clone());
         let limits = (self.limits.max_members_per_room, self.limits.max_rooms);
-        let Some(cluster) = self.cluster.as_deref_mut() else {
-            return;
+        if let Some(why) = self.broker.down(&self.metrics) {
+            return done(self, JoinOutcome::Unavailable(why), ctx);
+        }
+        let keys = match self.rooms.get(&join.room) {
+            Some(room) => room.keys.clone(),
+            None => self.broker.keys(&join.room),
         };
-        let Some(link) = &cluster.link else {
-            return done(self, JoinOutcome::Unavailable("the cluster's Redis is not connected".into()), ctx);
-        };
-        let (mut connection, node) = (link.connection.clone(), link.node_name());
-        let prefix = &cluster.settings.prefix;
-        let room =
-            cluster.rooms.entry(join.room.clone()).or_insert_with(|| LocalRoom::new(RoomKeys::new(prefix, &join.room)));
+        let room = self.rooms.entry(join.room.clone()).or_insert_with(|| LocalRoom::new(keys));
         let is_new = !room.members.contains(id);
         if is_new {
             let member = Member { handle, kind, read_only: join.access == Access::Read, grant: join.grant };
@@ -204,23 +196,8 @@ impl Registry {
         }
         let subscribe = !room.subscribed;
         let keys = room.keys.clone();
-        let presence = cluster.presence.clone();
-        let subscribed = subscribe.then(|| link.subscriber.clone());
-        let name = join.room.clone();
-        let read = join.read.clone();
-        let work = async move {
-            if let Some(subscriber) = subscribed {
-                subscriber.subscribe(&name).await?;
-            }
-            let id = id.to_string();
-            let member = Membership { room: name.as_str(), node: &node, id: &id, entry: &member_entry };
-            let read = match &read {
-                JoinRead::Recent(count) => Read::Recent(*count),
-                JoinRead::Since(seq, epoch) => Read::Since { seq: *seq, epoch: epoch.as_deref() },
-            };
-            presence.join(&mut connection, &keys, &member, limits, read).await
-        };
-        self.in_redis(ctx, Turn::Alone(id), work, move |registry, reply, ctx| {
+        let work = self.broker.join(&join.room, keys, id, member_entry, limits, join.read.clone(), subscribe);
+        self.in_broker(ctx, Turn::Alone(id), work, move |registry, reply, ctx| {
             let outcome = match reply {
                 Ok(JoinReply { joined: Joined::Full(count), .. }) => JoinOutcome::Full(count),
                 Ok(JoinReply { joined: Joined::TooManyRooms, .. }) => JoinOutcome::TooManyRooms,
@@ -266,7 +243,7 @@ impl Registry {
         subscribed_now: bool,
         ctx: &mut Context<Self>,
     ) {
-        let Some(room) = self.clustered().and_then(|cluster| cluster.rooms.get_mut(name)) else {
+        let Some(room) = self.rooms.get_mut(name) else {
             return;
         };
         if subscribed_now {
@@ -285,7 +262,7 @@ impl Registry {
     /// After the `joined` reply: what waited for the joiner follows, and it
     /// is behind if the feed has not reached its `seq` yet.
     fn release_joiner(&mut self, id: SessionId, name: &RoomName, top: u64) {
-        let Some(room) = self.cluster.as_deref_mut().and_then(|cluster| cluster.rooms.get_mut(name)) else {
+        let Some(room) = self.rooms.get_mut(name) else {
             return;
         };
         let Some(at) = room.joining.iter().position(|joining| joining.id == id) else {
@@ -316,22 +293,17 @@ impl Registry {
     /// Removes a member from this node's room; the room goes (and the node
     /// unsubscribes) when nobody is left.
     pub(in crate::registry) fn drop_local_member(&mut self, id: SessionId, name: &RoomName) {
-        let Some(cluster) = self.cluster.as_deref_mut() else {
-            return;
-        };
-        let Some(room) = cluster.rooms.get_mut(name) else {
+        let Some(room) = self.rooms.get_mut(name) else {
             return;
         };
         if !room.forget_member(id) || !room.members.is_empty() {
             return;
         }
-        let Some(room) = cluster.rooms.remove(name) else {
+        let Some(room) = self.rooms.remove(name) else {
             return;
         };
         self.metrics.rooms.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        if let Some(link) = &cluster.link {
-            link.subscriber.unsubscribe(name);
-        }
+        self.broker.unsubscribe(name);
         // Nobody here waits for the room's messages any more.
         self.acks_due.extend(room.acks);
     }
@@ -339,7 +311,7 @@ impl Registry {
     /// The publish reply `ack` goes out once the room's feed has delivered
     /// its message here (at once if it has).
     pub(super) fn ack_after_delivery(&mut self, name: &RoomName, ack: Ack, ctx: &mut Context<Self>) {
-        match self.cluster.as_deref_mut().and_then(|cluster| cluster.rooms.get_mut(name)) {
+        match self.rooms.get_mut(name) {
             Some(room) if room.delivered() < ack.seq => room.acks.push(ack),
             _ => self.publish_done(ack.id, ack.n, ack.reply, ctx),
         }
@@ -348,7 +320,7 @@ impl Registry {
     /// The replies that waited for messages the feed has now delivered (all
     /// of them after a restart: the numbering they waited on is gone).
     fn release_acks(&mut self, name: &RoomName, all: bool) {
-        let Some(room) = self.cluster.as_deref_mut().and_then(|cluster| cluster.rooms.get_mut(name)) else {
+        let Some(room) = self.rooms.get_mut(name) else {
             return;
         };
         let delivered = room.delivered();
@@ -360,49 +332,23 @@ impl Registry {
     /// Ends a membership in Redis (with its leave event), in order with
     /// whatever this node sent before.
     pub(in crate::registry) fn leave_in_redis(&mut self, ctx: &mut Context<Self>, id: SessionId, name: &RoomName) {
-        let Some(cluster) = self.cluster.as_deref() else {
-            return;
-        };
-        let Some(link) = &cluster.link else {
-            return;
-        };
-        let mut connection = link.connection.clone();
-        let keys = RoomKeys::new(&cluster.settings.prefix, name);
-        let (presence, empty_ttl, name) = (cluster.presence.clone(), self.limits.empty_ttl, name.clone());
-        let node = crate::cluster::nodes::node_of(id).to_string();
-        let work = async move {
-            presence.leave(&mut connection, &keys, name.as_str(), &node, &id.to_string(), empty_ttl).await
-        };
+        let work = self.broker.leave(name, id, self.limits.empty_ttl);
         // A failed leave is put right when Redis answers again (reconcile).
-        self.in_redis(ctx, Turn::After(id), work, |_, _, _| {});
+        self.in_broker(ctx, Turn::After(id), work, |_, _, _| {});
     }
 
     /// A session ended: it leaves its rooms here and in Redis.
     pub(in crate::registry) fn cluster_remove_session(&mut self, id: SessionId, entry: Entry, ctx: &mut Context<Self>) {
-        if let Some(cluster) = self.clustered() {
-            cluster.busy.remove(&id);
-            cluster.publishing.remove(&id);
-        }
         for name in &entry.rooms {
             self.drop_local_member(id, name);
             self.leave_in_redis(ctx, id, name);
         }
-        let Some(cluster) = self.cluster.as_deref() else {
-            return;
-        };
-        let Some(link) = &cluster.link else {
-            return;
-        };
-        let mut connection = link.connection.clone();
-        let key = crate::cluster::nodes::sessions_key(&cluster.settings.prefix, crate::cluster::nodes::node_of(id));
-        let work = async move { redis::cmd("SREM").arg(key).arg(id.0).query_async::<()>(&mut connection).await };
-        self.in_redis(ctx, Turn::After(id), work, |_, _, _| {});
-        if let Some(cluster) = self.clustered() {
-            cluster.turns.remove(&id);
-        }
+        let work = self.broker.session(id, false);
+        self.in_broker(ctx, Turn::After(id), work, |_, _, _| {});
+        self.requests.forget(id);
     }
 
-    /// A payload from a room's channel.
+    /// A payload from a room's channel in Redis.
     pub(super) fn arrived(&mut self, name: RoomName, payload: Vec<u8>, ctx: &mut Context<Self>) {
         if let Some(binary) = payload.strip_prefix(BINARY_PREFIX) {
             return self.binary_arrived(&name, binary);
@@ -417,21 +363,40 @@ impl Registry {
             log::warn!("cluster: a malformed payload on {name}'s channel");
             return;
         };
-        let Some(room) = self.clustered().and_then(|cluster| cluster.rooms.get_mut(&name)) else {
+        let Some(keys) = self.rooms.get(&name).and_then(|room| room.keys.clone()) else {
+            return;
+        };
+        let frame = crate::cluster::publish::render(&keys, delivered.seq, delivered.stored);
+        self.message_arrived(&name, delivered.seq, delivered.epoch, frame, ctx);
+    }
+
+    /// What the broker said of rooms (in one process: everything it did).
+    pub(super) fn deliver_events(&mut self, ctx: &mut Context<Self>) {
+        for event in self.broker.take_events() {
+            match event {
+                Event::Message { room, seq, epoch, frame } => {
+                    self.message_arrived(&room, seq, &epoch, frame.to_string(), ctx)
+                }
+                Event::Presence { room, frame } => self.presence_arrived(&room, &frame),
+            }
+        }
+    }
+
+    /// A message of `name`, to its feed.
+    fn message_arrived(&mut self, name: &RoomName, seq: u64, epoch: &str, frame: String, ctx: &mut Context<Self>) {
+        let Some(room) = self.rooms.get_mut(name) else {
             return;
         };
         let mut steps = Vec::new();
-        let (seq, epoch) = (delivered.seq, delivered.epoch.to_string());
-        let frame = crate::cluster::publish::render(&room.keys, seq, delivered.stored);
-        room.feed.arrived(seq, &epoch, frame, &mut steps);
-        self.apply_steps(&name, steps, ctx);
+        room.feed.arrived(seq, epoch, frame, &mut steps);
+        self.apply_steps(name, steps, ctx);
     }
 
     fn presence_arrived(&mut self, name: &RoomName, presence: &str) {
         let Ok(head) = serde_json::from_str::<PresenceHead>(presence) else {
             return;
         };
-        let Some(room) = self.cluster.as_deref_mut().and_then(|cluster| cluster.rooms.get_mut(name)) else {
+        let Some(room) = self.rooms.get_mut(name) else {
             return;
         };
         let subject = SessionId::from_wire(head.id);
@@ -456,13 +421,13 @@ impl Registry {
         }
     }
 
-    fn binary_arrived(&mut self, name: &RoomName, payload: &[u8]) {
+    pub(super) fn binary_arrived(&mut self, name: &RoomName, payload: &[u8]) {
         let Some(space) = payload.iter().position(|b| *b == b' ') else {
             return;
         };
         let from = std::str::from_utf8(&payload[..space]).ok().and_then(SessionId::from_wire);
         let frame = OutFrame::Binary(bytes::Bytes::copy_from_slice(&payload[space + 1..]));
-        let Some(room) = self.cluster.as_deref_mut().and_then(|cluster| cluster.rooms.get_mut(name)) else {
+        let Some(room) = self.rooms.get_mut(name) else {
             return;
         };
         let skip = |id: SessionId, _: &Member| Some(id) == from || room.is_joining(id);
@@ -495,7 +460,7 @@ impl Registry {
                 }
                 Step::Restarted(epoch) => {
                     log::info!("cluster: {name} started again (epoch {epoch})");
-                    if let Some(room) = self.clustered().and_then(|cluster| cluster.rooms.get_mut(name)) {
+                    if let Some(room) = self.rooms.get_mut(name) {
                         room.behind.clear();
                     }
                     self.resync(name);
@@ -506,7 +471,7 @@ impl Registry {
 
     /// A message in `seq` order to this node's members of the room.
     fn deliver_message(&mut self, name: &RoomName, seq: u64, frame: String) {
-        let Some(room) = self.cluster.as_deref_mut().and_then(|cluster| cluster.rooms.get_mut(name)) else {
+        let Some(room) = self.rooms.get_mut(name) else {
             return;
         };
         // Raw members get the body alone, and not the messages they sent.
@@ -548,7 +513,7 @@ impl Registry {
     /// Tells the room's JSON members that messages are missing or the room
     /// started again: a `joined` with `recovered: false` and the epoch.
     fn resync(&mut self, name: &RoomName) {
-        let Some(room) = self.cluster.as_deref_mut().and_then(|cluster| cluster.rooms.get_mut(name)) else {
+        let Some(room) = self.rooms.get_mut(name) else {
             return;
         };
         let frame =
@@ -560,17 +525,13 @@ impl Registry {
     /// Reads a gap of the room's history; tried again while Redis does not
     /// answer.
     fn fetch(&mut self, name: RoomName, from: u64, to: Option<u64>, ctx: &mut Context<Self>) {
-        let Some(cluster) = self.cluster.as_deref() else {
+        let Some(keys) = self.rooms.get(&name).and_then(|room| room.keys.clone()) else {
             return;
         };
-        let (Some(link), Some(room)) = (&cluster.link, cluster.rooms.get(&name)) else {
-            return;
-        };
-        let (mut connection, keys) = (link.connection.clone(), room.keys.clone());
-        let work = async move { history::range(&mut connection, &keys, from, to).await };
-        self.in_redis(ctx, Turn::Node, work, move |registry, range, ctx| match range {
+        let work = self.broker.history(&name, keys, from, to);
+        self.in_broker(ctx, Turn::Node, work, move |registry, range, ctx| match range {
             Ok(range) => {
-                let Some(room) = registry.clustered().and_then(|cluster| cluster.rooms.get_mut(&name)) else {
+                let Some(room) = registry.rooms.get_mut(&name) else {
                     return;
                 };
                 let mut steps = Vec::new();
@@ -588,11 +549,8 @@ impl Registry {
     /// The subscriber is back: every room may have missed messages, and
     /// joiners may have missed their own join event.
     pub(super) fn resubscribed(&mut self, ctx: &mut Context<Self>) {
-        let Some(cluster) = self.clustered() else {
-            return;
-        };
         let mut work = Vec::new();
-        for (name, room) in &mut cluster.rooms {
+        for (name, room) in &mut self.rooms {
             room.awaiting_own.clear();
             let mut steps = Vec::new();
             room.feed.reconnected(&mut steps);
@@ -605,7 +563,7 @@ impl Registry {
 
     /// Whether `id` is a member of `name` here (and done joining).
     pub(super) fn local_member(&mut self, id: SessionId, name: &RoomName) -> Option<&mut Member> {
-        let room = self.cluster.as_deref_mut()?.rooms.get_mut(name)?;
+        let room = self.rooms.get_mut(name)?;
         if room.is_joining(id) {
             return None;
         }

@@ -27,7 +27,7 @@ impl Handler<AdmitUser> for Registry {
 
     fn handle(&mut self, msg: AdmitUser, ctx: &mut Context<Self>) -> Self::Result {
         let (done, admitted) = tokio::sync::oneshot::channel();
-        let Some(cluster) = self.cluster.as_deref() else {
+        let Some(cluster) = self.broker.redis() else {
             return Box::pin(actix::fut::ready(true));
         };
         let Some(link) = &cluster.link else {
@@ -41,7 +41,7 @@ impl Handler<AdmitUser> for Registry {
         self.in_redis(ctx, super::Turn::Node, work, move |registry, counted, _| {
             let admitted = match counted {
                 Ok(true) => {
-                    if let Some(cluster) = registry.cluster.as_deref_mut() {
+                    if let Some(cluster) = registry.broker.redis_mut() {
                         cluster.counted.insert(msg.id, msg.user);
                     }
                     true
@@ -61,7 +61,7 @@ impl Handler<AdmitUser> for Registry {
 impl Registry {
     /// A session's registration ended: its user's count goes down.
     pub(in crate::registry) fn release_user(&mut self, id: SessionId, ctx: &mut Context<Self>) {
-        let Some(cluster) = self.cluster.as_deref_mut() else {
+        let Some(cluster) = self.broker.redis_mut() else {
             return;
         };
         let Some(user) = cluster.counted.remove(&id) else {
@@ -78,7 +78,7 @@ impl Registry {
     /// This node's counts per user, as Redis should hold them.
     pub(super) fn user_counts(&self) -> Vec<(Arc<str>, usize)> {
         let mut counts: HashMap<Arc<str>, usize> = HashMap::new();
-        if let Some(cluster) = self.cluster.as_deref() {
+        if let Some(cluster) = self.broker.redis() {
             for user in cluster.counted.values() {
                 *counts.entry(user.clone()).or_default() += 1;
             }

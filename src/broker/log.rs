@@ -17,7 +17,7 @@ pub struct RoomLog {
     limits: HistoryLimits,
     /// The protocol's `epoch`: new whenever a room starts at `seq` 1, so a
     /// client can tell a restarted room from the one it knew.
-    epoch: Box<str>,
+    epoch: std::sync::Arc<str>,
     /// Idempotent publishes: id -> `seq`, and the ids oldest first.
     ids: HashMap<PublishId, u64>,
     id_order: VecDeque<(PublishId, u64)>,
@@ -77,6 +77,11 @@ impl RoomLog {
         &self.epoch
     }
 
+    /// The epoch, shared (each message's delivery carries it).
+    pub fn shared_epoch(&self) -> std::sync::Arc<str> {
+        self.epoch.clone()
+    }
+
     /// New history limits (SIGHUP): drops the oldest messages (and ids)
     /// beyond them.
     pub fn set_limits(&mut self, limits: HistoryLimits) {
@@ -114,6 +119,16 @@ impl RoomLog {
             self.history.push_back((self.seq, frame.clone()));
         }
         (self.seq, frame)
+    }
+
+    /// The room's last `seq` (0 before any message).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The stored messages with `from <= seq <= to`, with their `seq`s.
+    pub fn range(&self, from: u64, to: u64) -> impl Iterator<Item = (u64, &ByteString)> {
+        self.history.iter().filter(move |(seq, _)| (from..=to).contains(seq)).map(|(seq, frame)| (*seq, frame))
     }
 
     /// Bytes of history kept.
