@@ -399,7 +399,7 @@ async fn a_feed_delivers_everything_once_while_its_pubsub_connection_is_killed()
             let Some(next) = next else { break }; // killed: connect again
             let payload: String = next.get_payload().unwrap();
             let arrival = Delivered::parse(&payload).unwrap();
-            feed.arrived(arrival.seq, arrival.epoch, render(&room, arrival.seq, arrival.stored), &mut steps);
+            feed.arrived(arrival.seq, arrival.epoch, render(&room, arrival.seq, arrival.stored).into(), &mut steps);
         }
     }
     publisher.await.unwrap();

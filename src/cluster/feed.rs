@@ -9,6 +9,8 @@
 
 use std::collections::BTreeMap;
 
+use bytestring::ByteString;
+
 /// Arrivals a feed keeps behind a gap while it is fetched; later ones are
 /// not kept (they are in the history) and are fetched after it.
 pub const MAX_WAITING: usize = 1024;
@@ -17,7 +19,7 @@ pub const MAX_WAITING: usize = 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// Give this `message` frame to the room's members on this node.
-    Deliver(u64, String),
+    Deliver(u64, ByteString),
     /// Read the history from `from` on (to `to` when known): the answer goes
     /// to [`Feed::repaired`].
     Fetch { from: u64, to: Option<u64> },
@@ -34,7 +36,7 @@ pub struct Feed {
     /// The next `seq` to deliver.
     next: u64,
     /// Arrivals past a gap, waiting for the gap to be fetched.
-    waiting: BTreeMap<u64, String>,
+    waiting: BTreeMap<u64, ByteString>,
     /// A fetch is on its way, up to this `seq` (`None`: to the end).
     fetching: Option<Option<u64>>,
     /// A reconnect came while a fetch was out: fetch to the end after it.
@@ -47,7 +49,7 @@ pub struct Feed {
 #[derive(Debug, Default)]
 struct Early {
     /// At most [`MAX_WAITING`]; later ones are read from the history.
-    arrivals: Vec<(u64, String, String)>,
+    arrivals: Vec<(u64, String, ByteString)>,
     /// Read the history to the end once anchored: the connection dropped,
     /// or arrivals were not kept.
     fetch_to_end: bool,
@@ -117,7 +119,7 @@ impl Feed {
     }
 
     /// A message from the room's channel.
-    pub fn arrived(&mut self, seq: u64, epoch: &str, frame: String, steps: &mut Vec<Step>) {
+    pub fn arrived(&mut self, seq: u64, epoch: &str, frame: ByteString, steps: &mut Vec<Step>) {
         if let Some(early) = &mut self.unanchored {
             match early.arrivals.len() < MAX_WAITING {
                 true => early.arrivals.push((seq, epoch.to_string(), frame)),
@@ -182,7 +184,7 @@ impl Feed {
             }
             self.waiting.remove(&seq);
             self.next = seq + 1;
-            steps.push(Step::Deliver(seq, frame));
+            steps.push(Step::Deliver(seq, frame.into()));
         }
         loop {
             // Whatever waited behind the gap, as far as it is contiguous.
@@ -218,8 +220,8 @@ impl Feed {
 mod tests {
     use super::*;
 
-    fn frame(seq: u64) -> String {
-        format!("m{seq}")
+    fn frame(seq: u64) -> ByteString {
+        format!("m{seq}").into()
     }
 
     fn arrive(feed: &mut Feed, seqs: &[u64]) -> Vec<Step> {
@@ -235,7 +237,7 @@ mod tests {
     }
 
     fn history(seqs: std::ops::RangeInclusive<u64>) -> Vec<(u64, String)> {
-        seqs.map(|seq| (seq, frame(seq))).collect()
+        seqs.map(|seq| (seq, frame(seq).to_string())).collect()
     }
 
     #[test]

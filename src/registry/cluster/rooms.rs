@@ -367,23 +367,21 @@ impl Registry {
             return;
         };
         let frame = crate::cluster::publish::render(&keys, delivered.seq, delivered.stored);
-        self.message_arrived(&name, delivered.seq, delivered.epoch, frame, ctx);
+        self.message_arrived(&name, delivered.seq, delivered.epoch, frame.into(), ctx);
     }
 
     /// What the broker said of rooms (in one process: everything it did).
     pub(super) fn deliver_events(&mut self, ctx: &mut Context<Self>) {
         for event in self.broker.take_events() {
             match event {
-                Event::Message { room, seq, epoch, frame } => {
-                    self.message_arrived(&room, seq, &epoch, frame.to_string(), ctx)
-                }
+                Event::Message { room, seq, epoch, frame } => self.message_arrived(&room, seq, &epoch, frame, ctx),
                 Event::Presence { room, frame } => self.presence_arrived(&room, &frame),
             }
         }
     }
 
     /// A message of `name`, to its feed.
-    fn message_arrived(&mut self, name: &RoomName, seq: u64, epoch: &str, frame: String, ctx: &mut Context<Self>) {
+    fn message_arrived(&mut self, name: &RoomName, seq: u64, epoch: &str, frame: ByteString, ctx: &mut Context<Self>) {
         let Some(room) = self.rooms.get_mut(name) else {
             return;
         };
@@ -470,7 +468,7 @@ impl Registry {
     }
 
     /// A message in `seq` order to this node's members of the room.
-    fn deliver_message(&mut self, name: &RoomName, seq: u64, frame: String) {
+    fn deliver_message(&mut self, name: &RoomName, seq: u64, frame: ByteString) {
         let Some(room) = self.rooms.get_mut(name) else {
             return;
         };
@@ -485,7 +483,7 @@ impl Registry {
             Some((from, raw)) => (from, Some(raw)),
             None => (None, None),
         };
-        let json = text(frame);
+        let json = OutFrame::Text(frame);
         let room = &mut *room;
         let skip = |id: SessionId, member: &Member| {
             (member.kind == MemberKind::Raw && Some(id) == from)
