@@ -1,7 +1,15 @@
-//! The room registry: one actor that owns every room (members, `seq`,
-//! history, `empty_ttl`) and the session directory (id, nick, user, handle),
-//! and relays messages. With authentication on it checks grants: private
-//! rooms on `join`, read-only members on `publish`.
+//! The hub: one actor that owns this node's sessions (id, nick, user,
+//! handle), its members of each room and the fan-out to them, and asks a
+//! broker (`broker`: memory in one process, Redis in a cluster) for what
+//! rooms share: `seq`, history, publish ids, members' entries, rooms held.
+//! Every request runs on one path whichever broker answers. With
+//! authentication on it checks grants: private rooms on `join`, read-only
+//! members on `publish`.
+//!
+//! - `rooms`: joins, leaves, and each room's feed to its members here.
+//! - `requests`: publish, direct, members, rooms, nick, raw frames, the API.
+//! - `queue`: each session's requests at the broker, kept in order.
+//! - `cluster`: Redis's connection and the node's life in a cluster.
 //!
 //! Sessions reach it only through the messages in [`messages`]; it reaches
 //! sessions only by queueing frames on their [`SessionHandle`]s, which never
@@ -13,6 +21,9 @@ mod broker;
 pub mod cluster;
 pub mod members;
 pub mod messages;
+mod queue;
+mod requests;
+mod rooms;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,12 +43,14 @@ use crate::outbox::{OutFrame, Push, SessionHandle};
 use crate::protocol::frame::{self};
 use crate::protocol::{self, ErrorCode, PublishId, RoomName, SessionId};
 use broker::Broker;
-use cluster::{Cluster, LocalRoom, Requests};
+use cluster::Cluster;
 use members::{Member, MemberKind};
 use messages::{
     ApiPublish, ApiRefusal, Command, Connect, ConnectRaw, Disconnect, ListRooms, RawFrame, RawRefusal, Reauth,
     Reconfigure,
 };
+use queue::Requests;
+use rooms::LocalRoom;
 
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -116,7 +129,7 @@ pub struct Registry {
     /// What rooms share: in this process, or in a cluster's Redis.
     broker: Broker,
     /// Publish replies whose wait for their message ended (a room dropped).
-    acks_due: Vec<cluster::Ack>,
+    acks_due: Vec<rooms::Ack>,
 }
 
 impl Actor for Registry {
@@ -201,7 +214,7 @@ impl Registry {
 
     fn remove_session(&mut self, id: SessionId, ctx: &mut Context<Self>) {
         if let Some(entry) = self.sessions.remove(&id) {
-            self.cluster_remove_session(id, entry, ctx);
+            self.end_session(id, entry, ctx);
         }
     }
 
@@ -308,7 +321,7 @@ impl Registry {
         };
         entry.rooms.retain(|room| room != name);
         self.drop_local_member(id, name);
-        self.leave_in_redis(ctx, id, name);
+        self.leave_in_broker(ctx, id, name);
     }
 
     fn direct(&mut self, id: SessionId, to: &str, body: &RawValue, reference: Option<&RawValue>) {
@@ -373,7 +386,7 @@ impl Handler<Connect> for Registry {
         // In a cluster, answered once other nodes can find the session
         // (`direct`): before the client has its `welcome`, and so its id.
         let (done, connected) = tokio::sync::oneshot::channel();
-        self.cluster_connected(id, ctx, done);
+        self.connected(id, ctx, done);
         Box::pin(async move { connected.await.unwrap_or(()) }.into_actor(self))
     }
 }
@@ -382,7 +395,7 @@ impl Handler<ConnectRaw> for Registry {
     type Result = ResponseActFuture<Self, Result<(), RawRefusal>>;
 
     fn handle(&mut self, msg: ConnectRaw, ctx: &mut Context<Self>) -> Self::Result {
-        let outcome = self.cluster_connect_raw(msg, ctx);
+        let outcome = self.connect_raw(msg, ctx);
         self.settle(ctx);
         outcome
     }
@@ -402,7 +415,7 @@ impl Handler<Command> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: Command, ctx: &mut Context<Self>) {
-        self.cluster_command(msg, ctx);
+        self.queue_command(msg, ctx);
         self.settle(ctx);
     }
 }
@@ -411,7 +424,7 @@ impl Handler<RawFrame> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: RawFrame, ctx: &mut Context<Self>) {
-        self.cluster_raw_frame(msg, ctx);
+        self.queue_raw_frame(msg, ctx);
         self.settle(ctx);
     }
 }
@@ -422,19 +435,19 @@ impl Handler<ApiPublish> for Registry {
     fn handle(&mut self, msg: ApiPublish, ctx: &mut Context<Self>) -> Self::Result {
         let (done, outcome) = tokio::sync::oneshot::channel();
         let sender = frame::api_sender_fields(self.limits.auth);
-        let body = cluster::Body::Json(msg.body.get());
-        self.publish_in_redis(
+        let body = requests::Body::Json(msg.body.get());
+        self.publish_message(
             ctx,
-            cluster::Turn::Node,
+            queue::Turn::Node,
             &msg.room,
             &sender,
             body,
             msg.id.as_ref(),
             move |_, published, _| {
                 let _ = done.send(published.map_err(|failure| match failure {
-                    cluster::PublishFailure::Unavailable(why) => ApiRefusal::Unavailable(why),
-                    cluster::PublishFailure::TooManyRooms => ApiRefusal::TooManyRooms,
-                    cluster::PublishFailure::Unknown => ApiRefusal::Unknown,
+                    requests::PublishFailure::Unavailable(why) => ApiRefusal::Unavailable(why),
+                    requests::PublishFailure::TooManyRooms => ApiRefusal::TooManyRooms,
+                    requests::PublishFailure::Unknown => ApiRefusal::Unknown,
                 }));
             },
         );
@@ -453,7 +466,7 @@ impl Handler<ListRooms> for Registry {
             Some(why) => broker::Done::Now(Err(redis::RedisError::from((redis::ErrorKind::Io, "down", why)))),
             None => self.broker.rooms(),
         };
-        self.in_broker(ctx, cluster::Turn::Node, rooms, move |_, rooms, _| {
+        self.in_broker(ctx, queue::Turn::Node, rooms, move |_, rooms, _| {
             let _ = done.send(rooms.map_err(|error| error.to_string()));
         });
         Box::pin(async move { listed.await.unwrap_or_else(|_| Err("stopped".into())) }.into_actor(self))
@@ -464,7 +477,7 @@ impl Handler<Reauth> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: Reauth, ctx: &mut Context<Self>) {
-        self.cluster_reauth(msg, ctx);
+        self.queue_reauth(msg, ctx);
         self.settle(ctx);
     }
 }

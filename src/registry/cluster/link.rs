@@ -51,7 +51,7 @@ async fn connect(
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(response_timeout(timeout * 2)))
         .set_number_of_retries(1)
-        .set_pipeline_buffer_size(super::PIPELINE_BUFFER);
+        .set_pipeline_buffer_size(crate::registry::queue::PIPELINE_BUFFER);
     let mut connection = ConnectionManager::new_with_config(client, config).await?;
     crate::cluster::load_scripts(&mut connection).await?;
     let node = nodes::register(&mut connection, &prefix).await?;
@@ -90,7 +90,7 @@ impl Registry {
 
     /// Redis answered a write with a refusal (out of memory, read-only):
     /// `/healthz` and `roomcast_cluster_writable` say so until one passes.
-    pub(super) fn writes_refused(&mut self, error: &redis::RedisError) {
+    pub(in crate::registry) fn writes_refused(&mut self, error: &redis::RedisError) {
         Metrics::inc(&self.metrics.cluster.write_refusals);
         if self.metrics.cluster.writable.swap(0, Ordering::Relaxed) == 1 {
             log::warn!("cluster: Redis refuses writes ({error}): publishes and joins fail until it takes them again");
@@ -98,7 +98,7 @@ impl Registry {
     }
 
     /// A write passed.
-    pub(super) fn writes_accepted(&mut self) {
+    pub(in crate::registry) fn writes_accepted(&mut self) {
         if self.metrics.cluster.writable.swap(1, Ordering::Relaxed) == 0 {
             log::info!("cluster: Redis takes writes again");
         }
@@ -107,7 +107,7 @@ impl Registry {
     /// Redis ran a command of this node: requests need not wait for the
     /// next beat to be let through again (the beat still puts Redis right
     /// after an outage, and says so).
-    pub(super) fn redis_answered(&mut self) {
+    pub(in crate::registry) fn redis_answered(&mut self) {
         self.metrics.cluster.up.store(1, Ordering::Relaxed);
     }
 
@@ -341,7 +341,7 @@ impl Registry {
 
     /// A session is open: `direct` from other nodes can find it once Redis
     /// has it (then `done`; at once without a cluster).
-    pub(in crate::registry) fn cluster_connected(
+    pub(in crate::registry) fn connected(
         &mut self,
         id: SessionId,
         ctx: &mut Context<Self>,

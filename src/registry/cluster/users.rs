@@ -76,7 +76,7 @@ impl Registry {
     }
 
     /// This node's counts per user, as Redis should hold them.
-    pub(super) fn user_counts(&self) -> Vec<(Arc<str>, usize)> {
+    pub(in crate::registry) fn user_counts(&self) -> Vec<(Arc<str>, usize)> {
         let mut counts: HashMap<Arc<str>, usize> = HashMap::new();
         if let Some(cluster) = self.broker.redis() {
             for user in cluster.counted.values() {

@@ -1,13 +1,13 @@
-//! Requests in a cluster: each is one Redis round trip (a script or a
-//! command), answered when Redis has answered. `publish` gets its `seq`
-//! from Redis and its `ok` then; the message itself reaches every member,
-//! the publisher included, through the room's channel.
+//! Requests: each is one call to the broker (in a cluster one Redis round
+//! trip), answered when the broker has answered. `publish` gets its `seq`
+//! from the broker; the message itself reaches every member, the publisher
+//! included, through the room's feed, and its `ok` follows.
 
-use actix::Context;
+use actix::{Context, WrapFuture};
 use serde_json::value::RawValue;
 
-use super::Turn;
-use super::rooms::{Ack, BINARY_PREFIX, ClusterJoin, JoinOutcome, unavailable};
+use super::queue::Turn;
+use super::rooms::{Ack, BINARY_PREFIX, JoinOutcome, RoomJoin, unavailable};
 use crate::auth::Access;
 use crate::broker::{JoinRead, Message, MessageText};
 use crate::cluster::publish::{Outcome, PublishError, RoomBounds};
@@ -40,7 +40,7 @@ pub(in crate::registry) enum Body<'a> {
 }
 
 impl Registry {
-    pub(super) fn cluster_request(&mut self, command: Command, ctx: &mut Context<Self>) {
+    pub(in crate::registry) fn run_request(&mut self, command: Command, ctx: &mut Context<Self>) {
         let Command { id, request, grant, ticket } = command;
         let reference = request.reference;
         match request.kind {
@@ -54,12 +54,12 @@ impl Registry {
             RequestKind::Leave { room } => self.leave(id, room, reference.as_deref(), ctx),
             RequestKind::Publish { room, body, id: publish_id } => {
                 let publish = crate::registry::Publish { room, body, id: publish_id };
-                self.cluster_publish(ctx, id, publish, reference, ticket)
+                self.publish(ctx, id, publish, reference, ticket)
             }
-            RequestKind::Direct { to, body } => self.cluster_direct(ctx, id, &to, &body, reference, ticket),
+            RequestKind::Direct { to, body } => self.direct_request(ctx, id, &to, &body, reference, ticket),
             RequestKind::Nick { name } => {
                 self.rename(id, name);
-                self.rename_in_redis(ctx, id, reference, ticket);
+                self.rename_everywhere(ctx, id, reference, ticket);
             }
             RequestKind::Rooms => {
                 let work = self.broker.rooms();
@@ -125,9 +125,8 @@ impl Registry {
         if let Some(why) = self.broker.down(&self.metrics) {
             return self.error(id, ErrorCode::Unavailable, &unavailable(&why), reference.as_deref());
         }
-        let join =
-            ClusterJoin { room: room.clone(), read: read.clone(), access: access.unwrap_or(Access::Write), grant };
-        self.cluster_join(ctx, id, join, move |registry, outcome, _| {
+        let join = RoomJoin { room: room.clone(), read: read.clone(), access: access.unwrap_or(Access::Write), grant };
+        self.join_room(ctx, id, join, move |registry, outcome, _| {
             let _ticket = ticket;
             match Registry::join_error(&room, &outcome) {
                 Some((code, message)) => registry.error(id, code, &message, reference.as_deref()),
@@ -157,7 +156,7 @@ impl Registry {
     /// answered when Redis has said what became of it (`publish_settled`):
     /// `Unavailable` only for one that did not happen and never will.
     #[allow(clippy::too_many_arguments)]
-    pub(in crate::registry) fn publish_in_redis(
+    pub(in crate::registry) fn publish_message(
         &mut self,
         ctx: &mut Context<Self>,
         turn: Turn,
@@ -247,7 +246,7 @@ impl Registry {
         }
     }
 
-    fn cluster_publish(
+    fn publish(
         &mut self,
         ctx: &mut Context<Self>,
         id: SessionId,
@@ -275,7 +274,7 @@ impl Registry {
         let n = self.pipeline_publish(id);
         let body = Body::Json(body.get());
         let name = room.clone();
-        self.publish_in_redis(
+        self.publish_message(
             ctx,
             Turn::After(id),
             &name,
@@ -310,7 +309,7 @@ impl Registry {
         );
     }
 
-    fn cluster_direct(
+    fn direct_request(
         &mut self,
         ctx: &mut Context<Self>,
         id: SessionId,
@@ -350,7 +349,7 @@ impl Registry {
     }
 
     /// A `direct` from another node for a session here: `TO\nSENDER\nBODY`.
-    pub(super) fn direct_arrived(&mut self, payload: &str) {
+    pub(in crate::registry) fn direct_arrived(&mut self, payload: &str) {
         let mut parts = payload.splitn(3, '\n');
         let (Some(to), Some(sender), Some(body)) = (parts.next(), parts.next(), parts.next()) else {
             return;
@@ -366,12 +365,12 @@ impl Registry {
             },
         };
         let handle = entry.handle.clone();
-        super::super::deliver(&handle, OutFrame::Text(frame.into()), &mut self.slow);
+        super::deliver(&handle, OutFrame::Text(frame.into()), &mut self.slow);
     }
 
     /// The session's new nick in its `members` entries, then its `ok`
     /// (a `members` asked after it lists the new nick, as on one process).
-    fn rename_in_redis(
+    fn rename_everywhere(
         &mut self,
         ctx: &mut Context<Self>,
         id: SessionId,
@@ -393,7 +392,7 @@ impl Registry {
 
     /// A raw member's frame: text becomes a message with a `seq`, binary
     /// goes to the room's raw members on every node.
-    pub(super) fn cluster_raw(&mut self, msg: RawFrame, ctx: &mut Context<Self>) {
+    pub(in crate::registry) fn relay_raw(&mut self, msg: RawFrame, ctx: &mut Context<Self>) {
         let RawFrame { id, frame, ticket } = msg;
         let Some(entry) = self.sessions.get(&id) else {
             return;
@@ -413,7 +412,7 @@ impl Registry {
             OutFrame::Text(body) => {
                 let n = self.pipeline_publish(id);
                 let text = Body::Text(&body);
-                self.publish_in_redis(
+                self.publish_message(
                     ctx,
                     Turn::After(id),
                     &name,
@@ -450,5 +449,49 @@ impl Registry {
                 self.in_redis(ctx, Turn::Alone(id), work, |_, _, _| {});
             }
         }
+    }
+}
+
+impl Registry {
+    /// A raw connection's join, in cluster mode: answered (for the HTTP
+    /// upgrade) when Redis has.
+    pub(in crate::registry) fn connect_raw(
+        &mut self,
+        msg: crate::registry::messages::ConnectRaw,
+        ctx: &mut Context<Self>,
+    ) -> actix::ResponseActFuture<Self, Result<(), crate::registry::messages::RawRefusal>> {
+        use crate::registry::messages::RawRefusal;
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        let refused = |refusal| Box::pin(actix::fut::ready(Err(refusal)));
+        if self.broker.down(&self.metrics).is_some() {
+            return refused(RawRefusal::Unavailable);
+        }
+        let id = msg.handle.id();
+        let entry = crate::registry::Entry::new(
+            msg.handle,
+            crate::registry::members::MemberKind::Raw,
+            msg.identity,
+            self.limits.auth,
+        );
+        self.sessions.insert(id, entry);
+        // The join below answers after this (the same session's turn).
+        self.connected(id, ctx, tokio::sync::oneshot::channel().0);
+        let join = super::rooms::RoomJoin {
+            room: msg.room,
+            read: crate::broker::JoinRead::Recent(0),
+            access: msg.access,
+            grant: None,
+        };
+        self.join_room(ctx, id, join, move |_, outcome, _| {
+            let result = match outcome {
+                super::rooms::JoinOutcome::Joined(_) => Ok(()),
+                super::rooms::JoinOutcome::Full(_) => Err(RawRefusal::RoomFull),
+                super::rooms::JoinOutcome::TooManyRooms => Err(RawRefusal::TooManyRooms),
+                super::rooms::JoinOutcome::Unavailable(_) => Err(RawRefusal::Unavailable),
+            };
+            let _ = done.send(result);
+        });
+        let outcome = async move { outcome.await.unwrap_or(Err(RawRefusal::Unavailable)) };
+        Box::pin(outcome.into_actor(self))
     }
 }

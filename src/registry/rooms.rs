@@ -1,8 +1,9 @@
-//! Rooms in a cluster, as this node sees them: the members it feeds, and a
-//! [`Feed`] per room that turns the room's channel into gapless delivery.
+//! Rooms as this node sees them, on one process or a cluster alike: the
+//! members it feeds, and a [`Feed`] per room that turns what the broker
+//! says of the room (its channel, in Redis) into gapless delivery.
 //!
-//! A join, without a gap: the node subscribes to the room's channel (and
-//! Redis confirms) before the join script runs, so every message after the
+//! A join, without a gap: in a cluster the node subscribes to the room's
+//! channel (and Redis confirms) before the join script runs, so every message after the
 //! script's read reaches the channel the node listens to. Until the reply,
 //! the joiner is *joining*: what the feed delivers meanwhile waits for it;
 //! after the reply it gets its `joined` (history up to the room's `seq` at
@@ -18,7 +19,7 @@ use bytestring::ByteString;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::Turn;
+use super::queue::Turn;
 use crate::auth::Access;
 use crate::broker::{Event, JoinRead};
 use crate::cluster::feed::{Feed, Step};
@@ -32,11 +33,11 @@ use crate::registry::members::{Member, MemberKind, Members};
 use crate::registry::{Entry, Registry};
 
 /// A raw binary frame on a room's channel: `B FROM ` then the bytes.
-pub(super) const BINARY_PREFIX: &[u8] = b"B ";
+pub(in crate::registry) const BINARY_PREFIX: &[u8] = b"B ";
 
 /// A member whose `joined` is on its way, and what the feed delivered to
 /// the room meanwhile (with the `seq` of messages), in order.
-pub(super) struct Joining {
+pub(in crate::registry) struct Joining {
     id: SessionId,
     waiting: Vec<(Option<u64>, OutFrame)>,
     bytes: usize,
@@ -98,7 +99,7 @@ impl LocalRoom {
     }
 
     /// The newest `seq` this node delivered to the room (0 before any).
-    pub(super) fn delivered(&self) -> u64 {
+    pub(in crate::registry) fn delivered(&self) -> u64 {
         self.feed.last()
     }
 
@@ -115,7 +116,7 @@ impl LocalRoom {
 }
 
 /// A join as the cluster runs it.
-pub(in crate::registry) struct ClusterJoin {
+pub(in crate::registry) struct RoomJoin {
     pub room: RoomName,
     pub read: JoinRead,
     pub access: Access,
@@ -153,18 +154,18 @@ fn text(frame: String) -> OutFrame {
 
 impl Registry {
     /// The session's `members` entry as Redis keeps it.
-    pub(super) fn member_entry(&self, entry: &Entry, id: SessionId) -> String {
+    pub(in crate::registry) fn member_entry(&self, entry: &Entry, id: SessionId) -> String {
         frame::member_entry(id, entry.nick.as_deref(), entry.user(self.limits.auth))
     }
 
     /// Starts a join: the member is added here at once (joining), then the
     /// node subscribes if it must and the join script runs. `done` gets the
     /// outcome once the joiner has its place.
-    pub(in crate::registry) fn cluster_join(
+    pub(in crate::registry) fn join_room(
         &mut self,
         ctx: &mut Context<Self>,
         id: SessionId,
-        join: ClusterJoin,
+        join: RoomJoin,
         done: impl FnOnce(&mut Registry, JoinOutcome, &mut Context<Registry>) + 'static,
     ) {
         let Some(entry) = self.sessions.get(&id) else {
@@ -213,7 +214,7 @@ impl Registry {
                 }
             };
             match &outcome {
-                JoinOutcome::Joined(reply) => registry.joined_in_redis(id, &join.room, reply, subscribe, ctx),
+                JoinOutcome::Joined(reply) => registry.joined_in_broker(id, &join.room, reply, subscribe, ctx),
                 _ if is_new => registry.join_failed(id, &join.room),
                 _ => {}
             }
@@ -228,14 +229,14 @@ impl Registry {
                 // join was on its way: what the join added in Redis goes.
                 let gone = !registry.sessions.get(&id).is_some_and(|entry| entry.rooms.contains(&join.room));
                 if gone {
-                    registry.leave_in_redis(ctx, id, &join.room);
+                    registry.leave_in_broker(ctx, id, &join.room);
                 }
             }
         });
     }
 
     /// The join script ran: anchor the feed (the room's first join here).
-    fn joined_in_redis(
+    fn joined_in_broker(
         &mut self,
         id: SessionId,
         name: &RoomName,
@@ -310,7 +311,7 @@ impl Registry {
 
     /// The publish reply `ack` goes out once the room's feed has delivered
     /// its message here (at once if it has).
-    pub(super) fn ack_after_delivery(&mut self, name: &RoomName, ack: Ack, ctx: &mut Context<Self>) {
+    pub(in crate::registry) fn ack_after_delivery(&mut self, name: &RoomName, ack: Ack, ctx: &mut Context<Self>) {
         match self.rooms.get_mut(name) {
             Some(room) if room.delivered() < ack.seq => room.acks.push(ack),
             _ => self.publish_done(ack.id, ack.n, ack.reply, ctx),
@@ -331,17 +332,17 @@ impl Registry {
 
     /// Ends a membership in Redis (with its leave event), in order with
     /// whatever this node sent before.
-    pub(in crate::registry) fn leave_in_redis(&mut self, ctx: &mut Context<Self>, id: SessionId, name: &RoomName) {
+    pub(in crate::registry) fn leave_in_broker(&mut self, ctx: &mut Context<Self>, id: SessionId, name: &RoomName) {
         let work = self.broker.leave(name, id, self.limits.empty_ttl);
         // A failed leave is put right when Redis answers again (reconcile).
         self.in_broker(ctx, Turn::After(id), work, |_, _, _| {});
     }
 
     /// A session ended: it leaves its rooms here and in Redis.
-    pub(in crate::registry) fn cluster_remove_session(&mut self, id: SessionId, entry: Entry, ctx: &mut Context<Self>) {
+    pub(in crate::registry) fn end_session(&mut self, id: SessionId, entry: Entry, ctx: &mut Context<Self>) {
         for name in &entry.rooms {
             self.drop_local_member(id, name);
-            self.leave_in_redis(ctx, id, name);
+            self.leave_in_broker(ctx, id, name);
         }
         let work = self.broker.session(id, false);
         self.in_broker(ctx, Turn::After(id), work, |_, _, _| {});
@@ -349,7 +350,7 @@ impl Registry {
     }
 
     /// A payload from a room's channel in Redis.
-    pub(super) fn arrived(&mut self, name: RoomName, payload: Vec<u8>, ctx: &mut Context<Self>) {
+    pub(in crate::registry) fn arrived(&mut self, name: RoomName, payload: Vec<u8>, ctx: &mut Context<Self>) {
         if let Some(binary) = payload.strip_prefix(BINARY_PREFIX) {
             return self.binary_arrived(&name, binary);
         }
@@ -371,7 +372,7 @@ impl Registry {
     }
 
     /// What the broker said of rooms (in one process: everything it did).
-    pub(super) fn deliver_events(&mut self, ctx: &mut Context<Self>) {
+    pub(in crate::registry) fn deliver_events(&mut self, ctx: &mut Context<Self>) {
         for event in self.broker.take_events() {
             match event {
                 Event::Message { room, seq, epoch, frame } => self.message_arrived(&room, seq, &epoch, frame, ctx),
@@ -419,7 +420,7 @@ impl Registry {
         }
     }
 
-    pub(super) fn binary_arrived(&mut self, name: &RoomName, payload: &[u8]) {
+    pub(in crate::registry) fn binary_arrived(&mut self, name: &RoomName, payload: &[u8]) {
         let Some(space) = payload.iter().position(|b| *b == b' ') else {
             return;
         };
@@ -433,7 +434,7 @@ impl Registry {
     }
 
     /// Carries out what a room's feed says, in order.
-    pub(super) fn apply_steps(&mut self, name: &RoomName, steps: Vec<Step>, ctx: &mut Context<Self>) {
+    pub(in crate::registry) fn apply_steps(&mut self, name: &RoomName, steps: Vec<Step>, ctx: &mut Context<Self>) {
         let restarted = steps.iter().any(|step| matches!(step, Step::Restarted(_)));
         self.deliver_steps(name, steps, ctx);
         self.release_acks(name, restarted);
@@ -546,7 +547,7 @@ impl Registry {
 
     /// The subscriber is back: every room may have missed messages, and
     /// joiners may have missed their own join event.
-    pub(super) fn resubscribed(&mut self, ctx: &mut Context<Self>) {
+    pub(in crate::registry) fn resubscribed(&mut self, ctx: &mut Context<Self>) {
         let mut work = Vec::new();
         for (name, room) in &mut self.rooms {
             room.awaiting_own.clear();
@@ -560,7 +561,7 @@ impl Registry {
     }
 
     /// Whether `id` is a member of `name` here (and done joining).
-    pub(super) fn local_member(&mut self, id: SessionId, name: &RoomName) -> Option<&mut Member> {
+    pub(in crate::registry) fn local_member(&mut self, id: SessionId, name: &RoomName) -> Option<&mut Member> {
         let room = self.rooms.get_mut(name)?;
         if room.is_joining(id) {
             return None;
@@ -569,7 +570,7 @@ impl Registry {
     }
 
     /// The `joined` reply for a JSON session's join.
-    pub(super) fn joined_frame(
+    pub(in crate::registry) fn joined_frame(
         name: &RoomName,
         read: &JoinRead,
         reply: &JoinReply,
@@ -588,7 +589,7 @@ impl Registry {
     }
 
     /// The error for a join that failed.
-    pub(super) fn join_error(name: &RoomName, outcome: &JoinOutcome) -> Option<(ErrorCode, String)> {
+    pub(in crate::registry) fn join_error(name: &RoomName, outcome: &JoinOutcome) -> Option<(ErrorCode, String)> {
         match outcome {
             JoinOutcome::Joined(_) => None,
             JoinOutcome::Full(count) => {
@@ -604,6 +605,6 @@ impl Registry {
 }
 
 /// An `unavailable` error's message.
-pub(super) fn unavailable(why: &str) -> String {
+pub(in crate::registry) fn unavailable(why: &str) -> String {
     format!("the cluster's Redis is unavailable ({why}); try again")
 }
