@@ -58,8 +58,8 @@ impl MemoryBroker {
     }
 
     /// What the room's channel carried since the last call.
-    pub fn take_events(&mut self) -> Vec<Event> {
-        std::mem::take(&mut self.events)
+    pub fn take_events(&mut self, into: &mut Vec<Event>) {
+        into.append(&mut self.events);
     }
 
     /// Forgets the empty rooms whose `empty_ttl` has passed.
@@ -310,7 +310,8 @@ mod tests {
         let entry = "{\"id\":\"1\",\"nick\":null}";
         let joined = broker.join(&room("a"), SessionId(1), entry, (10, 1), &JoinRead::Recent(0));
         assert_eq!(joined.joined, Joined::Added(1));
-        let events = broker.take_events();
+        let mut events = Vec::new();
+        broker.take_events(&mut events);
         assert!(
             matches!(&events[..], [Event::Presence { frame, .. }] if frame.contains("\"event\":\"join\",\"id\":\"1\""))
         );

@@ -54,10 +54,9 @@ impl Broker {
 
     /// What the room's channel carried (the memory broker's; Redis's come
     /// from its subscriber).
-    pub fn take_events(&mut self) -> Vec<Event> {
-        match self {
-            Broker::Memory(memory) => memory.take_events(),
-            Broker::Redis(_) => Vec::new(),
+    pub fn take_events(&mut self, into: &mut Vec<Event>) {
+        if let Broker::Memory(memory) = self {
+            memory.take_events(into);
         }
     }
 

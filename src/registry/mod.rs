@@ -130,6 +130,9 @@ pub struct Registry {
     broker: Broker,
     /// Publish replies whose wait for their message ended (a room dropped).
     acks_due: Vec<rooms::Ack>,
+    /// Buffers used for every message, kept: the broker's events, a feed's steps.
+    events: Vec<crate::broker::Event>,
+    steps: Vec<crate::cluster::feed::Step>,
 }
 
 impl Actor for Registry {
@@ -188,6 +191,8 @@ impl Registry {
             requests: Requests::default(),
             broker,
             acks_due: Vec::new(),
+            events: Vec::new(),
+            steps: Vec::new(),
         }
     }
 

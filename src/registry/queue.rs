@@ -119,8 +119,8 @@ impl Requests {
 
 impl Registry {
     /// Runs what the broker answers, `done`, with `then` on the registry:
-    /// at once when it has answered (then what its rooms' channels carried
-    /// is delivered), else when Redis has, started in `turn`.
+    /// at once when it has answered (after what it did to rooms is
+    /// delivered), else when Redis has, started in `turn`.
     pub(in crate::registry) fn in_broker<T: Send + 'static>(
         &mut self,
         ctx: &mut Context<Self>,
@@ -130,8 +130,10 @@ impl Registry {
     ) {
         let work = match done {
             Done::Now(out) => {
-                then(self, out, ctx);
-                return self.deliver_events(ctx);
+                // What the call did to rooms first: a publisher's message
+                // is delivered before its reply is made.
+                self.deliver_events(ctx);
+                return then(self, out, ctx);
             }
             Done::Later(work) => work,
         };
@@ -267,6 +269,21 @@ impl Registry {
         let Some(pipeline) = self.requests.publishing.get_mut(&id) else {
             return;
         };
+        if n == pipeline.replied && pipeline.done.is_empty() {
+            // The next reply in order (always, with the memory broker).
+            pipeline.replied += 1;
+            let drained = pipeline.replied == pipeline.sent;
+            if drained {
+                self.requests.publishing.remove(&id);
+            }
+            if let Some(reply) = reply {
+                self.reply(id, reply);
+            }
+            if drained {
+                self.run_deferred(id, ctx);
+            }
+            return;
+        }
         pipeline.done.insert(n, reply);
         let mut replies = Vec::new();
         while let Some(reply) = pipeline.done.remove(&pipeline.replied) {

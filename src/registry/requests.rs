@@ -221,9 +221,11 @@ impl Registry {
                         published.seq
                     );
                 }
-                self.metrics.cluster.observe_publish(took);
-                self.writes_accepted();
-                self.redis_answered();
+                if self.broker.redis().is_some() {
+                    self.metrics.cluster.observe_publish(took);
+                    self.writes_accepted();
+                    self.redis_answered();
+                }
                 Ok(published.seq)
             }
             Ok((Outcome::Closed, attempts)) => {

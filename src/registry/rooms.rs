@@ -373,12 +373,15 @@ impl Registry {
 
     /// What the broker said of rooms (in one process: everything it did).
     pub(in crate::registry) fn deliver_events(&mut self, ctx: &mut Context<Self>) {
-        for event in self.broker.take_events() {
+        let mut events = std::mem::take(&mut self.events);
+        self.broker.take_events(&mut events);
+        for event in events.drain(..) {
             match event {
                 Event::Message { room, seq, epoch, frame } => self.message_arrived(&room, seq, &epoch, frame, ctx),
                 Event::Presence { room, frame } => self.presence_arrived(&room, &frame),
             }
         }
+        self.events = events;
     }
 
     /// A message of `name`, to its feed.
@@ -386,7 +389,8 @@ impl Registry {
         let Some(room) = self.rooms.get_mut(name) else {
             return;
         };
-        let mut steps = Vec::new();
+        // One buffer for every message's steps (`deliver_steps` gives it back).
+        let mut steps = std::mem::take(&mut self.steps);
         room.feed.arrived(seq, epoch, frame, &mut steps);
         self.apply_steps(name, steps, ctx);
     }
@@ -438,13 +442,15 @@ impl Registry {
         let restarted = steps.iter().any(|step| matches!(step, Step::Restarted(_)));
         self.deliver_steps(name, steps, ctx);
         self.release_acks(name, restarted);
-        for ack in std::mem::take(&mut self.acks_due) {
-            self.publish_done(ack.id, ack.n, ack.reply, ctx);
+        if !self.acks_due.is_empty() {
+            for ack in std::mem::take(&mut self.acks_due) {
+                self.publish_done(ack.id, ack.n, ack.reply, ctx);
+            }
         }
     }
 
-    fn deliver_steps(&mut self, name: &RoomName, steps: Vec<Step>, ctx: &mut Context<Self>) {
-        for step in steps {
+    fn deliver_steps(&mut self, name: &RoomName, mut steps: Vec<Step>, ctx: &mut Context<Self>) {
+        for step in steps.drain(..) {
             match step {
                 Step::Deliver(seq, frame) => self.deliver_message(name, seq, frame),
                 Step::Fetch { from, to } => {
@@ -466,6 +472,7 @@ impl Registry {
                 }
             }
         }
+        self.steps = steps;
     }
 
     /// A message in `seq` order to this node's members of the room.
@@ -486,6 +493,10 @@ impl Registry {
         };
         let json = OutFrame::Text(frame);
         let room = &mut *room;
+        if raw.is_none() && room.joining.is_empty() && room.behind.is_empty() {
+            // Everyone here takes the same frame: nobody to skip.
+            return room.members.fan_out(None, Some(&json), None, &mut self.slow);
+        }
         let skip = |id: SessionId, member: &Member| {
             (member.kind == MemberKind::Raw && Some(id) == from)
                 || room.joining.iter().any(|joining| joining.id == id)

@@ -99,7 +99,7 @@ impl Registry {
 
     /// A write passed.
     pub(in crate::registry) fn writes_accepted(&mut self) {
-        if self.metrics.cluster.writable.swap(1, Ordering::Relaxed) == 0 {
+        if self.broker.redis().is_some() && self.metrics.cluster.writable.swap(1, Ordering::Relaxed) == 0 {
             log::info!("cluster: Redis takes writes again");
         }
     }
