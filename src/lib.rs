@@ -8,7 +8,9 @@
 //!   server  reload                  binds, drains on signals; SIGHUP
 //!   http                            routes, /healthz, /metrics, /api, the upgrade gate
 //!   session                         one actor per WebSocket connection
-//!   registry   cluster              the hub (rooms, members, fan-out); Redis's side
+//!   registry                        the hub: members, fan-out, one path for both brokers
+//!   broker                          the memory broker (the rules Redis's scripts keep)
+//!   cluster                         Redis's scripts, subscriber and liveness
 //!   outbox   live                   what the hub hands a session; the settings in effect
 //!   auth   tls   limit              tokens and grants; certificates; counted connections
 //!   protocol  config  metrics  logging    the wire; plain settings; counters; log filter
@@ -29,6 +31,7 @@
 //!   swapped whole by SIGHUP.
 //! - [`outbox`]: a session's bounded outbound queue and close requests: all
 //!   the hub and the watchdog reach of a session.
+//! - [`broker`]: what rooms share, in one process (the memory broker).
 //! - [`cluster`]: the Redis side of rooms across processes (scripts,
 //!   subscriber, liveness).
 //! - [`registry`]: the hub: the actor that owns rooms and the session
