@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 struct Hub {
     registry: Addr<Registry>,
     next_id: Arc<AtomicU64>,
-    _redis: Option<common::Redis>,
+    redis: Option<common::Redis>,
 }
 
 /// The settings every rule runs with, and `extra` (`ROOMCAST_*` names).
@@ -56,12 +56,32 @@ impl Hub {
             Cluster::new(settings.cluster.clone(), client, next_id.clone(), io)
         });
         let registry = Registry::new(Limits::new(&settings), metrics, cluster).start();
-        let hub = Hub { registry, next_id, _redis: redis };
+        let hub = Hub { registry, next_id, redis };
         // A cluster node hands out ids once Redis gave it its number.
         while hub.next_id.load(Ordering::Acquire) == 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         hub
+    }
+
+    /// Waits until Redis has forgotten `room` (its keys expired at the end
+    /// of empty_ttl, on Redis's clock).
+    async fn forgotten_in_redis(&self, room: &str) {
+        let Some(redis) = &self.redis else {
+            return;
+        };
+        let room = roomcast::protocol::RoomName::parse(room).expect("a room name");
+        let meta = roomcast::cluster::keys::RoomKeys::new("roomcast", &room).meta;
+        let mut connection = redis.connection().await;
+        let deadline = tokio::time::Instant::now() + common::DEADLINE;
+        loop {
+            let exists: bool = redis::cmd("EXISTS").arg(&meta).query_async(&mut connection).await.expect("EXISTS");
+            if !exists {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{room} was never forgotten");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     async fn session(&self) -> Session {
@@ -267,7 +287,7 @@ async fn empty_ttl(redis: bool) {
     assert_eq!((kept["epoch"].clone(), kept["history"].as_array().map(Vec::len)), (first.clone(), Some(1)));
     a.request(json!({"type": "leave", "room": "r"})).await;
     if redis {
-        tokio::time::sleep(Duration::from_millis(2100)).await;
+        hub.forgotten_in_redis("r").await;
     } else {
         tokio::time::pause();
         tokio::time::advance(Duration::from_millis(2001)).await;

@@ -30,11 +30,13 @@ struct MemoryRoom {
     members: BTreeMap<SessionId, String>,
     /// When the room, empty, is forgotten (`None` while it has members).
     forget_at: Option<Instant>,
+    /// It has an entry in `expiring` (at most one, however often it empties).
+    expiring: bool,
 }
 
 impl MemoryRoom {
     fn new(limits: HistoryLimits) -> MemoryRoom {
-        MemoryRoom { log: RoomLog::new(limits), members: BTreeMap::new(), forget_at: None }
+        MemoryRoom { log: RoomLog::new(limits), members: BTreeMap::new(), forget_at: None, expiring: false }
     }
 
     fn expired(&self, now: Instant) -> bool {
@@ -44,8 +46,10 @@ impl MemoryRoom {
 
 pub struct MemoryBroker {
     rooms: HashMap<RoomName, MemoryRoom>,
-    /// Empty rooms by when they are forgotten (an entry whose room has
-    /// members again, or a later time, is stale and skipped).
+    /// Empty rooms by when they are forgotten, one entry per room at most
+    /// (so at most `rooms.max_rooms` entries, however often a client empties
+    /// a room): an entry whose room has members again is dropped, one whose
+    /// room emptied again later goes back in at the new time.
     expiring: BinaryHeap<Reverse<(Instant, RoomName)>>,
     limits: HistoryLimits,
     events: Vec<Event>,
@@ -72,9 +76,20 @@ impl MemoryBroker {
             let Some(Reverse((_, name))) = self.expiring.pop() else {
                 break;
             };
-            if self.rooms.get(&name).is_some_and(|room| room.expired(now)) {
-                self.forget(&name);
-                log::debug!("room {name} forgotten after empty_ttl");
+            let Some(room) = self.rooms.get_mut(&name) else {
+                continue;
+            };
+            room.expiring = false;
+            match room.forget_at {
+                Some(at) if at <= now => {
+                    self.forget(&name);
+                    log::debug!("room {name} forgotten after empty_ttl");
+                }
+                Some(at) => {
+                    room.expiring = true;
+                    self.expiring.push(Reverse((at, name)));
+                }
+                None => {}
             }
         }
         self.count();
@@ -114,7 +129,9 @@ impl MemoryBroker {
         let at = Instant::now() + empty_ttl;
         if let Some(room) = self.rooms.get_mut(name) {
             room.forget_at = Some(at);
-            self.expiring.push(Reverse((at, name.clone())));
+            if !std::mem::replace(&mut room.expiring, true) {
+                self.expiring.push(Reverse((at, name.clone())));
+            }
         }
     }
 
@@ -324,6 +341,24 @@ mod tests {
         assert_eq!(again.joined, Joined::Added(1), "a forgotten");
         let back = broker.join(&room("a"), SessionId(1), entry, (10, 2), &JoinRead::Since(1, None));
         assert_eq!((back.top, back.reset), (0, true), "a started again: nothing recovered");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_room_emptied_again_and_again_waits_once() {
+        let mut broker = broker(10);
+        for _ in 0..1000 {
+            broker.join(&room("a"), SessionId(1), "{}", (10, 10), &JoinRead::Recent(0));
+            broker.leave(&room("a"), SessionId(1), Duration::from_secs(5));
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+        assert_eq!(broker.expiring.len(), 1, "one entry for the room, not one per emptying");
+        tokio::time::advance(Duration::from_secs(4)).await;
+        broker.expire();
+        assert_eq!(broker.expiring.len(), 1, "waits for the last emptying's time");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        broker.expire();
+        assert!(broker.expiring.is_empty(), "{:?}", broker.expiring);
+        assert_eq!(broker.metrics.rooms_held.load(Ordering::Relaxed), 0, "forgotten");
     }
 
     #[tokio::test(start_paused = true)]

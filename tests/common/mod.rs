@@ -77,19 +77,20 @@ fn shared_redis_url() -> String {
             let program = tool("redis-server", "redis-server");
             let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
             let script = format!(
-                "{} --port {port} --bind 127.0.0.1 --save '' --appendonly no >/dev/null & \
-             pid=$!; cat >/dev/null; kill $pid",
-                program.display()
+                "{} {} & pid=$!; cat >/dev/null; kill $pid",
+                program.display(),
+                Redis::args(port).iter().map(|arg| format!("'{arg}'")).collect::<Vec<_>>().join(" ")
             );
-            let child =
-                Command::new("sh").args(["-c", &script]).stdin(Stdio::piped()).spawn().expect("start redis-server");
+            let mut child = Command::new("sh")
+                .args(["-c", &script])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start redis-server");
+            assert!(Redis::ready(&mut child), "redis-server did not start on port {port}");
             // The pipe stays open for the life of the process.
             std::mem::forget(child);
-            let deadline = std::time::Instant::now() + DEADLINE;
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(std::time::Instant::now() < deadline, "redis-server did not start on port {port}");
-                std::thread::sleep(Duration::from_millis(20));
-            }
             format!("redis://127.0.0.1:{port}")
         })
         .clone()
@@ -596,11 +597,29 @@ impl Redis {
     fn try_start_on(port: u16) -> Option<Redis> {
         let program = tool("redis-server", "redis-server");
         let mut child = Command::new(&program)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(Redis::args(port))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("start redis-server");
+        if Redis::ready(&mut child) {
+            return Some(Redis { child, port });
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    /// A test's Redis: loopback, `port`, no persistence.
+    fn args(port: u16) -> Vec<String> {
+        ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            .map(String::from)
+            .to_vec()
+    }
+
+    /// Whether the Redis `child` (its stdout piped) says it takes
+    /// connections in time; its stdout is read to the end meanwhile.
+    fn ready(child: &mut Child) -> bool {
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -610,12 +629,7 @@ impl Redis {
                 }
             }
         });
-        if rx.recv_timeout(DEADLINE).is_ok() {
-            return Some(Redis { child, port });
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        None
+        rx.recv_timeout(DEADLINE).is_ok()
     }
 
     /// A `roomcast serve` node of a cluster on this Redis (node_timeout 1s
