@@ -284,11 +284,10 @@ impl Registry {
             body,
             publish_id.as_ref(),
             move |registry, seq, ctx| {
-                let _ticket = ticket;
                 let reply = match seq {
                     Ok(seq) => {
                         let reply = reference.is_some().then(|| frame::ok(Some(seq), reference.as_deref()));
-                        return registry.ack_after_delivery(&room, Ack { seq, id, n, reply }, ctx);
+                        return registry.ack_after_delivery(&room, Ack { seq, id, n, reply, _ticket: ticket }, ctx);
                     }
                     Err(PublishFailure::Unavailable(why)) => {
                         Some(frame::error(ErrorCode::Unavailable, &unavailable(&why), reference.as_deref()))

@@ -82,6 +82,9 @@ pub(in crate::registry) struct Ack {
     pub id: SessionId,
     pub n: u64,
     pub reply: Option<String>,
+    /// The request's in-flight bytes, held until the reply goes: what waits
+    /// here counts against the session's budget, which stops its reading.
+    pub _ticket: crate::outbox::InFlight,
 }
 
 impl LocalRoom {
