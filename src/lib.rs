@@ -9,8 +9,7 @@
 //!   http                            routes, /healthz, /metrics, /api, the upgrade gate
 //!   session                         one actor per WebSocket connection
 //!   registry                        the hub: members, fan-out, one path for both brokers
-//!   broker                          the memory broker (the rules Redis's scripts keep)
-//!   cluster                         Redis's scripts, subscriber and liveness
+//!   broker                          the seam: memory (one process) and Redis (a cluster)
 //!   outbox   live                   what the hub hands a session; the settings in effect
 //!   auth   tls   limit              tokens and grants; certificates; counted connections
 //!   protocol  config  metrics  logging    the wire; plain settings; counters; log filter
@@ -31,9 +30,9 @@
 //!   swapped whole by SIGHUP.
 //! - [`outbox`]: a session's bounded outbound queue and close requests: all
 //!   the hub and the watchdog reach of a session.
-//! - [`broker`]: what rooms share, in one process (the memory broker).
-//! - [`cluster`]: the Redis side of rooms across processes (scripts,
-//!   subscriber, liveness).
+//! - [`broker`]: what rooms share, behind the `Broker` and `Presence`
+//!   traits: the memory broker of one process, and the Redis broker of a
+//!   cluster (scripts, subscriber, the node's beats).
 //! - [`registry`]: the hub: the actor that owns rooms and the session
 //!   directory and relays messages, alone or with a cluster.
 //! - [`session`]: the actor of each WebSocket connection (`/ws`,
@@ -48,7 +47,6 @@
 pub mod auth;
 pub mod broker;
 pub mod client;
-pub mod cluster;
 pub mod config;
 pub mod dial;
 pub mod http;

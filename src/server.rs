@@ -19,12 +19,15 @@ use arc_swap::ArcSwap;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::auth::users::UserLimit;
+use crate::broker::Shared;
+use crate::broker::memory::MemoryBroker;
+use crate::broker::redis::{RedisBroker, start_io_thread};
 use crate::config::{ConfigError, Settings};
 use crate::http::{self, AppState, Live};
 use crate::limit::peers::PeerLimit;
 use crate::metrics::Metrics;
 use crate::protocol::close;
-use crate::registry::cluster::{Cluster, ClusterLeave};
+use crate::registry::node::Leave;
 use crate::registry::{self, Registry};
 use crate::reload::Reloader;
 use crate::session::heartbeat::Watchdog;
@@ -140,7 +143,7 @@ async fn serve(settings: Settings, config: Option<PathBuf>) -> Result<(), ServeE
             redis::Client::open(settings.cluster.redis.as_str())
                 .map_err(|e| ConfigError::key("cluster.redis", e.to_string()))?,
             next_id.clone(),
-            crate::registry::cluster::start_io_thread()?,
+            start_io_thread()?,
         )),
         false => None,
     };
@@ -148,8 +151,13 @@ async fn serve(settings: Settings, config: Option<PathBuf>) -> Result<(), ServeE
         log::info!("cluster: connecting to Redis (prefix {:?})", settings.cluster.prefix);
     }
     let registry = Registry::start_in_arbiter(&registry_thread.handle(), move |_| {
-        let cluster = cluster.map(|(settings, client, next_id, io)| Cluster::new(settings, client, next_id, io));
-        Registry::new(limits, registry_metrics, cluster)
+        let broker: Box<dyn Shared> = match cluster {
+            Some((settings, client, next_id, io)) => {
+                Box::new(RedisBroker::start(settings, client, next_id, io, registry_metrics.clone()))
+            }
+            None => Box::new(MemoryBroker::new(limits.history, registry_metrics.clone())),
+        };
+        Registry::new(limits, registry_metrics, broker)
     });
     let api_rate = RateLimit::new(settings.api.messages_per_second, settings.api.burst);
     let state = AppState {
@@ -217,7 +225,7 @@ async fn drain_on_signal(mut signals: Signals, state: AppState, server: ServerHa
     if state.clustered {
         // The members here leave their rooms now, with leave events, before
         // their connections close.
-        let leave = state.registry.send(ClusterLeave);
+        let leave = state.registry.send(Leave);
         if tokio::time::timeout(timeout / 2, leave).await.is_err() {
             log::warn!(
                 "cluster: leaving took longer than half of shutdown_timeout; the others will time this node out"

@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::Redis;
-use roomcast::cluster::liveness::{Beat, Liveness};
+use roomcast::broker::redis::liveness::{Beat, Liveness};
 
 const TIMEOUT: Duration = Duration::from_secs(1);
 const INTERVAL: Duration = Duration::from_millis(200);
@@ -145,7 +145,7 @@ async fn a_redis_pause_of_twice_the_timeout_declares_nobody_dead() {
 #[tokio::test]
 #[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
 async fn every_node_start_gets_a_number_of_its_own_and_so_do_its_sessions() {
-    use roomcast::cluster::nodes::{node_of, register, session_id};
+    use roomcast::broker::redis::nodes::{node_of, register, session_id};
     let redis = Redis::start();
     let mut conn = redis.connection().await;
     let first = register(&mut conn, "test").await.unwrap();

@@ -9,9 +9,9 @@ mod common;
 use std::time::Duration;
 
 use common::Redis;
-use roomcast::cluster::keys::RoomKeys;
-use roomcast::cluster::presence::{Joined, Membership, PRESENCE_PREFIX, Presence, Read};
-use roomcast::cluster::publish::{Publish, RoomBounds, publish};
+use roomcast::broker::redis::keys::RoomKeys;
+use roomcast::broker::redis::presence::{Joined, Membership, PRESENCE_PREFIX, Presence, Read};
+use roomcast::broker::redis::publish::{Publish, RoomBounds, publish};
 use roomcast::protocol::frame::{self, PresenceEvent};
 use roomcast::protocol::{RoomName, SessionId};
 

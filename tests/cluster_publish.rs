@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use common::Redis;
 use futures_util::StreamExt;
-use roomcast::cluster::keys::RoomKeys;
-use roomcast::cluster::publish::{
+use roomcast::broker::redis::keys::RoomKeys;
+use roomcast::broker::redis::publish::{
     Delivered, Outcome, Publish, Published, RoomBounds, Settled, publish, publish_settled, render, settle,
 };
 use roomcast::protocol::RoomName;
@@ -171,10 +171,10 @@ async fn raw_text_is_kept_as_it_came_and_rendered_into_the_frame() {
     let payload = common::next_payload(&mut stream).await;
     assert!(payload.len() < 11_000, "sent as it came: {} bytes", payload.len());
     let delivered = Delivered::parse(&payload).unwrap();
-    let frame: serde_json::Value = serde_json::from_str(&render(&room, delivered.seq, delivered.stored)).unwrap();
+    let frame: serde_json::Value = serde_json::from_str(&render(&room.room, delivered.seq, delivered.stored)).unwrap();
     assert_eq!((frame["seq"].as_u64(), frame["body"].as_str()), (Some(1), Some(text.as_str())));
     let stored = &history(&mut conn, &room).await[0].1;
-    assert_eq!(render(&room, 1, stored), render(&room, delivered.seq, delivered.stored));
+    assert_eq!(render(&room.room, 1, stored), render(&room.room, delivered.seq, delivered.stored));
 }
 
 #[tokio::test]
@@ -326,8 +326,8 @@ async fn publishers_on_several_connections_share_one_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
 async fn a_feed_delivers_everything_once_while_its_pubsub_connection_is_killed() {
-    use roomcast::cluster::feed::{Feed, Step};
-    use roomcast::cluster::history::range;
+    use roomcast::broker::redis::history::range;
+    use roomcast::registry::feed::{Feed, Step};
 
     const MESSAGES: u64 = 3000;
     let redis = Redis::start();
@@ -399,7 +399,12 @@ async fn a_feed_delivers_everything_once_while_its_pubsub_connection_is_killed()
             let Some(next) = next else { break }; // killed: connect again
             let payload: String = next.get_payload().unwrap();
             let arrival = Delivered::parse(&payload).unwrap();
-            feed.arrived(arrival.seq, arrival.epoch, render(&room, arrival.seq, arrival.stored).into(), &mut steps);
+            feed.arrived(
+                arrival.seq,
+                arrival.epoch,
+                render(&room.room, arrival.seq, arrival.stored).into(),
+                &mut steps,
+            );
         }
     }
     publisher.await.unwrap();
@@ -428,7 +433,7 @@ async fn a_publish_whose_answer_is_late_gets_its_real_outcome() {
     let mut managed = client.get_connection_manager_with_config(config).await.unwrap();
     // Redis knows the scripts already, so that an attempt is one EVALSHA
     // (the pause holds it) rather than a NOSCRIPT and a SCRIPT LOAD.
-    roomcast::cluster::load_scripts(&mut admin).await.unwrap();
+    roomcast::broker::redis::load_scripts(&mut admin).await.unwrap();
     for name in ["kept", "managed"] {
         let room = keys(name);
         let mut pubsub = redis.subscribed(&[&room.channel]).await;
@@ -464,13 +469,15 @@ fn message_with_id(record: &str) -> Publish<'_> {
     message(record, "}", 50)
 }
 
-/// The node's subscriber: messages of the rooms it subscribed to arrive;
-/// a killed pub/sub connection is reported lost, then reconnected with
-/// every room subscribed again; an unsubscribed room's messages stop.
+/// The node's subscriber: messages of the rooms it subscribed to arrive
+/// as frames; after a killed pub/sub connection, every room is subscribed
+/// again and that is said (repairs follow); an unsubscribed room's
+/// messages stop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(skip_redis, ignore = "redis-server is missing and SKIP_MISSING_TOOLS=1")]
 async fn the_subscriber_survives_its_connection_and_follows_its_rooms() {
-    use roomcast::cluster::subscriber::{Event, Subscriber};
+    use roomcast::broker::Event;
+    use roomcast::broker::redis::subscriber::Subscriber;
 
     let redis = Redis::start();
     let client = redis.client();
@@ -482,8 +489,9 @@ async fn the_subscriber_survives_its_connection_and_follows_its_rooms() {
     let mut conn = redis.connection().await;
     let mut next = async || tokio::time::timeout(common::DEADLINE, events.recv()).await.expect("an event").unwrap();
     let seq_of = |event: Event| match event {
-        Event::Arrived { room, payload } => {
-            (room.as_str().to_string(), Delivered::parse(std::str::from_utf8(&payload).unwrap()).unwrap().seq)
+        Event::Message { room, seq, frame, .. } => {
+            assert!(frame.contains(&format!("\"seq\":{seq}")), "the frame carries its seq: {frame}");
+            (room.as_str().to_string(), seq)
         }
         other => panic!("expected a message, got {other:?}"),
     };
@@ -491,15 +499,14 @@ async fn the_subscriber_survives_its_connection_and_follows_its_rooms() {
     assert_eq!(seq_of(next().await), ("a".to_string(), 1));
 
     let _: u64 = redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub").query_async(&mut conn).await.unwrap();
-    assert!(matches!(next().await, Event::Lost(_)));
-    assert_eq!(next().await, Event::Reconnected);
+    assert!(matches!(next().await, Event::Resubscribed));
     published(&mut conn, &keys("b"), &message_with_id("a:b1")).await;
     assert_eq!(seq_of(next().await), ("b".to_string(), 1), "subscribed again after the reconnect");
 
     // The node's own channel carries `direct` messages for its sessions.
-    let direct = roomcast::cluster::nodes::direct_channel("test", 7);
+    let direct = roomcast::broker::redis::nodes::direct_channel("test", 7);
     let _: u64 = redis::cmd("PUBLISH").arg(&direct).arg("to 7").query_async(&mut conn).await.unwrap();
-    assert_eq!(next().await, Event::Direct("to 7".into()));
+    assert!(matches!(next().await, Event::Direct(payload) if payload == "to 7"));
 
     subscriber.unsubscribe(&a);
     // Unsubscribing is confirmed by the next subscribe (same connection, in order).

@@ -14,11 +14,13 @@ use std::time::Duration;
 use actix::{Actor, Addr};
 use futures_util::StreamExt;
 use roomcast::Settings;
+use roomcast::broker::Shared;
+use roomcast::broker::memory::MemoryBroker;
+use roomcast::broker::redis::{RedisBroker, start_io_thread};
 use roomcast::metrics::Metrics;
 use roomcast::outbox::{OutFrame, OutboundLimits, SessionHandle, Signals};
 use roomcast::protocol::SessionId;
 use roomcast::protocol::request::parse_request;
-use roomcast::registry::cluster::{Cluster, start_io_thread};
 use roomcast::registry::messages::{Command, Connect};
 use roomcast::registry::{Limits, Registry};
 use serde_json::{Value, json};
@@ -50,12 +52,16 @@ impl Hub {
         let settings = settings(&all);
         let metrics = Arc::new(Metrics::default());
         let next_id = Arc::new(AtomicU64::new(if redis.is_some() { 0 } else { 1 }));
-        let cluster = redis.as_ref().map(|redis| {
-            let client = redis.client();
-            let io = start_io_thread().expect("a Redis thread");
-            Cluster::new(settings.cluster.clone(), client, next_id.clone(), io)
-        });
-        let registry = Registry::new(Limits::new(&settings), metrics, cluster).start();
+        let limits = Limits::new(&settings);
+        let broker: Box<dyn Shared> = match &redis {
+            Some(redis) => {
+                let io = start_io_thread().expect("a Redis thread");
+                let (cluster, client) = (settings.cluster.clone(), redis.client());
+                Box::new(RedisBroker::start(cluster, client, next_id.clone(), io, metrics.clone()))
+            }
+            None => Box::new(MemoryBroker::new(limits.history, metrics.clone())),
+        };
+        let registry = Registry::new(limits, metrics, broker).start();
         let hub = Hub { registry, next_id, redis };
         // A cluster node hands out ids once Redis gave it its number.
         while hub.next_id.load(Ordering::Acquire) == 0 {
@@ -71,7 +77,7 @@ impl Hub {
             return;
         };
         let room = roomcast::protocol::RoomName::parse(room).expect("a room name");
-        let meta = roomcast::cluster::keys::RoomKeys::new("roomcast", &room).meta;
+        let meta = roomcast::broker::redis::keys::RoomKeys::new("roomcast", &room).meta;
         let mut connection = redis.connection().await;
         let deadline = tokio::time::Instant::now() + common::DEADLINE;
         loop {

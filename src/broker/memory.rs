@@ -1,5 +1,5 @@
 //! The broker of one process: what Redis holds for a cluster, held here,
-//! with the same rules (the scripts of `cluster/` say them for Redis).
+//! with the same rules (the scripts of `redis/` say them for Redis).
 //! A room is its log (`seq`, epoch, history, publish ids) and its members'
 //! entries; an empty room is kept for `empty_ttl` and counts against
 //! `rooms.max_rooms` meanwhile. Everything answers at once, and what Redis
@@ -15,11 +15,13 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use bytes::Bytes;
+
 use super::log::{HistoryLimits, RoomLog};
-use super::{Event, JoinRead, Message, MessageText};
-use crate::cluster::history::Range;
-use crate::cluster::presence::{JoinReply, Joined};
-use crate::cluster::publish::{Outcome, Published};
+use super::{
+    Answer, Broker, Done, Event, Holdings, JoinRead, JoinReply, Joined, Message, MessageText, Outcome, Presence,
+    Published, Publishing, Range,
+};
 use crate::metrics::Metrics;
 use crate::protocol::{RoomName, SessionId, frame};
 
@@ -206,7 +208,7 @@ impl MemoryBroker {
     /// kept for `empty_ttl` from now.
     pub fn publish(&mut self, name: &RoomName, message: &Message<'_>) -> Outcome {
         let exists = self.live_room(name).is_some();
-        if !exists && !self.may_make_room(message.max_rooms) {
+        if !exists && !self.may_make_room(message.bounds.max_rooms) {
             return Outcome::TooManyRooms;
         }
         let limits = self.limits;
@@ -226,7 +228,7 @@ impl MemoryBroker {
         self.metrics.history_bytes.fetch_add(after as u64, Ordering::Relaxed);
         self.metrics.history_bytes.fetch_sub(before as u64, Ordering::Relaxed);
         if empty {
-            self.empty_from_now(name, message.empty_ttl);
+            self.empty_from_now(name, message.bounds.empty_ttl);
         }
         self.events.push(Event::Message { room: name.clone(), seq, epoch: epoch_shared, frame });
         self.count();
@@ -297,9 +299,110 @@ impl Message<'_> {
     }
 }
 
+fn now<T>(value: T) -> Done<Answer<T>> {
+    Done::Now(Ok(value))
+}
+
+impl Broker for MemoryBroker {
+    fn runtime(&self) -> Option<tokio::runtime::Handle> {
+        None
+    }
+
+    fn down(&self) -> Option<String> {
+        None
+    }
+
+    fn publish(&mut self, room: &RoomName, message: &Message<'_>) -> Done<Publishing> {
+        Done::Now((Ok((MemoryBroker::publish(self, room, message), 1)), Duration::ZERO))
+    }
+
+    fn history(&mut self, room: &RoomName, from: u64, to: Option<u64>) -> Done<Answer<Range>> {
+        now(MemoryBroker::history(self, room, from, to))
+    }
+
+    fn relay_binary(&mut self, room: &RoomName, from: SessionId, bytes: Bytes) -> Done<Answer<()>> {
+        self.events.push(Event::Binary { room: room.clone(), from: Some(from), bytes });
+        now(())
+    }
+
+    fn direct(&mut self, _to: SessionId, _payload: String) -> Option<Done<Answer<bool>>> {
+        None
+    }
+
+    fn unsubscribe(&mut self, _room: &RoomName) {}
+
+    fn take_events(&mut self, into: &mut Vec<Event>) {
+        MemoryBroker::take_events(self, into);
+    }
+
+    fn events(&mut self) -> Option<tokio::sync::mpsc::Receiver<Event>> {
+        None
+    }
+
+    fn tick(&mut self) {
+        self.expire();
+    }
+
+    fn set_limits(&mut self, history: HistoryLimits, _empty_ttl: Duration) {
+        MemoryBroker::set_limits(self, history);
+    }
+
+    fn shut_down(&mut self, _empty_ttl: Duration) -> Done<()> {
+        Done::Now(())
+    }
+}
+
+impl Presence for MemoryBroker {
+    fn join(
+        &mut self,
+        room: &RoomName,
+        id: SessionId,
+        entry: String,
+        limits: (usize, usize),
+        read: JoinRead,
+        _subscribe: bool,
+    ) -> Done<Answer<JoinReply>> {
+        now(MemoryBroker::join(self, room, id, &entry, limits, &read))
+    }
+
+    fn leave(&mut self, room: &RoomName, id: SessionId, empty_ttl: Duration) -> Done<Answer<Option<usize>>> {
+        now(MemoryBroker::leave(self, room, id, empty_ttl))
+    }
+
+    fn members(&mut self, room: &RoomName) -> Done<Answer<Vec<String>>> {
+        now(MemoryBroker::members(self, room))
+    }
+
+    fn rooms(&mut self) -> Done<Answer<Vec<(RoomName, usize)>>> {
+        now(MemoryBroker::rooms(self))
+    }
+
+    fn rename(&mut self, rooms: Vec<RoomName>, id: SessionId, entry: String) -> Done<Answer<()>> {
+        MemoryBroker::rename(self, &rooms, id, &entry);
+        now(())
+    }
+
+    fn session(&mut self, _id: SessionId, _open: bool) -> Done<Answer<()>> {
+        now(())
+    }
+
+    fn admit(&mut self, _user: &Arc<str>, _max: usize) -> Option<Done<Answer<bool>>> {
+        None
+    }
+
+    fn release(&mut self, _user: Arc<str>) -> Done<Answer<()>> {
+        now(())
+    }
+
+    fn restore(&mut self, _holdings: Holdings, _empty_ttl: Duration) -> Done<()> {
+        Done::Now(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::RoomBounds;
 
     fn broker(messages: usize) -> MemoryBroker {
         let limits = HistoryLimits { messages, bytes: usize::MAX, ids: 10 };
@@ -316,8 +419,15 @@ mod tests {
             head: "{\"seq\":",
             tail: "}",
             text: MessageText::Json,
-            max_rooms,
-            empty_ttl: Duration::from_secs(60),
+            bounds: RoomBounds {
+                history: 10,
+                history_bytes: usize::MAX,
+                publish_ids: 10,
+                empty_ttl: Duration::from_secs(60),
+                max_rooms,
+            },
+            occupied: true,
+            min_seq: 1,
         }
     }
 

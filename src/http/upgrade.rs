@@ -32,8 +32,8 @@ use crate::metrics::{AuthFailure, ConnectionSlot, Metrics};
 use crate::outbox::socket::{ConnSocket, SocketId};
 use crate::outbox::{OutboundLimits, SessionHandle};
 use crate::protocol::{RoomName, SUBPROTOCOL, SessionId};
-use crate::registry::cluster::AdmitUser;
 use crate::registry::messages::{Connect, ConnectRaw, RawRefusal, Registration};
+use crate::registry::node::AdmitUser;
 use crate::session::echo::Echo;
 use crate::session::json::JsonRoom;
 use crate::session::ratelimit::TokenBucket;
@@ -234,8 +234,8 @@ fn admit(req: &HttpRequest, state: &AppState, bad_room: Option<&'static str>) ->
         None => None,
     };
     let counted = SessionId(state.next_id.fetch_add(1, Ordering::Relaxed));
-    let id = crate::cluster::nodes::unguessable(counted);
-    if state.clustered && crate::cluster::nodes::node_of(counted) == 0 {
+    let id = crate::broker::redis::nodes::unguessable(counted);
+    if state.clustered && crate::broker::redis::nodes::node_of(counted) == 0 {
         log::info!("refused {} from {}: not yet in the cluster (Redis)", req.path(), peer(req));
         return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "not yet connected to the cluster's Redis"));
     }

@@ -16,6 +16,12 @@ use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
+/// Milliseconds since the Unix epoch: a message's `ts`.
+pub fn now_epoch_ms() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
 /// The subprotocol a `/ws` client may offer.
 pub const SUBPROTOCOL: &str = "roomcast.v1";
 

@@ -9,7 +9,8 @@
 //! - `rooms`: joins, leaves, and each room's feed to its members here.
 //! - `requests`: publish, direct, members, rooms, nick, raw frames, the API.
 //! - `queue`: each session's requests at the broker, kept in order.
-//! - `cluster`: Redis's connection and the node's life in a cluster.
+//! - [`feed`]: what this node delivered of a room, and how gaps are filled.
+//! - [`node`]: the broker's events, per-user counts, a graceful leave.
 //!
 //! Sessions reach it only through the messages in [`messages`]; it reaches
 //! sessions only by queueing frames on their [`SessionHandle`]s, which never
@@ -17,33 +18,31 @@
 //! clone of the same bytes. A member whose queue is full is closed (1013)
 //! and removed at once, so the others are never slowed down by it.
 
-mod broker;
-pub mod cluster;
+pub mod feed;
 pub mod members;
 pub mod messages;
+pub mod node;
 mod queue;
 mod requests;
 mod rooms;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use actix::{Actor, AsyncContext, Context, Handler, ResponseActFuture, WrapFuture};
+use actix::{Actor, Context, Handler, ResponseActFuture, WrapFuture};
 use bytestring::ByteString;
 use serde_json::value::RawValue;
 
 use crate::auth::patterns::Patterns;
 use crate::auth::{Access, Identity};
+use crate::broker::Shared;
 use crate::broker::log::HistoryLimits;
-use crate::broker::memory::MemoryBroker;
 use crate::config::{AuthMode, Settings};
 use crate::metrics::{AuthFailure, Metrics};
 use crate::outbox::{OutFrame, Push, SessionHandle};
 use crate::protocol::frame::{self};
 use crate::protocol::{self, ErrorCode, PublishId, RoomName, SessionId};
-use broker::Broker;
-use cluster::Cluster;
 use members::{Member, MemberKind};
 use messages::{
     ApiPublish, ApiRefusal, Command, Connect, ConnectRaw, Disconnect, ListRooms, RawFrame, RawRefusal, Reauth,
@@ -127,28 +126,21 @@ pub struct Registry {
     /// Each session's requests at the broker, in order.
     requests: Requests,
     /// What rooms share: in this process, or in a cluster's Redis.
-    broker: Broker,
+    broker: Box<dyn Shared>,
+    /// Sessions the broker counted under `max_connections_per_user`.
+    counted: HashMap<SessionId, Arc<str>>,
     /// Publish replies whose wait for their message ended (a room dropped).
     acks_due: Vec<rooms::Ack>,
     /// Buffers used for every message, kept: the broker's events, a feed's steps.
     events: Vec<crate::broker::Event>,
-    steps: Vec<crate::cluster::feed::Step>,
+    steps: Vec<feed::Step>,
 }
 
 impl Actor for Registry {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.start_cluster(ctx);
-        if let Broker::Memory(_) = self.broker {
-            // Empty rooms go when their empty_ttl has passed (until then a
-            // join or publish finds them expired itself).
-            ctx.run_interval(Duration::from_millis(250), |registry, _| {
-                if let Broker::Memory(memory) = &mut registry.broker {
-                    memory.expire();
-                }
-            });
-        }
+        self.start_broker(ctx);
     }
 }
 
@@ -171,17 +163,11 @@ pub(crate) struct Publish {
     id: Option<PublishId>,
 }
 
-pub(crate) fn now_epoch_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
 impl Registry {
-    /// A registry; with `cluster`, its rooms live in Redis.
-    pub fn new(limits: Limits, metrics: Arc<Metrics>, cluster: Option<Cluster>) -> Self {
-        let broker = match cluster {
-            Some(cluster) => Broker::Redis(Box::new(cluster)),
-            None => Broker::Memory(MemoryBroker::new(limits.history, metrics.clone())),
-        };
+    /// A registry whose rooms share what `broker` holds (in this process,
+    /// or in a cluster's Redis).
+    pub fn new(limits: Limits, metrics: Arc<Metrics>, mut broker: Box<dyn Shared>) -> Self {
+        broker.set_limits(limits.history, limits.empty_ttl);
         Registry {
             limits,
             metrics,
@@ -190,6 +176,7 @@ impl Registry {
             slow: Vec::new(),
             requests: Requests::default(),
             broker,
+            counted: HashMap::new(),
             acks_due: Vec::new(),
             events: Vec::new(),
             steps: Vec::new(),
@@ -467,8 +454,8 @@ impl Handler<ListRooms> for Registry {
 
     fn handle(&mut self, _msg: ListRooms, ctx: &mut Context<Self>) -> Self::Result {
         let (done, listed) = tokio::sync::oneshot::channel();
-        let rooms = match self.broker.down(&self.metrics) {
-            Some(why) => broker::Done::Now(Err(redis::RedisError::from((redis::ErrorKind::Io, "down", why)))),
+        let rooms = match self.broker.down() {
+            Some(why) => crate::broker::Done::Now(Err(redis::RedisError::from((redis::ErrorKind::Io, "down", why)))),
             None => self.broker.rooms(),
         };
         self.in_broker(ctx, queue::Turn::Node, rooms, move |_, rooms, _| {
@@ -507,8 +494,6 @@ impl Handler<Reconfigure> for Registry {
         // On or off is fixed at start (`user` on the wire).
         let auth = self.limits.auth;
         self.limits = Limits { auth, ..msg.limits };
-        if let Broker::Memory(memory) = &mut self.broker {
-            memory.set_limits(self.limits.history);
-        }
+        self.broker.set_limits(self.limits.history, self.limits.empty_ttl);
     }
 }

@@ -18,17 +18,16 @@ use actix::{ActorFutureExt, AsyncContext, Context, WrapFuture};
 use super::Registry;
 use super::messages::{Command, RawFrame, Reauth};
 use crate::broker::Done;
+use crate::broker::redis::node::PIPELINE_BUFFER;
 use crate::protocol::SessionId;
 use crate::protocol::request::RequestKind;
 
-/// The Redis client's queue of commands not yet written (its pipeline
-/// buffer). A command is handed to it on the first poll of its future only
-/// while the queue has room; a full queue lets later commands overtake.
-pub(in crate::registry) const PIPELINE_BUFFER: usize = 4096;
-
-/// Redis work a node runs at once: below [`PIPELINE_BUFFER`], so that a
-/// command always enters the queue on its first poll, in the order
-/// [`in_turn`] gives. Beyond it, work waits in [`Cluster::queued`], in order.
+/// Broker work a node runs at once: below the Redis client's queue of
+/// commands not yet written ([`PIPELINE_BUFFER`]; a command is handed to it
+/// on the first poll of its future only while it has room, and a full
+/// queue lets later commands overtake), so that a command always enters
+/// the queue on its first poll, in the order [`in_turn`] gives. Beyond it,
+/// work waits in [`Requests::queued`], in order.
 const MAX_IN_FLIGHT: usize = PIPELINE_BUFFER - 64;
 
 /// Starts Redis work (spawns its future on the registry).
@@ -160,7 +159,7 @@ impl Registry {
         let start = move |registry: &mut Registry, ctx: &mut Context<Registry>| {
             // On the Redis thread, so that the Redis client is never held up
             // by the registry's own work (fan-out, repairs).
-            let Some(io) = registry.broker.redis().map(|cluster| cluster.io.clone()) else {
+            let Some(io) = registry.broker.runtime() else {
                 return;
             };
             let work = io.spawn(work);

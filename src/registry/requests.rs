@@ -7,17 +7,17 @@ use actix::{Context, WrapFuture};
 use serde_json::value::RawValue;
 
 use super::queue::Turn;
-use super::rooms::{Ack, BINARY_PREFIX, JoinOutcome, RoomJoin, unavailable};
+use super::rooms::{Ack, JoinOutcome, RoomJoin, unavailable};
 use crate::auth::Access;
-use crate::broker::{JoinRead, Message, MessageText};
-use crate::cluster::publish::{Outcome, PublishError, RoomBounds};
+use crate::broker::{Done, JoinRead, Message, MessageText, Outcome, PublishError, RoomBounds};
 use crate::metrics::AuthFailure;
 use crate::outbox::{CloseRequest, OutFrame};
+use crate::protocol::now_epoch_ms;
 use crate::protocol::request::{Ref, RequestKind};
 use crate::protocol::{self, ErrorCode, PublishId, RoomName, SessionId, frame};
+use crate::registry::Registry;
 use crate::registry::members::MemberKind;
 use crate::registry::messages::{Command, RawFrame};
-use crate::registry::{Registry, now_epoch_ms};
 
 /// Why a publish has no `seq`.
 #[derive(Debug)]
@@ -122,7 +122,7 @@ impl Registry {
         if let Some((code, message)) = refusal {
             return self.error(id, code, &message, reference.as_deref());
         }
-        if let Some(why) = self.broker.down(&self.metrics) {
+        if let Some(why) = self.broker.down() {
             return self.error(id, ErrorCode::Unavailable, &unavailable(&why), reference.as_deref());
         }
         let join = RoomJoin { room: room.clone(), read: read.clone(), access: access.unwrap_or(Access::Write), grant };
@@ -166,16 +166,13 @@ impl Registry {
         publish_id: Option<&PublishId>,
         then: impl FnOnce(&mut Registry, Result<u64, PublishFailure>, &mut Context<Registry>) + 'static,
     ) {
-        if let Some(why) = self.broker.down(&self.metrics) {
+        if let Some(why) = self.broker.down() {
             return then(self, Err(PublishFailure::Unavailable(why)), ctx);
         }
         let bounds = self.room_bounds();
-        // A member's room has its keys made, and its feed knows a seq the
-        // publish will pass; an API publish may go anywhere.
-        let (keys, min_seq) = match self.rooms.get(room) {
-            Some(local) => (local.keys.clone(), local.delivered() + 1),
-            None => (None, 1),
-        };
+        // A member's room has a feed that knows a seq the publish will
+        // pass; an API publish may go anywhere.
+        let min_seq = self.rooms.get(room).map_or(1, |local| local.delivered() + 1);
         // A member's publish: the room has members (only an API publish
         // may make a room).
         let occupied = !matches!(turn, Turn::Node);
@@ -190,18 +187,11 @@ impl Registry {
                 (head, fields, MessageText::Raw(text))
             }
         };
-        let message = Message {
-            id: publish_id,
-            head: &head,
-            tail: &tail,
-            text,
-            max_rooms: self.limits.max_rooms,
-            empty_ttl: self.limits.empty_ttl,
-        };
-        let work = self.broker.publish(room, keys, &message, bounds, occupied, min_seq);
+        let message = Message { id: publish_id, head: &head, tail: &tail, text, bounds, occupied, min_seq };
+        let work = self.broker.publish(room, &message);
         let room = room.clone();
-        self.in_broker(ctx, turn, work, move |registry, (outcome, took), ctx| {
-            let answer = registry.published(&room, outcome, took);
+        self.in_broker(ctx, turn, work, move |registry, (outcome, _took), ctx| {
+            let answer = registry.published(&room, outcome);
             then(registry, answer, ctx);
         });
     }
@@ -211,7 +201,6 @@ impl Registry {
         &mut self,
         room: &RoomName,
         outcome: Result<(Outcome, u32), PublishError>,
-        took: std::time::Duration,
     ) -> Result<u64, PublishFailure> {
         match outcome {
             Ok((Outcome::Published(published), attempts)) => {
@@ -220,11 +209,6 @@ impl Registry {
                         "cluster: a publish to {room} was answered after {attempts} round trips: seq {}",
                         published.seq
                     );
-                }
-                if self.broker.redis().is_some() {
-                    self.metrics.cluster.observe_publish(took);
-                    self.writes_accepted();
-                    self.redis_answered();
                 }
                 Ok(published.seq)
             }
@@ -235,12 +219,7 @@ impl Registry {
                 Err(PublishFailure::Unavailable("Redis did not answer; it was not published".into()))
             }
             Ok((Outcome::TooManyRooms, _)) => Err(PublishFailure::TooManyRooms),
-            Err(PublishError::Refused(error)) => {
-                if crate::cluster::refuses_writes(&error) {
-                    self.writes_refused(&error);
-                }
-                Err(PublishFailure::Unavailable(error.to_string()))
-            }
+            Err(PublishError::Refused(error)) => Err(PublishFailure::Unavailable(error.to_string())),
             Err(PublishError::Unknown) => {
                 log::warn!("cluster: a publish to {room} went unanswered, and Redis no longer knows whether it ran");
                 Err(PublishFailure::Unknown)
@@ -430,24 +409,15 @@ impl Registry {
                 );
             }
             OutFrame::Binary(bytes) => {
-                // Binary frames are not kept: to this node's raw members at
-                // once, through Redis to the others'.
-                let mut payload = Vec::with_capacity(bytes.len() + 24);
-                payload.extend_from_slice(id.to_string().as_bytes());
-                payload.push(b' ');
-                payload.extend_from_slice(&bytes);
-                let keys = self.rooms.get(&name).and_then(|room| room.keys.clone());
-                let (Some(link), Some(keys)) = (self.broker.redis().and_then(|c| c.link.as_ref()), keys) else {
-                    return self.binary_arrived(&name, &payload);
-                };
-                let mut connection = link.connection.clone();
-                let mut message = BINARY_PREFIX.to_vec();
-                message.extend_from_slice(&payload);
-                let work = async move {
-                    let _ticket = ticket;
-                    redis::cmd("PUBLISH").arg(&keys.channel).arg(message).query_async::<()>(&mut connection).await
-                };
-                self.in_redis(ctx, Turn::Alone(id), work, |_, _, _| {});
+                // Binary frames are not kept: through the room's channel to
+                // its raw members (on every node); to this node's at once
+                // when Redis cannot take it.
+                match self.broker.relay_binary(&name, id, bytes.clone()) {
+                    Done::Now(Err(_)) => self.binary_arrived(&name, Some(id), bytes),
+                    work => self.in_broker(ctx, Turn::Alone(id), work, move |_, _, _| {
+                        let _ticket = ticket;
+                    }),
+                }
             }
         }
     }
@@ -464,7 +434,7 @@ impl Registry {
         use crate::registry::messages::RawRefusal;
         let (done, outcome) = tokio::sync::oneshot::channel();
         let refused = |refusal| Box::pin(actix::fut::ready(Err(refusal)));
-        if self.broker.down(&self.metrics).is_some() {
+        if self.broker.down().is_some() {
             return refused(RawRefusal::Unavailable);
         }
         let id = msg.handle.id();

@@ -12,8 +12,6 @@
 //! from history. Presence events the joiner's own join preceded are not
 //! its to see: it waits for its own join event first.
 
-use std::sync::Arc;
-
 use actix::Context;
 use bytestring::ByteString;
 use serde::Deserialize;
@@ -21,19 +19,13 @@ use serde_json::value::RawValue;
 
 use super::queue::Turn;
 use crate::auth::Access;
-use crate::broker::{Event, JoinRead};
-use crate::cluster::feed::{Feed, Step};
-use crate::cluster::keys::RoomKeys;
-use crate::cluster::presence::{JoinReply, Joined, PRESENCE_PREFIX};
-use crate::cluster::publish::Delivered;
+use crate::broker::{JoinRead, JoinReply, Joined};
 use crate::metrics::Metrics;
 use crate::outbox::{OutFrame, Push};
 use crate::protocol::{self, ErrorCode, RoomName, SessionId, frame};
+use crate::registry::feed::{Feed, Step};
 use crate::registry::members::{Member, MemberKind, Members};
 use crate::registry::{Entry, Registry};
-
-/// A raw binary frame on a room's channel: `B FROM ` then the bytes.
-pub(in crate::registry) const BINARY_PREFIX: &[u8] = b"B ";
 
 /// A member whose `joined` is on its way, and what the feed delivered to
 /// the room meanwhile (with the `seq` of messages), in order.
@@ -57,9 +49,6 @@ impl Joining {
 }
 
 pub(in crate::registry) struct LocalRoom {
-    /// Its keys in Redis, made once (a publish needs them); none in one
-    /// process.
-    pub keys: Option<Arc<RoomKeys>>,
     pub members: Members,
     feed: Feed,
     /// Subscribed and confirmed, with the feed anchored.
@@ -88,9 +77,8 @@ pub(in crate::registry) struct Ack {
 }
 
 impl LocalRoom {
-    fn new(keys: Option<Arc<RoomKeys>>) -> LocalRoom {
+    fn new() -> LocalRoom {
         LocalRoom {
-            keys,
             members: Members::default(),
             feed: Feed::unanchored(),
             subscribed: false,
@@ -177,14 +165,10 @@ impl Registry {
         let member_entry = self.member_entry(entry, id);
         let (kind, handle) = (entry.kind, entry.handle.clone());
         let limits = (self.limits.max_members_per_room, self.limits.max_rooms);
-        if let Some(why) = self.broker.down(&self.metrics) {
+        if let Some(why) = self.broker.down() {
             return done(self, JoinOutcome::Unavailable(why), ctx);
         }
-        let keys = match self.rooms.get(&join.room) {
-            Some(room) => room.keys.clone(),
-            None => self.broker.keys(&join.room),
-        };
-        let room = self.rooms.entry(join.room.clone()).or_insert_with(|| LocalRoom::new(keys));
+        let room = self.rooms.entry(join.room.clone()).or_insert_with(LocalRoom::new);
         let is_new = !room.members.contains(id);
         if is_new {
             let member = Member { handle, kind, read_only: join.access == Access::Read, grant: join.grant };
@@ -199,22 +183,13 @@ impl Registry {
             }
         }
         let subscribe = !room.subscribed;
-        let keys = room.keys.clone();
-        let work = self.broker.join(&join.room, keys, id, member_entry, limits, join.read.clone(), subscribe);
+        let work = self.broker.join(&join.room, id, member_entry, limits, join.read.clone(), subscribe);
         self.in_broker(ctx, Turn::Alone(id), work, move |registry, reply, ctx| {
             let outcome = match reply {
                 Ok(JoinReply { joined: Joined::Full(count), .. }) => JoinOutcome::Full(count),
                 Ok(JoinReply { joined: Joined::TooManyRooms, .. }) => JoinOutcome::TooManyRooms,
-                Ok(reply) => {
-                    registry.writes_accepted();
-                    JoinOutcome::Joined(reply)
-                }
-                Err(error) => {
-                    if crate::cluster::refuses_writes(&error) {
-                        registry.writes_refused(&error);
-                    }
-                    JoinOutcome::Unavailable(error.to_string())
-                }
+                Ok(reply) => JoinOutcome::Joined(reply),
+                Err(error) => JoinOutcome::Unavailable(error.to_string()),
             };
             match &outcome {
                 JoinOutcome::Joined(reply) => registry.joined_in_broker(id, &join.room, reply, subscribe, ctx),
@@ -352,43 +327,25 @@ impl Registry {
         self.requests.forget(id);
     }
 
-    /// A payload from a room's channel in Redis.
-    pub(in crate::registry) fn arrived(&mut self, name: RoomName, payload: Vec<u8>, ctx: &mut Context<Self>) {
-        if let Some(binary) = payload.strip_prefix(BINARY_PREFIX) {
-            return self.binary_arrived(&name, binary);
-        }
-        let Ok(payload) = String::from_utf8(payload) else {
-            return;
-        };
-        if let Some(presence) = payload.strip_prefix(PRESENCE_PREFIX) {
-            return self.presence_arrived(&name, presence);
-        }
-        let Some(delivered) = Delivered::parse(&payload) else {
-            log::warn!("cluster: a malformed payload on {name}'s channel");
-            return;
-        };
-        let Some(keys) = self.rooms.get(&name).and_then(|room| room.keys.clone()) else {
-            return;
-        };
-        let frame = crate::cluster::publish::render(&keys, delivered.seq, delivered.stored);
-        self.message_arrived(&name, delivered.seq, delivered.epoch, frame.into(), ctx);
-    }
-
     /// What the broker said of rooms (in one process: everything it did).
     pub(in crate::registry) fn deliver_events(&mut self, ctx: &mut Context<Self>) {
         let mut events = std::mem::take(&mut self.events);
         self.broker.take_events(&mut events);
         for event in events.drain(..) {
-            match event {
-                Event::Message { room, seq, epoch, frame } => self.message_arrived(&room, seq, &epoch, frame, ctx),
-                Event::Presence { room, frame } => self.presence_arrived(&room, &frame),
-            }
+            self.broker_event(event, ctx);
         }
         self.events = events;
     }
 
     /// A message of `name`, to its feed.
-    fn message_arrived(&mut self, name: &RoomName, seq: u64, epoch: &str, frame: ByteString, ctx: &mut Context<Self>) {
+    pub(in crate::registry) fn message_arrived(
+        &mut self,
+        name: &RoomName,
+        seq: u64,
+        epoch: &str,
+        frame: ByteString,
+        ctx: &mut Context<Self>,
+    ) {
         let Some(room) = self.rooms.get_mut(name) else {
             return;
         };
@@ -398,7 +355,7 @@ impl Registry {
         self.apply_steps(name, steps, ctx);
     }
 
-    fn presence_arrived(&mut self, name: &RoomName, presence: &str) {
+    pub(in crate::registry) fn presence_arrived(&mut self, name: &RoomName, presence: &str) {
         let Ok(head) = serde_json::from_str::<PresenceHead>(presence) else {
             return;
         };
@@ -427,12 +384,14 @@ impl Registry {
         }
     }
 
-    pub(in crate::registry) fn binary_arrived(&mut self, name: &RoomName, payload: &[u8]) {
-        let Some(space) = payload.iter().position(|b| *b == b' ') else {
-            return;
-        };
-        let from = std::str::from_utf8(&payload[..space]).ok().and_then(SessionId::from_wire);
-        let frame = OutFrame::Binary(bytes::Bytes::copy_from_slice(&payload[space + 1..]));
+    /// A raw member's binary frame, to the room's other raw members here.
+    pub(in crate::registry) fn binary_arrived(
+        &mut self,
+        name: &RoomName,
+        from: Option<SessionId>,
+        bytes: bytes::Bytes,
+    ) {
+        let frame = OutFrame::Binary(bytes);
         let Some(room) = self.rooms.get_mut(name) else {
             return;
         };
@@ -538,10 +497,10 @@ impl Registry {
     /// Reads a gap of the room's history; tried again while Redis does not
     /// answer.
     fn fetch(&mut self, name: RoomName, from: u64, to: Option<u64>, ctx: &mut Context<Self>) {
-        let Some(keys) = self.rooms.get(&name).and_then(|room| room.keys.clone()) else {
+        if !self.rooms.contains_key(&name) {
             return;
-        };
-        let work = self.broker.history(&name, keys, from, to);
+        }
+        let work = self.broker.history(&name, from, to);
         self.in_broker(ctx, Turn::Node, work, move |registry, range, ctx| match range {
             Ok(range) => {
                 let Some(room) = registry.rooms.get_mut(&name) else {

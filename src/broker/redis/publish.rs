@@ -31,7 +31,8 @@ use std::time::Duration;
 use redis::Script;
 
 use super::keys::RoomKeys;
-use crate::protocol::frame;
+pub use crate::broker::{Outcome, PublishError, Published, RoomBounds};
+use crate::protocol::{RoomName, frame};
 
 /// The publish. `#!lua` makes Redis refuse it before it starts when it is
 /// out of memory or a read-only replica, so that a refusal never leaves
@@ -180,40 +181,6 @@ local function forget_oldest(meta, id_order, length, max)
 end
 "#;
 
-/// What a publish (or the question what became of it) got.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Published(Published),
-    /// Not run, and never to be: its attempt was closed.
-    Closed,
-    /// A room nobody is in, and `rooms.max_rooms` are held.
-    TooManyRooms,
-}
-
-/// A publish that happened.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Published {
-    pub seq: u64,
-    pub epoch: String,
-    /// Its record existed: an earlier attempt, or an earlier publish with
-    /// the same id, had published it.
-    pub repeated: bool,
-}
-
-/// The limits a room's data in Redis is kept within (the settings that
-/// bound one process).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RoomBounds {
-    /// `rooms.history` and `rooms.history_bytes`.
-    pub history: usize,
-    pub history_bytes: usize,
-    /// `rooms.publish_ids`.
-    pub publish_ids: usize,
-    /// `rooms.empty_ttl` and `rooms.max_rooms`.
-    pub empty_ttl: Duration,
-    pub max_rooms: usize,
-}
-
 /// A message on its way to a room.
 #[derive(Debug, Clone, Copy)]
 pub struct Publish<'a> {
@@ -360,25 +327,6 @@ pub async fn settle<C: redis::aio::ConnectionLike>(
     })
 }
 
-/// Why a publish's outcome is not an [`Outcome`].
-#[derive(Debug)]
-pub enum PublishError {
-    /// Redis answered with an error (out of memory, a read-only replica, a
-    /// script error): it did not run the publish.
-    Refused(redis::RedisError),
-    /// Its answer was lost and Redis no longer knows (see [`Settled::Unknown`]).
-    Unknown,
-}
-
-impl std::fmt::Display for PublishError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            PublishError::Refused(error) => write!(f, "Redis refused the publish: {error}"),
-            PublishError::Unknown => f.write_str("its answer was lost, and Redis no longer knows whether it ran"),
-        }
-    }
-}
-
 /// Whether `error` leaves it open whether the command ran: anything but
 /// an error reply from Redis (a timeout, a dropped or refused connection, a
 /// reply that could not be read).
@@ -417,10 +365,10 @@ pub async fn publish_settled<C: redis::aio::ConnectionLike>(
 /// channel): a whole `message` frame (a JSON body), or for a raw text body
 /// the frame's fields after its `seq` up to `"body":`, a line break, and
 /// the text as it came. Frames start with `{`, fields with `,`.
-pub fn render(keys: &RoomKeys, seq: u64, stored: &str) -> String {
+pub fn render(room: &RoomName, seq: u64, stored: &str) -> String {
     match stored.starts_with(',').then(|| stored.split_once('\n')).flatten() {
         Some((fields, text)) => {
-            let (head, _) = frame::message_text_parts(&keys.room, "", 0);
+            let (head, _) = frame::message_text_parts(room, "", 0);
             frame::message_of_text(&head, seq, fields, text)
         }
         None => stored.to_string(),
@@ -465,9 +413,9 @@ mod tests {
         let (head, fields) = frame::message_text_parts(&room, "\"from\":\"7\",\"nick\":null", 5);
         let stored = format!("{fields}\n{text}");
         let made_here = frame::message(&room, 9, "\"from\":\"7\",\"nick\":null", 5, &crate::protocol::json_str(text));
-        assert_eq!(render(&keys, 9, &stored), made_here);
+        assert_eq!(render(&keys.room, 9, &stored), made_here);
         assert_eq!(frame::message_of_text(&head, 9, &fields, text), made_here);
-        assert_eq!(render(&keys, 9, "{\"whole\":1}"), "{\"whole\":1}");
+        assert_eq!(render(&keys.room, 9, "{\"whole\":1}"), "{\"whole\":1}");
         let message = Publish {
             id: None,
             attempt: "1-1",

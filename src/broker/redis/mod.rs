@@ -1,29 +1,32 @@
-//! Rooms across several roomcast processes through Redis
-//! (`shared/spec/cluster.md`): the Redis side, each piece a script or a
-//! connection tested against a real Redis. The registry runs them
-//! (`registry/cluster/`).
+//! The broker of a cluster (`shared/spec/cluster.md`): rooms across
+//! several roomcast processes through Redis. Each piece is a script or a
+//! connection tested against a real Redis; [`RedisBroker`] answers the
+//! hub's calls with them, on the node's Redis thread.
 //!
-//! - [`feed`]: what a node has delivered of a room, and how it fills gaps.
 //! - [`history`]: reading a range of a room's history with its epoch.
 //! - [`keys`]: the names of a room's keys and channel.
 //! - [`liveness`]: which nodes are alive, without false deaths when Redis stalls.
+//! - [`node`]: the node's life: its connection, number, beats, deaths.
 //! - [`nodes`]: a node's number, its session ids, its `direct` channel.
 //! - [`presence`]: who is in each room on every node, and the rooms with members.
 //! - [`publish`]: the one script per publish that gives a message its `seq`,
 //!   keeps it in the room's history and publishes it, atomically.
 //! - [`subscriber`]: a node's pub/sub connection, subscribed again (and
-//!   said so) after every drop.
+//!   said so) after every drop; what it hears becomes the hub's events.
 //! - [`users`]: open connections per user across the cluster.
 
-pub mod feed;
+mod broker;
 pub mod history;
 pub mod keys;
 pub mod liveness;
+pub mod node;
 pub mod nodes;
 pub mod presence;
 pub mod publish;
 pub mod subscriber;
 pub mod users;
+
+pub use broker::{RedisBroker, start_io_thread};
 
 /// `body` with the Lua functions it calls (`shared`, maybe empty), made a
 /// script once, in `cell`. A `#!lua` line stays the first: Redis reads a

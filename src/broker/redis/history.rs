@@ -5,6 +5,7 @@
 use redis::Script;
 
 use super::keys::RoomKeys;
+pub use crate::broker::Range;
 
 const SCRIPT: &str = r#"#!lua flags=allow-oom
 local epoch = redis.call('HGET', KEYS[1], 'e')
@@ -23,15 +24,6 @@ for _, entry in ipairs(entries) do
 end
 return out
 "#;
-
-/// A room's epoch, its last `seq`, and the history entries asked for.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Range {
-    /// Made when the room had none (it was lost).
-    pub epoch: String,
-    pub top: u64,
-    pub entries: Vec<(u64, String)>,
-}
 
 fn script() -> &'static Script {
     static SCRIPT_ONCE: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
@@ -62,7 +54,7 @@ pub async fn range<C: redis::aio::ConnectionLike>(
     while let Some(seq) = values.next() {
         let seq = redis::from_redis_value(seq)?;
         let stored: String = redis::from_redis_value(values.next().ok_or_else(malformed)?)?;
-        entries.push((seq, super::publish::render(keys, seq, &stored)));
+        entries.push((seq, super::publish::render(&keys.room, seq, &stored)));
     }
     Ok(Range { epoch, top, entries })
 }

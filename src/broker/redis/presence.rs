@@ -9,6 +9,7 @@
 use redis::Script;
 
 use super::keys::RoomKeys;
+pub use crate::broker::{JoinReply, Joined};
 
 /// The prefix of a presence event on a room's channel (messages start with
 /// their `seq`, a digit).
@@ -160,19 +161,6 @@ pub struct Presence {
     rooms: String,
 }
 
-/// A join's outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Joined {
-    /// A new member: the room now has this many, on every node.
-    Added(usize),
-    /// Already a member (joining again changes nothing).
-    Already(usize),
-    /// The room has `max_members_per_room` members.
-    Full(usize),
-    /// A room nobody was in, and the cluster holds `rooms.max_rooms`.
-    TooManyRooms,
-}
-
 /// Who joins: the room's name, the node holding the session, the session
 /// id, and its `members` entry (a JSON object).
 #[derive(Debug, Clone, Copy)]
@@ -190,34 +178,6 @@ pub enum Read<'a> {
     Recent(usize),
     /// Every kept message after `seq` (`since`), with the epoch it belongs to.
     Since { seq: u64, epoch: Option<&'a str> },
-}
-
-/// A join's outcome and what its `joined` reply carries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JoinReply {
-    pub joined: Joined,
-    pub epoch: String,
-    /// The room's last `seq` when the member joined.
-    pub top: u64,
-    /// History entries read, oldest first.
-    pub entries: Vec<(u64, String)>,
-    /// `since` was beyond the room's `seq` or of another epoch: `entries`
-    /// is every kept message and nothing was recovered.
-    pub reset: bool,
-}
-
-impl Default for JoinReply {
-    fn default() -> Self {
-        JoinReply { joined: Joined::Full(0), epoch: String::new(), top: 0, entries: Vec::new(), reset: false }
-    }
-}
-
-impl JoinReply {
-    /// `recovered` for a `since` join: every message after `since` is in
-    /// `entries`.
-    pub fn recovered(&self, since: u64) -> bool {
-        !self.reset && self.entries.len() as u64 == self.top.saturating_sub(since)
-    }
 }
 
 impl Presence {
@@ -286,7 +246,7 @@ impl Presence {
         while let Some(seq) = values.next() {
             let seq = redis::from_redis_value(seq)?;
             let stored: String = redis::from_redis_value(values.next().ok_or_else(malformed)?)?;
-            entries.push((seq, super::publish::render(keys, seq, &stored)));
+            entries.push((seq, super::publish::render(&keys.room, seq, &stored)));
         }
         Ok(JoinReply { joined, epoch, top, entries, reset: reset == 1 })
     }

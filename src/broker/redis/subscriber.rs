@@ -2,32 +2,45 @@
 //! it has members in and its own `direct` channel. It survives the connection: when it drops (Redis
 //! restarted, failed over, or killed the client), it connects again with
 //! backoff, subscribes every room again, waits for Redis to confirm, and
-//! only then says `Reconnected`, so that the owner repairs each room from
+//! only then says `Resubscribed`, so that the owner repairs each room from
 //! its history knowing nothing published from then on is missed.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::protocol::RoomName;
-
 use super::keys::RoomKeys;
+use super::presence::PRESENCE_PREFIX;
+use super::publish::{Delivered, render};
+use crate::broker::Event;
+use crate::protocol::{RoomName, SessionId};
 
-/// What the subscriber tells its owner, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// A payload from a room's channel: a message, a presence event, or a
-    /// raw binary frame (not UTF-8, hence bytes).
-    Arrived { room: RoomName, payload: Vec<u8> },
-    /// A payload from the node's `direct` channel.
-    Direct(String),
-    /// The connection was lost; what is published from now on is missed
-    /// until `Reconnected`.
-    Lost(String),
-    /// Subscribed again to every room: repair each from its history.
-    Reconnected,
+/// A raw binary frame on a room's channel: `B FROM ` then the bytes.
+pub const BINARY_PREFIX: &[u8] = b"B ";
+
+/// What a payload on `room`'s channel says: a message (rendered into its
+/// frame), a presence event, or a raw member's binary frame.
+pub fn event_of(room: RoomName, payload: Vec<u8>) -> Option<Event> {
+    if let Some(binary) = payload.strip_prefix(BINARY_PREFIX) {
+        let space = binary.iter().position(|b| *b == b' ')?;
+        let from = std::str::from_utf8(&binary[..space]).ok().and_then(SessionId::from_wire);
+        let bytes = Bytes::copy_from_slice(&binary[space + 1..]);
+        return Some(Event::Binary { room, from, bytes });
+    }
+    let payload = String::from_utf8(payload).ok()?;
+    if let Some(presence) = payload.strip_prefix(PRESENCE_PREFIX) {
+        return Some(Event::Presence { room, frame: presence.to_string() });
+    }
+    let Some(delivered) = Delivered::parse(&payload) else {
+        log::warn!("cluster: a malformed payload on {room}'s channel");
+        return None;
+    };
+    let frame = render(&room, delivered.seq, delivered.stored).into();
+    Some(Event::Message { seq: delivered.seq, epoch: Arc::from(delivered.epoch), frame, room })
 }
 
 enum Command {
@@ -118,7 +131,7 @@ async fn run(
             continue;
         }
         backoff = Duration::from_millis(50);
-        if connected_before && events.send(Event::Reconnected).await.is_err() {
+        if connected_before && events.send(Event::Resubscribed).await.is_err() {
             return;
         }
         connected_before = true;
@@ -126,9 +139,7 @@ async fn run(
             tokio::select! {
                 message = stream.next() => {
                     let Some(message) = message else {
-                        if events.send(Event::Lost("the pub/sub connection closed".into())).await.is_err() {
-                            return;
-                        }
+                        log::warn!("cluster: the pub/sub connection closed; resubscribing");
                         break;
                     };
                     let payload = message.get_payload_bytes().to_vec();
@@ -137,7 +148,10 @@ async fn run(
                             Ok(text) => Event::Direct(text),
                             Err(_) => continue,
                         },
-                        Some(room) => Event::Arrived { room, payload },
+                        Some(room) => match event_of(room, payload) {
+                            Some(event) => event,
+                            None => continue,
+                        },
                         None => continue,
                     };
                     // Bounded: a node that falls EVENT_QUEUE events behind
