@@ -19,8 +19,8 @@ use bytes::Bytes;
 
 use super::log::{HistoryLimits, RoomLog};
 use super::{
-    Answer, Broker, Done, Event, Holdings, JoinRead, JoinReply, Joined, Message, MessageText, Outcome, Presence,
-    Published, Publishing, Range,
+    Answer, Broker, Done, Event, Holdings, JoinRead, JoinReply, Joined, Joiner, Message, MessageText, Outcome,
+    Presence, Published, Publishing, Range,
 };
 use crate::metrics::Metrics;
 use crate::protocol::{RoomName, SessionId, frame};
@@ -353,16 +353,8 @@ impl Broker for MemoryBroker {
 }
 
 impl Presence for MemoryBroker {
-    fn join(
-        &mut self,
-        room: &RoomName,
-        id: SessionId,
-        entry: String,
-        limits: (usize, usize),
-        read: JoinRead,
-        _subscribe: bool,
-    ) -> Done<Answer<JoinReply>> {
-        now(MemoryBroker::join(self, room, id, &entry, limits, &read))
+    fn join(&mut self, room: &RoomName, joiner: Joiner) -> Done<Answer<JoinReply>> {
+        now(MemoryBroker::join(self, room, joiner.id, &joiner.entry, joiner.limits, &joiner.read))
     }
 
     fn leave(&mut self, room: &RoomName, id: SessionId, empty_ttl: Duration) -> Done<Answer<Option<usize>>> {

@@ -103,6 +103,21 @@ pub struct Message<'a> {
     pub min_seq: u64,
 }
 
+/// Who joins a room, and what the join reads.
+#[derive(Debug, Clone)]
+pub struct Joiner {
+    pub id: SessionId,
+    /// Its `members` entry.
+    pub entry: String,
+    /// `limits.max_members_per_room` and `rooms.max_rooms`.
+    pub limits: (usize, usize),
+    pub read: JoinRead,
+    /// This node had no member of the room: it subscribes to the room's
+    /// channel first (and Redis confirms), so nothing after the read is
+    /// missed.
+    pub subscribe: bool,
+}
+
 /// What this node holds, for Redis to hold again after an outage.
 #[derive(Debug, Default)]
 pub struct Holdings {
@@ -163,20 +178,10 @@ pub trait Broker {
 
 /// Members: who is in each room, on every node.
 pub trait Presence {
-    /// Session `id` (its `members` entry `entry`) joins `room`, with room
-    /// limits `(max_members, max_rooms)`, reading what `read` asks;
-    /// `subscribe`: this node had no member of the room (it subscribes to
-    /// the room's channel first, so nothing after the read is missed).
-    #[allow(clippy::too_many_arguments)]
-    fn join(
-        &mut self,
-        room: &RoomName,
-        id: SessionId,
-        entry: String,
-        limits: (usize, usize),
-        read: JoinRead,
-        subscribe: bool,
-    ) -> Done<Answer<JoinReply>>;
+    /// `joiner` joins `room` (unless it is full or would be one room too
+    /// many), announced with a presence event, and reads what it asked of
+    /// the history.
+    fn join(&mut self, room: &RoomName, joiner: Joiner) -> Done<Answer<JoinReply>>;
 
     /// Session `id` leaves `room` (with a leave event); an emptied room is
     /// kept `empty_ttl`. Answers the members left, if it was a member.

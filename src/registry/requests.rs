@@ -272,7 +272,7 @@ impl Registry {
                         Some(frame::error(ErrorCode::Unavailable, &unavailable(&why), reference.as_deref()))
                     }
                     Err(PublishFailure::TooManyRooms) => {
-                        let message = "the cluster holds its most rooms (rooms.max_rooms)";
+                        let message = "the server holds its most rooms (rooms.max_rooms)";
                         Some(frame::error(ErrorCode::TooManyRooms, message, reference.as_deref()))
                     }
                     Err(PublishFailure::Unknown) => {

@@ -19,7 +19,7 @@ use serde_json::value::RawValue;
 
 use super::queue::Turn;
 use crate::auth::Access;
-use crate::broker::{JoinRead, JoinReply, Joined};
+use crate::broker::{JoinRead, JoinReply, Joined, Joiner};
 use crate::metrics::Metrics;
 use crate::outbox::{OutFrame, Push};
 use crate::protocol::{self, ErrorCode, RoomName, SessionId, frame};
@@ -183,7 +183,8 @@ impl Registry {
             }
         }
         let subscribe = !room.subscribed;
-        let work = self.broker.join(&join.room, id, member_entry, limits, join.read.clone(), subscribe);
+        let joiner = Joiner { id, entry: member_entry, limits, read: join.read.clone(), subscribe };
+        let work = self.broker.join(&join.room, joiner);
         self.in_broker(ctx, Turn::Alone(id), work, move |registry, reply, ctx| {
             let outcome = match reply {
                 Ok(JoinReply { joined: Joined::Full(count), .. }) => JoinOutcome::Full(count),
@@ -569,7 +570,7 @@ impl Registry {
                 Some((ErrorCode::RoomFull, format!("room {name} has {count} members, the most allowed")))
             }
             JoinOutcome::TooManyRooms => {
-                let message = "the cluster holds its most rooms (rooms.max_rooms); try an existing room";
+                let message = "the server holds its most rooms (rooms.max_rooms); try an existing room";
                 Some((ErrorCode::TooManyRooms, message.to_string()))
             }
             JoinOutcome::Unavailable(why) => Some((ErrorCode::Unavailable, unavailable(why))),

@@ -19,8 +19,8 @@ use super::subscriber::BINARY_PREFIX;
 use super::users::Users;
 use super::{history, nodes};
 use crate::broker::{
-    Answer, Broker, Done, Event, Holdings, JoinRead, JoinReply, Message, MessageText, Outcome, Presence, PublishError,
-    Publishing, Range,
+    Answer, Broker, Done, Event, Holdings, JoinRead, JoinReply, Joiner, Message, MessageText, Outcome, Presence,
+    PublishError, Publishing, Range,
 };
 use crate::config::ClusterSettings;
 use crate::metrics::Metrics;
@@ -257,15 +257,7 @@ impl Broker for RedisBroker {
 }
 
 impl Presence for RedisBroker {
-    fn join(
-        &mut self,
-        room: &RoomName,
-        id: SessionId,
-        entry: String,
-        limits: (usize, usize),
-        read: JoinRead,
-        subscribe: bool,
-    ) -> Done<Answer<JoinReply>> {
+    fn join(&mut self, room: &RoomName, joiner: Joiner) -> Done<Answer<JoinReply>> {
         let link = match self.link() {
             Ok(link) => link,
             Err(error) => return Done::Now(Err(error)),
@@ -273,6 +265,7 @@ impl Presence for RedisBroker {
         let keys = self.keys.entry(room.clone()).or_insert_with(|| Arc::new(RoomKeys::new(&self.prefix, room))).clone();
         let (mut connection, node) = (link.connection.clone(), link.node_name());
         let presence = self.presence.clone();
+        let Joiner { id, entry, limits, read, subscribe } = joiner;
         let subscriber = subscribe.then(|| link.subscriber.clone());
         let (name, metrics) = (room.clone(), self.metrics.clone());
         Done::Later(Box::pin(async move {

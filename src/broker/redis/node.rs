@@ -168,7 +168,11 @@ impl Life {
             return self.declared_dead().await;
         }
         for dead in beat.dead {
-            self.evict(&link, dead).await;
+            // Beside the beats, which must not wait for it.
+            let empty_ttl = Duration::from_millis(self.empty_ttl.load(Ordering::Relaxed));
+            let (presence, users) = (self.presence.clone(), self.users.clone());
+            let work = evict(link.connection.clone(), presence, users, self.settings.prefix.clone(), dead, empty_ttl);
+            tokio::spawn(work);
         }
         if recovering {
             let _ = self.events.send(Event::Restore).await;
@@ -203,22 +207,6 @@ impl Life {
         let _ = self.events.send(Event::DeclaredDead).await;
     }
 
-    /// Another node was found dead: its members leave, with leave events.
-    async fn evict(&self, link: &Link, dead: String) {
-        let mut connection = link.connection.clone();
-        let empty_ttl = Duration::from_millis(self.empty_ttl.load(Ordering::Relaxed));
-        let evicted = self.presence.evict(&mut connection, &dead, empty_ttl).await;
-        if let Ok(number) = dead.parse::<u64>() {
-            let sessions = nodes::sessions_key(&self.settings.prefix, number);
-            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(sessions).query_async(&mut connection).await;
-            let _ = self.users.forget_node(&mut connection, number).await;
-        }
-        match evicted {
-            Ok(count) => log::warn!("cluster: node {dead} is dead: {count} memberships left its rooms"),
-            Err(error) => log::warn!("cluster: node {dead} is dead; evicting its members failed: {error}"),
-        }
-    }
-
     fn down(&self, why: &str, outage: &mut Outage) {
         self.metrics.cluster.up.store(0, Ordering::Relaxed);
         outage.redis_was_down = true;
@@ -232,6 +220,28 @@ impl Life {
         if std::mem::replace(&mut outage.logged, false) {
             log::info!("cluster: Redis answers again");
         }
+    }
+}
+
+/// Another node was found dead: its members leave, with leave events, and
+/// its sessions and user counts go.
+async fn evict(
+    mut connection: ConnectionManager,
+    presence: Presence,
+    users: Users,
+    prefix: String,
+    dead: String,
+    empty_ttl: Duration,
+) {
+    let evicted = presence.evict(&mut connection, &dead, empty_ttl).await;
+    if let Ok(number) = dead.parse::<u64>() {
+        let sessions = nodes::sessions_key(&prefix, number);
+        let _: redis::RedisResult<()> = redis::cmd("DEL").arg(sessions).query_async(&mut connection).await;
+        let _ = users.forget_node(&mut connection, number).await;
+    }
+    match evicted {
+        Ok(count) => log::warn!("cluster: node {dead} is dead: {count} memberships left its rooms"),
+        Err(error) => log::warn!("cluster: node {dead} is dead; evicting its members failed: {error}"),
     }
 }
 
