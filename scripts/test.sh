@@ -6,7 +6,8 @@
 # certificates, curl for README's tour, procps for `kill`, Node and Debian's
 # Python with PyJWT for the token examples in docs/authentication.md,
 # redis-server for the cluster. Then runs
-# `cargo test` with any arguments given, twice: against one process, then
+# `cargo test` with any arguments given, twice: against one process (then,
+# without arguments, the JavaScript client's checks and tests), then
 # (RC_TEST_CLUSTER=1) with every server the tests start a node of a cluster
 # on a real Redis, so that no rule of the protocol differs between them.
 #
@@ -45,5 +46,23 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 echo "test.sh: the tests against one process" >&2
 cargo test "$@"
+if [ $# -eq 0 ]; then
+    # The JavaScript client: its shipped types are the ones its code gives
+    # (regenerated and compared), the documented surface type-checks
+    # against them, and its tests run against the server just built, with
+    # the library installed from `npm pack`'s tarball.
+    echo "test.sh: the JavaScript client (clients/js)" >&2
+    (
+        cd clients/js
+        npm ci --no-audit --no-fund --loglevel=error
+        npm run --silent types
+        diff -u roomcast.d.ts types/roomcast.d.ts || {
+            echo "test.sh: clients/js/roomcast.d.ts is not what the code gives: run npm run types and copy types/roomcast.d.ts" >&2
+            exit 1
+        }
+        npm run --silent check
+        RC_BIN="$(pwd)/../../target/debug/roomcast" npm test --silent
+    )
+fi
 echo "test.sh: the same tests against a cluster node (RC_TEST_CLUSTER=1)" >&2
 RC_TEST_CLUSTER=1 cargo test "$@"

@@ -61,10 +61,25 @@ async fn healthz_metrics_and_page() {
     assert_eq!(reqwest::get(server.http("/nope")).await.unwrap().status(), 404);
     // HEAD, as load balancers and uptime checkers send it.
     let http = reqwest::Client::new();
-    for path in ["/healthz", "/metrics", "/"] {
+    for path in ["/healthz", "/metrics", "/", "/roomcast.js"] {
         let head = http.head(server.http(path)).send().await.unwrap();
         assert_eq!(head.status(), 200, "HEAD {path}");
     }
+}
+
+/// The JavaScript client library is served as the ES module npm ships
+/// (the same file), for pages without a build step.
+#[tokio::test]
+async fn the_client_library_is_served_as_a_module() {
+    let server = Server::start(&[]);
+    let response = reqwest::get(server.http("/roomcast.js")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let kind = response.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(kind.starts_with("application/javascript"), "{kind}");
+    let served = response.text().await.unwrap();
+    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/clients/js/roomcast.js")).unwrap();
+    assert_eq!(served, shipped, "the file npm packs");
+    assert!(served.contains("export class Roomcast"));
 }
 
 #[tokio::test]

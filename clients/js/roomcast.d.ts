@@ -72,6 +72,8 @@ export class Roomcast extends Emitter<ClientEvents> {
     private _currentToken;
     /** @private @type {RoomcastError | null} why the server will not take this client again */
     private _fatal;
+    /** @private why the client is closed */
+    private _closedBy;
     /** @internal counts connections: a rejoin of an older one is not this one's */
     _generation: number;
     /**

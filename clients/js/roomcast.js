@@ -263,6 +263,8 @@ export class Roomcast extends Emitter {
     this._currentToken = undefined;
     /** @private @type {RoomcastError | null} why the server will not take this client again */
     this._fatal = null;
+    /** @private why the client is closed */
+    this._closedBy = new RoomcastError("closed", "the client was closed");
     /** @internal counts connections: a rejoin of an older one is not this one's */
     this._generation = 0;
     this._open();
@@ -274,7 +276,7 @@ export class Roomcast extends Emitter {
    */
   connected() {
     if (this.state === "connected" && this.welcome) return Promise.resolve(this.welcome);
-    if (this.state === "closed") return Promise.reject(new RoomcastError("closed", "the client is closed"));
+    if (this.state === "closed") return Promise.reject(this._closedBy);
     return new Promise((resolve, reject) => this._connectedWaiters.push({ resolve, reject }));
   }
 
@@ -334,7 +336,7 @@ export class Roomcast extends Emitter {
       detach(socket);
       socket.close(1000);
     }
-    const error = new RoomcastError("closed", "the client was closed");
+    const error = this._closedBy;
     this._failAll(error);
     for (const waiter of this._connectedWaiters.splice(0)) waiter.reject(error);
   }
@@ -408,6 +410,7 @@ export class Roomcast extends Emitter {
     if (this._fatal) {
       const error = this._fatal;
       this._fatal = null;
+      this._closedBy = error;
       this._setState("closed");
       this._failAll(error);
       for (const waiter of this._connectedWaiters.splice(0)) waiter.reject(error);
@@ -617,7 +620,7 @@ export class Roomcast extends Emitter {
    * @returns {Promise<any>}
    */
   _request(frame) {
-    if (this.state === "closed") return Promise.reject(new RoomcastError("closed", "the client is closed"));
+    if (this.state === "closed") return Promise.reject(this._closedBy);
     if (this.state !== "connected") {
       return Promise.reject(new RoomcastError("disconnected", "not connected"));
     }
@@ -660,7 +663,7 @@ export class Roomcast extends Emitter {
    * @internal
    */
   _publish(frame) {
-    if (this.state === "closed") return Promise.reject(new RoomcastError("closed", "the client is closed"));
+    if (this.state === "closed") return Promise.reject(this._closedBy);
     return new Promise((resolve, reject) => {
       const bytes = JSON.stringify(frame).length;
       /** @type {Pending} */

@@ -128,6 +128,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::head().to(status::metrics))
         .route("/", web::get().to(status::page))
         .route("/", web::head().to(status::page))
+        .route("/roomcast.js", web::get().to(status::client_library))
+        .route("/roomcast.js", web::head().to(status::client_library))
         .service(
             web::scope("/api")
                 .route("/rooms/{room}/publish", web::post().to(api::publish))

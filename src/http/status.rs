@@ -30,3 +30,16 @@ pub async fn page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
     }
     HttpResponse::Ok().content_type("text/html; charset=utf-8").body(include_str!("page.html"))
 }
+
+/// The JavaScript client library (`clients/js`, the npm package
+/// `roomcast-client`) as an ES module, so a page needs no build step and
+/// nothing from another host.
+pub async fn client_library(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    if let Err(refusal) = state.check_host(&req) {
+        return refusal.response();
+    }
+    HttpResponse::Ok()
+        .content_type("application/javascript; charset=utf-8")
+        .insert_header(("Cache-Control", "no-cache"))
+        .body(include_str!("../../clients/js/roomcast.js"))
+}

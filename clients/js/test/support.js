@@ -228,3 +228,29 @@ export async function rawClient(url) {
   await client.expect("welcome");
   return client;
 }
+
+/**
+ * A redis-server of the test's own on a free port; resolves once it is
+ * ready (its log says so).
+ */
+export async function startRedis() {
+  const free = net.createServer();
+  await new Promise((resolve) => free.listen(0, "127.0.0.1", () => resolve(undefined)));
+  const port = /** @type {net.AddressInfo} */ (free.address()).port;
+  await new Promise((resolve) => free.close(resolve));
+  const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const lines = createInterface({ input: /** @type {any} */ (child.stdout) });
+  await new Promise((resolve, reject) => {
+    child.once("error", reject);
+    child.once("exit", (code) => reject(new Error(`redis-server exited (${code})`)));
+    lines.on("line", (line) => line.includes("Ready to accept connections") && resolve(undefined));
+  });
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    stop() {
+      child.kill("SIGKILL");
+    },
+  };
+}

@@ -1,0 +1,54 @@
+// A cluster node killed under a client: the next connection lands on
+// another node, and the application sees every message once, in order,
+// with no reset (the room lives in Redis, not in the node).
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { Roomcast, WebSocket, rawClient, startProxy, startRedis, startServer, until } from "./support.js";
+
+test("a node killed: the client reconnects to another node and misses nothing", async (t) => {
+  const redis = await startRedis();
+  t.after(() => redis.stop());
+  const cluster = {
+    ROOMCAST_CLUSTER__REDIS: redis.url,
+    ROOMCAST_CLUSTER__PREFIX: "js",
+    ROOMCAST_CLUSTER__NODE_TIMEOUT: "1s",
+  };
+  const [a, b] = [await startServer(cluster), await startServer(cluster)];
+  t.after(() => a.stop());
+  t.after(() => b.stop());
+  // The balancer in front: node a while it lives, then node b.
+  let alive = a;
+  const proxy = await startProxy(() => alive.port);
+  t.after(() => proxy.close());
+  const rc = new Roomcast(proxy.url, { WebSocket, reconnect: { minDelay: 50, maxDelay: 300 } });
+  t.after(() => rc.close());
+  const room = rc.room("failover");
+  /** @type {(number | string)[]} */
+  const seen = [];
+  room.on("message", (m) => seen.push(/** @type {number} */ (m.body)));
+  room.on("reset", (r) => seen.push(`reset:${r.reason}`));
+  await room.join();
+  const first = rc.welcome?.id;
+
+  const publisher = await rawClient(b.url);
+  t.after(() => publisher.close());
+  publisher.send({ type: "join", room: "failover" });
+  await publisher.expect("joined");
+  const total = 300;
+  for (let i = 1; i <= total; i++) {
+    publisher.send({ type: "publish", room: "failover", body: i, ref: i });
+    if (i === 100) {
+      await until(room, "message", () => seen.length >= 50, "messages through node a");
+      alive = b;
+      await a.stop("SIGKILL");
+    }
+    await new Promise((resolve) => setTimeout(resolve, 3));
+  }
+  await until(room, "message", () => seen.at(-1) === total, `message ${total}`);
+  assert.notEqual(rc.welcome?.id, first, "a new session, on node b");
+  assert.deepEqual(
+    seen,
+    Array.from({ length: total }, (_, i) => i + 1),
+  );
+});
