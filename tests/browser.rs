@@ -9,6 +9,7 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use common::{Client, DEADLINE, Proxy, Server};
 use fantoccini::{ClientBuilder, Locator};
@@ -493,7 +494,7 @@ async fn over_https_the_page_uses_wss() {
     assert!(page.starts_with("https://"), "{page}");
     // The certificate is self-signed: tell Chromium to accept it.
     let me = Browser::open_with(&driver, &page, &["--ignore-certificate-errors"]).await;
-    let socket_url = me.client.execute("return state.ws.url", vec![]).await.unwrap();
+    let socket_url = me.client.execute("return roomcast._socket.url", vec![]).await.unwrap();
     assert!(socket_url.as_str().is_some_and(|url| url.starts_with("wss://")), "{socket_url}");
     me.join("secure").await;
     me.say("sent over wss").await;
@@ -529,4 +530,227 @@ async fn the_page_passes_the_token_in_its_address_and_shows_a_refusal() {
     assert_eq!(server.metric("roomcast_auth_failures_total{reason=\"invalid\"}").await, 1);
     refused.close().await;
     ann.close().await;
+}
+
+/// An HTTP front for the page's origin: it answers `POST /token` itself (a
+/// fresh token each time, counted: the application's token endpoint, as
+/// `?token_url=` names it) and hands every other request, and WebSocket
+/// upgrades, to the server.
+struct TokenGate {
+    addr: std::net::SocketAddr,
+    served: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl TokenGate {
+    async fn start(target: std::net::SocketAddr, token: impl Fn() -> String + Send + Sync + 'static) -> TokenGate {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the gate");
+        let addr = listener.local_addr().unwrap();
+        let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (counter, token) = (served.clone(), std::sync::Arc::new(token));
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (counter, token) = (counter.clone(), token.clone());
+                tokio::spawn(async move {
+                    let _ = gate_connection(client, target, &*token, &counter).await;
+                });
+            }
+        });
+        TokenGate { addr, served }
+    }
+
+    fn served(&self) -> usize {
+        self.served.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Reads one HTTP message's head and body (by Content-Length) from
+/// `stream`, `buffer` holding what was read beyond it.
+async fn read_message(stream: &mut tokio::net::TcpStream, buffer: &mut Vec<u8>) -> std::io::Result<Option<Vec<u8>>> {
+    use tokio::io::AsyncReadExt;
+    let head_end = loop {
+        if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        if stream.read_buf(buffer).await? == 0 {
+            return Ok(None);
+        }
+    };
+    let head = String::from_utf8_lossy(&buffer[..head_end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0);
+    while buffer.len() < head_end + length {
+        if stream.read_buf(buffer).await? == 0 {
+            return Ok(None);
+        }
+    }
+    Ok(Some(buffer.drain(..head_end + length).collect()))
+}
+
+async fn gate_connection(
+    mut client: tokio::net::TcpStream,
+    target: std::net::SocketAddr,
+    token: &(dyn Fn() -> String + Send + Sync),
+    served: &std::sync::atomic::AtomicUsize,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut buffer = Vec::new();
+    while let Some(request) = read_message(&mut client, &mut buffer).await? {
+        let head = String::from_utf8_lossy(&request).to_ascii_lowercase();
+        if head.starts_with("post /token") {
+            served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let token = token();
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{token}",
+                token.len()
+            );
+            client.write_all(answer.as_bytes()).await?;
+            continue;
+        }
+        let mut server = tokio::net::TcpStream::connect(target).await?;
+        server.write_all(&request).await?;
+        if head.contains("upgrade: websocket") {
+            server.write_all(&buffer).await?;
+            tokio::io::copy_bidirectional(&mut client, &mut server).await?;
+            return Ok(());
+        }
+        let mut from_server = Vec::new();
+        let Some(response) = read_message(&mut server, &mut from_server).await? else {
+            return Ok(());
+        };
+        client.write_all(&response).await?;
+    }
+    Ok(())
+}
+
+/// `?token_url=`: the page fetches a fresh token before its token expires
+/// and sends it on the open connection, so a signed-in person stays
+/// connected, in the same session, past the first token's life (before, the
+/// server closed the page at expiry and it said "send auth").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(skip_browser, ignore = "Chromium or chromedriver is missing and SKIP_MISSING_TOOLS=1")]
+async fn the_page_refreshes_its_token_from_token_url_before_it_expires() {
+    let secret = "browser-secret-of-at-least-32-bytes";
+    let env =
+        [("ROOMCAST_AUTH__MODE", "required"), ("ROOMCAST_AUTH__HMAC_SECRET", secret), ("ROOMCAST_AUTH__LEEWAY", "0s")];
+    let server = Server::start(&env);
+    let token = move |ttl: &str| {
+        let args = ["token", "--sub", "ann", "--name", "Ann", "--ttl", ttl];
+        let output = common::command(&args, &env).output().unwrap();
+        String::from_utf8(output.stdout).unwrap().trim().to_string()
+    };
+    // Long enough for the browser to start and connect with it.
+    let first = token("6s");
+    let expires = std::time::Instant::now() + Duration::from_secs(6);
+    let gate = TokenGate::start(server.addr, move || token("1h")).await;
+    let driver = driver().await;
+    let page = format!("http://{}/?token={first}&token_url=/token", gate.addr);
+    let ann = Browser::open(&driver, &page).await;
+    ann.join("lobby").await;
+    let session = ann.client.execute("return roomcast.welcome.id", vec![]).await.unwrap();
+    // Past the first token's expiry: a rule about time, so the test waits for it.
+    tokio::time::sleep(expires.saturating_duration_since(std::time::Instant::now()) + Duration::from_millis(1500))
+        .await;
+    assert!(gate.served() >= 1, "the page asked the token URL");
+    ann.say("still here").await;
+    ann.until(&message_with("still here")).await;
+    let now = ann.client.execute("return roomcast.welcome.id", vec![]).await.unwrap();
+    assert_eq!(session, now, "the same session: refreshed, not reconnected");
+    assert_eq!(ann.testid("status").await.text().await.unwrap(), "connected");
+    ann.close().await;
+}
+
+/// Signed in with a token: the page says who, and the token's `name` is the
+/// nick even when this browser remembered another one (before, a nick saved
+/// by an earlier anonymous visit stood in for the token's name).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(skip_browser, ignore = "Chromium or chromedriver is missing and SKIP_MISSING_TOOLS=1")]
+async fn the_page_shows_who_is_signed_in_and_keeps_the_token_s_name() {
+    let secret = "browser-secret-of-at-least-32-bytes";
+    let env = [("ROOMCAST_AUTH__MODE", "optional"), ("ROOMCAST_AUTH__HMAC_SECRET", secret)];
+    let server = Server::start(&env);
+    let args = ["token", "--sub", "ann-42", "--name", "Ann", "--ttl", "10m"];
+    let output = common::command(&args, &env).output().unwrap();
+    let token = String::from_utf8(output.stdout).unwrap().trim().to_string();
+    let driver = driver().await;
+    // An anonymous visit first, which saves a nick in this browser.
+    let me = Browser::open(&driver, &server.http("/")).await;
+    me.enter("nick-input", "zed").await;
+    me.until("localStorage.getItem('roomcast.nick') === 'zed'").await;
+    me.client.goto(&server.http(&format!("/?token={token}"))).await.unwrap();
+    me.until("document.querySelector('[data-testid=status]').textContent === 'connected'").await;
+    me.until("document.querySelector('[data-testid=signed-in]').textContent.includes('ann-42')").await;
+    me.join("lobby").await;
+    me.say("who am I").await;
+    me.until(&message_with("who am I")).await;
+    let texts = me.texts("message").await;
+    assert!(texts[0].contains("Ann") && !texts[0].contains("zed"), "{texts:?}");
+    me.close().await;
+}
+
+/// A room the server refuses (private, no grant) is dropped: its tab goes,
+/// the page says why, and it is not joined (and refused) again on every
+/// reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(skip_browser, ignore = "Chromium or chromedriver is missing and SKIP_MISSING_TOOLS=1")]
+async fn a_refused_room_is_dropped_and_not_joined_again() {
+    let secret = "browser-secret-of-at-least-32-bytes";
+    let env = [
+        ("ROOMCAST_AUTH__MODE", "optional"),
+        ("ROOMCAST_AUTH__HMAC_SECRET", secret),
+        ("ROOMCAST_AUTH__PRIVATE_ROOMS", "private:*"),
+    ];
+    let server = Server::start(&env);
+    let proxy = Proxy::start(server.addr).await;
+    let driver = driver().await;
+    let me = Browser::open(&driver, &format!("http://{}/", proxy.addr)).await;
+    me.join("open").await;
+    me.enter("room-input", "private:plans").await;
+    me.until("[...document.querySelectorAll('[data-testid=notice]')].some(n => n.textContent.includes('Could not join private:plans'))").await;
+    let tabs = me.texts("room-tab").await;
+    assert_eq!(tabs, ["open"], "the refused room has no tab");
+    let forbidden = "roomcast_auth_failures_total{reason=\"forbidden\"}";
+    assert_eq!(server.metric(forbidden).await, 1);
+    proxy.cut_all();
+    me.until("document.querySelector('[data-testid=status]').textContent !== 'connected'").await;
+    me.until("document.querySelector('[data-testid=status]').textContent === 'connected'").await;
+    // A room joined after the reconnect answers after any rejoin sent before it.
+    me.join("later").await;
+    me.until("[...document.querySelectorAll('[data-testid=member]')].length === 1").await;
+    assert_eq!(server.metric(forbidden).await, 1, "not asked again");
+    me.close().await;
+}
+
+/// Text sent while the cluster's Redis is down stays in the box (the server
+/// answered `unavailable`), and goes out once Redis is back: shown once,
+/// the box then empty. Before, the box was cleared and the text lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(skip_browser, ignore = "Chromium or chromedriver is missing and SKIP_MISSING_TOOLS=1")]
+async fn text_sent_while_the_cluster_is_unavailable_is_kept_and_sent_once() {
+    let redis = common::Redis::start();
+    let server = redis.node(&[("ROOMCAST_CLUSTER__PREFIX", "page")]);
+    let driver = driver().await;
+    let me = Browser::open(&driver, &server.http("/")).await;
+    me.join("drafts").await;
+    let port = redis.kill();
+    assert_eq!(server.wait_for_metric("roomcast_cluster_up", 0).await, 0);
+    let before = server.metric("roomcast_messages_out_total").await;
+    me.say("typed while Redis was down").await;
+    // The server answered (unavailable): the text is still in the box.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while server.metric("roomcast_messages_out_total").await == before {
+        assert!(tokio::time::Instant::now() < deadline, "the server never answered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let kept =
+        me.client.execute("return document.querySelector('[data-testid=message-input]').value", vec![]).await.unwrap();
+    assert_eq!(kept, json!("typed while Redis was down"));
+    assert!(me.texts("message").await.is_empty());
+    let _redis = common::Redis::start_on(port);
+    me.until(&message_with("typed while Redis was down")).await;
+    me.until("document.querySelector('[data-testid=message-input]').value === ''").await;
+    assert_eq!(me.texts("message").await.len(), 1, "once");
+    me.close().await;
 }

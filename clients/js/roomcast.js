@@ -221,6 +221,9 @@ export class Roomcast extends Emitter {
   constructor(url, options = {}) {
     super();
     const parsed = new URL(url);
+    // A page's own address will do: http(s) becomes ws(s).
+    if (parsed.protocol === "http:") parsed.protocol = "ws:";
+    if (parsed.protocol === "https:") parsed.protocol = "wss:";
     if (parsed.pathname === "/" || parsed.pathname === "") parsed.pathname = "/ws";
     /** @private */
     this._url = parsed;
