@@ -122,6 +122,12 @@ async fn serve(settings: Settings, config: Option<PathBuf>) -> Result<(), ServeE
         Ok(limit) => log::debug!("file descriptor limit: {limit}"),
         Err(e) => log::warn!("cannot raise the file descriptor limit: {e}"),
     }
+    if settings.auth.mode != crate::config::AuthMode::Off && settings.auth.private_rooms.is_empty() {
+        log::warn!(
+            "auth: auth.private_rooms is empty, so every room is open to every session: the grants in tokens \
+             (`rooms`, `read`) change nothing; list the rooms they are for in auth.private_rooms"
+        );
+    }
     let tls = &settings.server.tls;
     // Validated at start-up; read again here because serving needs it.
     let certificate = match tls.cert.is_empty() {

@@ -653,3 +653,27 @@ async fn api_publishes_are_rate_limited_per_key() {
     assert!((1..=1).contains(&wait), "one token a second: {wait}");
     assert_eq!(server.metric("roomcast_rate_limited_total").await, 1);
 }
+
+/// A grant that cannot do anything is said out loud: `roomcast token
+/// --read` for rooms that are not private (anyone may publish there, so
+/// nothing is read-only: docs/authentication.md's own example had it), and
+/// a server whose tokens' grants all fall on open rooms.
+#[test]
+fn grants_that_have_no_effect_are_warned_about() {
+    let env = [("ROOMCAST_AUTH__HMAC_SECRET", SECRET), ("ROOMCAST_AUTH__PRIVATE_ROOMS", "private:*, team-*")];
+    let mint = |args: &[&str]| {
+        let output = common::command(args, &env).output().expect("roomcast token");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stderr).unwrap()
+    };
+    let warned = mint(&["token", "--sub", "42", "--rooms", "team-*", "--read", "feed:*"]);
+    assert!(warned.contains("--read feed:*") && warned.contains("auth.private_rooms"), "{warned}");
+    assert!(!warned.contains("team-*"), "a private pattern is fine: {warned}");
+    assert_eq!(mint(&["token", "--sub", "42", "--read", "private:news-*"]), "", "within a private pattern");
+    assert!(mint(&["token", "--sub", "42", "--room", "lobby"]).contains("--room lobby"));
+
+    let open = Server::start(&[("ROOMCAST_AUTH__MODE", "required"), ("ROOMCAST_AUTH__HMAC_SECRET", SECRET)]);
+    open.wait_for_log("auth.private_rooms is empty");
+    let closed = server("required", &[("ROOMCAST_AUTH__PRIVATE_ROOMS", "private:*")]);
+    assert!(!closed.log_text().contains("auth.private_rooms is empty"), "{}", closed.log_text());
+}

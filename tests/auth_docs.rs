@@ -93,3 +93,42 @@ async fn the_node_examples_make_tokens_roomcast_accepts() {
     let node = common::tool("node", "nodejs");
     check(blocks("js"), &node, &["-"]).await;
 }
+
+/// The docs' configuration and their example grants (`rooms = ["team-*"]`,
+/// `read = ["feed:*"]`) do what the docs say: a feed is read-only for the
+/// user the example token is for, and closed to a user without a grant.
+/// (The docs' block once left `feed:*` out of `private_rooms`, so the "read
+/// only" feed took anyone's publishes.)
+#[tokio::test]
+async fn the_docs_configuration_makes_the_read_grant_read_only() {
+    let config = blocks("toml").into_iter().find(|block| block.contains("private_rooms")).expect("the [auth] block");
+    let private_rooms: Vec<String> = config
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("private_rooms = "))
+        .map(|list| list.split('#').next().unwrap_or(list))
+        .and_then(|list| serde_json::from_str(list.trim()).ok())
+        .expect("private_rooms as a list");
+    let list = private_rooms.join(",");
+    let server = Server::start(&[
+        ("ROOMCAST_AUTH__MODE", "required"),
+        ("ROOMCAST_AUTH__HMAC_SECRET", SECRET),
+        ("ROOMCAST_AUTH__PRIVATE_ROOMS", &list),
+    ]);
+    let env = [("ROOMCAST_AUTH__HMAC_SECRET", SECRET)];
+    let mint = |args: &[&str]| {
+        let output = common::command(args, &env).output().unwrap();
+        String::from_utf8(output.stdout).unwrap().trim().to_string()
+    };
+    // As the docs' `roomcast token` line makes it.
+    let reader = mint(&["token", "--sub", "42", "--name", "Ann", "--rooms", "team-*", "--read", "feed:*"]);
+    let stranger = mint(&["token", "--sub", "7"]);
+    let mut ann = Client::connect(&server.url(&format!("/ws?token={reader}"))).await;
+    ann.expect("welcome").await;
+    ann.join("feed:prices").await;
+    let publish = ann.request(serde_json::json!({"type": "publish", "room": "feed:prices", "body": 1, "ref": 1})).await;
+    assert_eq!(publish["code"], "forbidden", "read-only: {publish}");
+    let mut other = Client::connect(&server.url(&format!("/ws?token={stranger}"))).await;
+    other.expect("welcome").await;
+    let join = other.request(serde_json::json!({"type": "join", "room": "feed:prices", "ref": 1})).await;
+    assert_eq!(join["code"], "forbidden", "private: {join}");
+}

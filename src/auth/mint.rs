@@ -144,6 +144,29 @@ pub fn run(args: TokenArgs) -> std::process::ExitCode {
     }
 }
 
+/// Grants that cannot do anything: a room outside `auth.private_rooms` is
+/// open to every session, so a `read` grant there does not stop anyone
+/// publishing (the mistake of a "read-only feed" that is not private).
+fn ineffective_grants(args: &TokenArgs, private_rooms: &[String]) -> Vec<String> {
+    let private = super::patterns::Patterns::parse(private_rooms).unwrap_or_default();
+    let outside =
+        |pattern: &str| super::patterns::Pattern::parse(pattern).is_ok_and(|pattern| !private.overlaps(&pattern));
+    let mut warnings = Vec::new();
+    for pattern in args.read.iter().filter(|pattern| outside(pattern)) {
+        warnings.push(format!(
+            "--read {pattern}: no room it names is private (auth.private_rooms), and rooms that are not private \
+             are open to every session: the grant makes nothing read-only; add {pattern} to auth.private_rooms"
+        ));
+    }
+    if let Some(room) = args.room.as_deref().filter(|room| outside(room)) {
+        warnings.push(format!(
+            "--room {room}: the room is not private (auth.private_rooms): every session may join it, and \
+             publish there, without this token"
+        ));
+    }
+    warnings
+}
+
 fn token(args: &TokenArgs) -> Result<String, String> {
     let (settings, _) =
         crate::Settings::load(args.config.as_deref(), &[|settings| super::Verifier::new(&settings.auth).map(drop)])
@@ -167,6 +190,9 @@ fn token(args: &TokenArgs) -> Result<String, String> {
     match claims.room {
         Some(_) => super::identity::room(&object).map(drop)?,
         None => super::identity::connection(&object).map(drop)?,
+    }
+    for warning in ineffective_grants(args, &auth.private_rooms) {
+        eprintln!("roomcast token: warning: {warning}");
     }
     match &args.private_key {
         Some(path) => {

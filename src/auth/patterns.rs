@@ -28,6 +28,33 @@ impl Pattern {
     pub fn matches(&self, name: &str) -> bool {
         glob(self.0.as_bytes(), name.as_bytes())
     }
+
+    /// Whether some room name matches both patterns.
+    pub fn overlaps(&self, other: &Pattern) -> bool {
+        let (a, b) = (self.0.as_bytes(), other.0.as_bytes());
+        // seen[i][j]: a[i..] and b[j..] were found to share no name.
+        let mut seen = vec![vec![false; b.len() + 1]; a.len() + 1];
+        intersect(a, b, 0, 0, &mut seen)
+    }
+}
+
+/// Whether `a[i..]` and `b[j..]` match a common name (depth-first over the
+/// pairs of positions, each tried once: at most 129 x 129).
+fn intersect(a: &[u8], b: &[u8], i: usize, j: usize, seen: &mut Vec<Vec<bool>>) -> bool {
+    if seen[i][j] {
+        return false;
+    }
+    seen[i][j] = true;
+    match (a.get(i), b.get(j)) {
+        (None, None) => true,
+        // A star takes nothing, or takes what the other side has next.
+        (Some(b'*'), _) if intersect(a, b, i + 1, j, seen) => true,
+        (_, Some(b'*')) if intersect(a, b, i, j + 1, seen) => true,
+        (Some(b'*'), Some(_)) => intersect(a, b, i, j + 1, seen),
+        (Some(_), Some(b'*')) => intersect(a, b, i + 1, j, seen),
+        (Some(x), Some(y)) => x == y && intersect(a, b, i + 1, j + 1, seen),
+        _ => false,
+    }
 }
 
 impl fmt::Display for Pattern {
@@ -77,6 +104,11 @@ impl Patterns {
         self.0.is_empty()
     }
 
+    /// Whether some room name matches `pattern` and one of these.
+    pub fn overlaps(&self, pattern: &Pattern) -> bool {
+        self.0.iter().any(|own| own.overlaps(pattern))
+    }
+
     /// Bytes held, for the memory bound.
     pub fn bytes(&self) -> usize {
         self.0.iter().map(|pattern| pattern.0.len()).sum()
@@ -89,6 +121,26 @@ mod tests {
 
     fn matches(pattern: &str, name: &str) -> bool {
         Pattern::parse(pattern).unwrap().matches(name)
+    }
+
+    fn overlap(a: &str, b: &str) -> bool {
+        let (a, b) = (Pattern::parse(a).unwrap(), Pattern::parse(b).unwrap());
+        assert_eq!(a.overlaps(&b), b.overlaps(&a), "symmetric");
+        a.overlaps(&b)
+    }
+
+    #[test]
+    fn patterns_overlap_when_a_name_matches_both() {
+        assert!(overlap("feed:*", "feed:*"));
+        assert!(overlap("feed:*", "*:live"), "feed:live");
+        assert!(overlap("feed:*", "feed:live:*"));
+        assert!(overlap("*", "team-red"));
+        assert!(overlap("team-*-ops", "team-red-*"));
+        assert!(!overlap("feed:*", "private:*"));
+        assert!(!overlap("feed:*", "team-*"));
+        assert!(!overlap("a*b", "c*"));
+        assert!(!overlap("team-red", "team-blue"));
+        assert!(overlap(&"*a".repeat(60), &"a*".repeat(60)), "long patterns end in time");
     }
 
     #[test]
