@@ -35,6 +35,9 @@ pub enum DialError {
     /// The server answered the handshake with this HTTP status.
     Refused(u16),
     Handshake(String),
+    /// The server's certificate is not one this client trusts: trying
+    /// again will not change that.
+    Untrusted(String),
     /// No answer to the TCP connect or the handshake in time (a server at
     /// its descriptor limit leaves connections in its accept queue).
     TimedOut,
@@ -46,6 +49,7 @@ impl std::fmt::Display for DialError {
             DialError::Io(e) => write!(f, "{e}"),
             DialError::Refused(status) => write!(f, "refused with HTTP {status}"),
             DialError::Handshake(e) => write!(f, "handshake failed: {e}"),
+            DialError::Untrusted(why) => write!(f, "certificate not trusted: {why}"),
             DialError::TimedOut => write!(f, "no handshake within {}s", HANDSHAKE_TIMEOUT.as_secs()),
         }
     }
@@ -312,10 +316,33 @@ impl Dialer {
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
                 Err(DialError::Refused(response.status().as_u16()))
             }
-            Err(tokio_tungstenite::tungstenite::Error::Io(e)) => Err(DialError::Io(e)),
+            Err(tokio_tungstenite::tungstenite::Error::Io(e)) => Err(untrusted(&e).unwrap_or(DialError::Io(e))),
             Err(e) => Err(DialError::Handshake(e.to_string())),
         }
     }
+}
+
+/// The certificate refusal inside a TLS handshake's error, said plainly.
+fn untrusted(error: &io::Error) -> Option<DialError> {
+    use rustls::{CertificateError, OtherError};
+    let Some(rustls::Error::InvalidCertificate(why)) = error.get_ref()?.downcast_ref::<rustls::Error>() else {
+        return None;
+    };
+    const PASS_CA: &str = "pass --ca FILE with the server's certificate or its CA";
+    let plain = match why {
+        CertificateError::UnknownIssuer => format!("issued by no CA this client trusts; {PASS_CA}"),
+        CertificateError::Expired | CertificateError::ExpiredContext { .. } => "it has expired".to_string(),
+        CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+            "it is not made for this host name (its subjectAltName)".to_string()
+        }
+        CertificateError::Other(OtherError(other)) if other.to_string().contains("CaUsedAsEndEntity") => {
+            // `openssl req -x509` makes these: trusted as given by --ca.
+            format!("a self-signed CA certificate serves as the server's own; {PASS_CA}")
+        }
+        CertificateError::Other(OtherError(other)) => format!("{other}; {PASS_CA}"),
+        other => format!("{other:?}; {PASS_CA}"),
+    };
+    Some(DialError::Untrusted(plain))
 }
 
 /// The TCP socket under a connection, TLS or not.

@@ -243,3 +243,40 @@ async fn pipe_mode_against_a_dead_server_exits_non_zero() {
     let output = tokio::time::timeout(DEADLINE, child.wait_with_output()).await.expect("exits").unwrap();
     assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stderr));
 }
+
+/// Lines typed (here: piped) while the client reconnects wait, and go out
+/// once the room is joined again, each once; input that ends meanwhile is
+/// still delivered, and the client exits 0. Before, each such line was
+/// dropped ("not connected: not sent") and the client exited 1.
+#[tokio::test]
+async fn lines_typed_while_reconnecting_are_sent_once_after_the_rejoin() {
+    let port = free_port();
+    let server = Server::start(&[("ROOMCAST_SERVER__PORT", &port)]);
+    let url = format!("ws://127.0.0.1:{port}");
+    let mut child = piped_client(&[&url, "--room", "feed"]);
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut bodies = Vec::new();
+    until(&mut lines, "joined", &mut bodies).await;
+    drop(server);
+    loop {
+        let line = tokio::time::timeout(DEADLINE, stderr.next_line()).await.expect("in time").unwrap().unwrap();
+        if line.contains("disconnected") {
+            break;
+        }
+    }
+    stdin.write_all(b"typed offline 1\ntyped offline 2\n").await.unwrap();
+    drop(stdin);
+    let server = Server::start(&[("ROOMCAST_SERVER__PORT", &port)]);
+    let status = tokio::time::timeout(DEADLINE, child.wait()).await.expect("exits").unwrap();
+    let mut said = Vec::new();
+    while let Ok(Some(line)) = stderr.next_line().await {
+        said.push(line);
+    }
+    assert!(status.success(), "{said:?}");
+    let mut observer = Client::json(&server).await;
+    let joined = observer.request(json!({"type": "join", "room": "feed", "history": 10})).await;
+    let history: Vec<&Value> = joined["history"].as_array().unwrap().iter().map(|m| &m["body"]).collect();
+    assert_eq!(history, [&json!("typed offline 1"), &json!("typed offline 2")], "each once, in order");
+}

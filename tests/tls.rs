@@ -472,3 +472,23 @@ async fn sighup_serves_the_certificate_files_read_again() {
     let (code, stderr) = load_over_wss(&server, Some(&renewed_cert));
     assert_eq!(code, Some(0), "still the renewed certificate: {stderr}");
 }
+
+/// A server whose certificate the client does not trust: `roomcast client`
+/// says so in plain words, names `--ca`, and stops (before, it printed
+/// rustls' debug text and retried forever).
+#[tokio::test]
+async fn the_client_stops_on_a_certificate_it_does_not_trust() {
+    let server = certificate().server(&[]);
+    let url = format!("wss://{}", server.addr);
+    let mut cmd = tokio::process::Command::from(command(&["client", &url, "--room", "r"], &[]));
+    cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().expect("start the client");
+    let output = tokio::time::timeout(common::DEADLINE, child.wait_with_output())
+        .await
+        .expect("it stops by itself")
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("certificate not trusted") && stderr.contains("--ca FILE"), "{stderr}");
+    assert!(!stderr.contains("Other(") && !stderr.contains("reconnecting in"), "{stderr}");
+}

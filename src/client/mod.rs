@@ -11,6 +11,7 @@
 //! the server (not sent while disconnected, or never answered), 2 for a bad
 //! URL or `--ca`, 0 otherwise.
 
+pub mod lines;
 pub mod pipe;
 pub mod session;
 pub mod terminal;
@@ -79,6 +80,10 @@ pub fn run(args: ClientArgs) -> ExitCode {
         let code =
             if interactive { terminal::run(command_tx, event_rx).await } else { pipe::run(command_tx, event_rx).await };
         let Ok(outcome) = connection.await else { return ExitCode::from(1) };
+        if let Some(why) = &outcome.stopped {
+            eprintln!("roomcast client: {why}; not reconnecting");
+            return ExitCode::from(1);
+        }
         if let Some(why) = &outcome.refused {
             eprintln!("roomcast client: the server refused this connection ({why}); not reconnecting");
             return ExitCode::from(1);

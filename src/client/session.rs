@@ -9,7 +9,9 @@
 //! `recovered: false` becomes a notice. A room whose epoch changed was
 //! started again (the server restarted, or forgot it): its `seq` counts from
 //! 1 again, so the client starts afresh there rather than skipping the new
-//! messages as old ones.
+//! messages as old ones. Lines typed while it is disconnected wait
+//! ([`lines`](super::lines)) and are published once the rooms are joined
+//! again; a line that cannot be sent is named.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -19,7 +21,8 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::dial::{Dialer, Ws};
+use super::lines::{Line, Lines};
+use crate::dial::{DialError, Dialer, Ws};
 use crate::protocol::json_str;
 use crate::protocol::request::build;
 
@@ -112,7 +115,15 @@ struct State {
     /// (the connection ended first, or the answer did not come at the end):
     /// whether they took effect is unknown.
     undelivered: u64,
+    /// Lines to publish until the server has them.
+    lines: Lines,
+    /// Input ended while lines waited for a connection: quit once they are
+    /// answered, or at this time.
+    quit_by: Option<tokio::time::Instant>,
 }
+
+/// How long input that ended waits for a connection to send its lines.
+const QUIT_WAIT: Duration = Duration::from_secs(5);
 
 impl State {
     /// The `join` that picks `room` up where the client left it, or asks
@@ -147,6 +158,8 @@ enum Ended {
 pub struct Outcome {
     pub undelivered: u64,
     pub refused: Option<String>,
+    /// Why connecting again would not help (a certificate not trusted).
+    pub stopped: Option<String>,
 }
 
 pub async fn run(
@@ -173,19 +186,25 @@ pub async fn run(
                         let _ =
                             tokio::time::timeout(Duration::from_secs(2), async { while ws.next().await.is_some() {} })
                                 .await;
-                        return Outcome { undelivered: state.undelivered, refused: None };
+                        return state.outcome(None, &events).await;
                     }
                     Ended::Refused(why) => {
                         state.undelivered += std::mem::take(&mut state.unanswered) as u64;
-                        return Outcome { undelivered: state.undelivered, refused: Some(why) };
+                        return state.outcome(Some(why), &events).await;
                     }
                     Ended::Lost(why) => {
-                        // What was on its way when the connection went may or
-                        // may not have arrived.
-                        state.undelivered += std::mem::take(&mut state.unanswered) as u64;
+                        // Lines on their way go again (same ids); whether the
+                        // other requests on their way arrived is unknown.
+                        let resent = state.lines.resend_sent();
+                        state.undelivered += (std::mem::take(&mut state.unanswered) - resent) as u64;
                         why
                     }
                 }
+            }
+            Err(e @ DialError::Untrusted(_)) => {
+                let mut outcome = state.outcome(None, &events).await;
+                outcome.stopped = Some(e.to_string());
+                return outcome;
             }
             Err(e) => e.to_string(),
         };
@@ -195,11 +214,19 @@ pub async fn run(
         backoff = (backoff * 2).min(Duration::from_secs(10));
         let _ = events.send(Event::Disconnected { why, retry_in }).await;
         let wake = tokio::time::Instant::now() + retry_in;
+        if state.quit_by.is_some_and(|by| wake > by) {
+            return state.outcome(None, &events).await;
+        }
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(wake) => break,
-                command = commands.recv() => match command {
-                    None | Some(Command::Quit { .. }) => return Outcome { undelivered: state.undelivered, refused: None },
+                command = commands.recv(), if state.quit_by.is_none() => match command {
+                    Some(Command::Quit { wait: true }) if state.lines.any_waiting() => {
+                        state.quit_by = Some(tokio::time::Instant::now() + QUIT_WAIT);
+                        let notice = "input ended: sending what waits once connected again (5 s at most)";
+                        let _ = events.send(Event::Notice(notice.into())).await;
+                    }
+                    None | Some(Command::Quit { .. }) => return state.outcome(None, &events).await,
                     Some(command) => offline(&mut state, command, &events).await,
                 }
             }
@@ -223,12 +250,59 @@ async fn offline(state: &mut State, command: Command, events: &mpsc::Sender<Even
             state.nick = Some(name);
             "not connected: the nick is set on reconnect".into()
         }
+        Command::Publish(text) => match state.current.clone() {
+            None => {
+                state.undelivered += 1;
+                format!("not sent (join a room first: /join ROOM): {text:?}")
+            }
+            Some(room) => {
+                let line = state.lines.line(room, text);
+                match state.lines.wait(line) {
+                    Ok(()) => "not connected: the line is sent once the rooms are joined again".into(),
+                    Err(line) => {
+                        state.undelivered += 1;
+                        format!(
+                            "not connected, and {} lines wait already: not sent: {:?}",
+                            super::lines::MAX_WAITING,
+                            line.text
+                        )
+                    }
+                }
+            }
+        },
         _ => {
             state.undelivered += 1;
             "not connected: not sent".into()
         }
     };
     let _ = events.send(Event::Notice(notice)).await;
+}
+
+impl State {
+    /// How the session ended; lines the server never got are named.
+    async fn outcome(&mut self, refused: Option<String>, events: &mpsc::Sender<Event>) -> Outcome {
+        let unsent: Vec<String> = self.lines.unsent().map(|line| line.text.clone()).collect();
+        for text in &unsent {
+            let _ = events.send(Event::Notice(format!("not sent: {text:?}"))).await;
+        }
+        Outcome { undelivered: self.undelivered + unsent.len() as u64, refused, stopped: None }
+    }
+
+    /// Sends `line` (as a publish with its id) and keeps it until answered.
+    async fn publish(&mut self, ws: &mut Ws, line: Line) -> Result<(), Ended> {
+        let reference = self.reference().unwrap_or_default();
+        let request = build::publish_once(&line.room, &json_str(&line.text), &line.id, Some(reference));
+        self.lines.sent(reference, line);
+        send(ws, request).await
+    }
+
+    /// Sends every waiting line, in order.
+    async fn flush(&mut self, ws: &mut Ws) -> Result<(), Ended> {
+        for line in self.lines.take_waiting() {
+            self.publish(ws, line).await?;
+        }
+        Ok(())
+    }
 }
 
 async fn send(ws: &mut Ws, text: String) -> Result<(), Ended> {
@@ -258,7 +332,11 @@ async fn serve(
             return ended;
         }
     }
-    let mut quitting = false;
+    // After the joins: the server takes a session's requests in order.
+    if let Err(ended) = state.flush(ws).await {
+        return ended;
+    }
+    let mut quitting = state.quit_by.is_some();
     loop {
         if quitting && state.unanswered == 0 {
             return Ended::Quit;
@@ -281,6 +359,12 @@ async fn serve(
                 Some(Err(e)) => return Ended::Lost(e.to_string()),
                 None => return Ended::Lost("connection ended".into()),
             },
+            // Lines the server could not take a moment ago (unavailable).
+            _ = tokio::time::sleep(Duration::from_secs(1)), if state.lines.any_waiting() => {
+                if let Err(ended) = state.flush(ws).await {
+                    return ended;
+                }
+            }
             command = commands.recv(), if !quitting => {
                 let Some(command) = command else { return Ended::Quit };
                 if let Command::Quit { wait } = command {
@@ -314,11 +398,12 @@ async fn act(
         Command::Publish(text) => {
             let Some(room) = state.current.clone() else {
                 state.undelivered += 1;
-                let _ = events.send(Event::Notice("join a room first: /join ROOM".into())).await;
+                let notice = format!("not sent (join a room first: /join ROOM): {text:?}");
+                let _ = events.send(Event::Notice(notice)).await;
                 return Ok(());
             };
-            let reference = state.reference();
-            send(ws, build::publish(&room, &json_str(&text), reference)).await
+            let line = state.lines.line(room, text);
+            state.publish(ws, line).await
         }
         Command::Join(room) => {
             if !state.rooms.contains(&room) {
@@ -409,8 +494,13 @@ async fn received(state: &mut State, mut value: Value, events: &mpsc::Sender<Eve
         }
         _ => {}
     }
-    if value.get("ref").is_some() {
+    if let Some(reference) = value.get("ref") {
         state.unanswered = state.unanswered.saturating_sub(1);
+        let line = reference.as_u64().and_then(|reference| state.lines.answered(reference));
+        if let Some(line) = line.filter(|_| value["code"] == "unavailable") {
+            // Not published, and never will be: sent again in a moment.
+            state.lines.retry(line);
+        }
     }
     let _ = events.send(Event::Frame(value)).await;
 }

@@ -284,6 +284,12 @@ pub mod build {
         request("publish", &[("room", Field::Str(room)), ("body", Field::Json(body))], reference)
     }
 
+    /// A publish with its idempotency key `id`: sent again, it appears once.
+    pub fn publish_once(room: &str, body: &str, id: &str, reference: Option<u64>) -> String {
+        let fields = [("room", Field::Str(room)), ("body", Field::Json(body)), ("id", Field::Str(id))];
+        request("publish", &fields, reference)
+    }
+
     /// `body` is JSON text.
     pub fn direct(to: &str, body: &str, reference: Option<u64>) -> String {
         request("direct", &[("to", Field::Str(to)), ("body", Field::Json(body))], reference)
