@@ -532,26 +532,37 @@ async fn the_page_passes_the_token_in_its_address_and_shows_a_refusal() {
     ann.close().await;
 }
 
-/// An HTTP front for the page's origin: it answers `POST /token` itself (a
-/// fresh token each time, counted: the application's token endpoint, as
-/// `?token_url=` names it) and hands every other request, and WebSocket
-/// upgrades, to the server.
+/// An HTTP front for the page's origin, as an application puts roomcast
+/// behind its own host: it answers the requests `answer` takes (its token
+/// endpoint, its own pages), counted, and hands every other request, and
+/// WebSocket upgrades, to the server.
 struct TokenGate {
     addr: std::net::SocketAddr,
     served: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl TokenGate {
+    /// A front whose `POST /token` answers `token()`.
     async fn start(target: std::net::SocketAddr, token: impl Fn() -> String + Send + Sync + 'static) -> TokenGate {
+        let answer = move |head: &str| head.starts_with("post /token").then(|| ("text/plain", token()));
+        Self::answering(target, answer).await
+    }
+
+    /// A front that answers what `answer` gives (content type, body) for a
+    /// request head (lowercase), and passes the rest on.
+    async fn answering(
+        target: std::net::SocketAddr,
+        answer: impl Fn(&str) -> Option<(&'static str, String)> + Send + Sync + 'static,
+    ) -> TokenGate {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the gate");
         let addr = listener.local_addr().unwrap();
         let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (counter, token) = (served.clone(), std::sync::Arc::new(token));
+        let (counter, answer) = (served.clone(), std::sync::Arc::new(answer));
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let (counter, token) = (counter.clone(), token.clone());
+                let (counter, answer) = (counter.clone(), answer.clone());
                 tokio::spawn(async move {
-                    let _ = gate_connection(client, target, &*token, &counter).await;
+                    let _ = gate_connection(client, target, &*answer, &counter).await;
                 });
             }
         });
@@ -589,24 +600,24 @@ async fn read_message(stream: &mut tokio::net::TcpStream, buffer: &mut Vec<u8>) 
     Ok(Some(buffer.drain(..head_end + length).collect()))
 }
 
+/// What a front answers itself: (content type, body) for a request head.
+type Answer = dyn Fn(&str) -> Option<(&'static str, String)> + Send + Sync;
+
 async fn gate_connection(
     mut client: tokio::net::TcpStream,
     target: std::net::SocketAddr,
-    token: &(dyn Fn() -> String + Send + Sync),
+    answer: &Answer,
     served: &std::sync::atomic::AtomicUsize,
 ) -> std::io::Result<()> {
     use tokio::io::AsyncWriteExt;
     let mut buffer = Vec::new();
     while let Some(request) = read_message(&mut client, &mut buffer).await? {
         let head = String::from_utf8_lossy(&request).to_ascii_lowercase();
-        if head.starts_with("post /token") {
+        if let Some((kind, body)) = answer(&head) {
             served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let token = token();
-            let answer = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{token}",
-                token.len()
-            );
-            client.write_all(answer.as_bytes()).await?;
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\r\n", body.len());
+            client.write_all(head.as_bytes()).await?;
+            client.write_all(body.as_bytes()).await?;
             continue;
         }
         let mut server = tokio::net::TcpStream::connect(target).await?;
@@ -753,4 +764,31 @@ async fn text_sent_while_the_cluster_is_unavailable_is_kept_and_sent_once() {
     me.until("document.querySelector('[data-testid=message-input]').value === ''").await;
     assert_eq!(me.texts("message").await.len(), 1, "once");
     me.close().await;
+}
+
+/// docs/client-js.md's browser example, run as the docs give it: a page of
+/// the application's own, on roomcast's origin, importing `/roomcast.js`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(skip_browser, ignore = "Chromium or chromedriver is missing and SKIP_MISSING_TOOLS=1")]
+async fn the_docs_browser_example_runs_as_written() {
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/client-js.md")).unwrap();
+    let block = docs.split("<!-- example: browser -->\n```html\n").nth(1).expect("the browser example");
+    let html = block[..block.find("```").expect("a closed block")].to_string();
+    let server = Server::start(&[]);
+    let mut observer = Client::json(&server).await;
+    observer.join("lobby").await;
+    let front = TokenGate::answering(server.addr, move |head| {
+        head.starts_with("get /chat.html").then(|| ("text/html", html.clone()))
+    })
+    .await;
+    let driver = driver().await;
+    let page = Browser::launch(&driver, &format!("http://{}/chat.html", front.addr), &[]).await;
+    page.until(
+        "[...document.querySelectorAll('#log li')].some(li => li.textContent.includes('hello from the browser'))",
+    )
+    .await;
+    assert_eq!(observer.expect("presence").await["event"], "join");
+    let message = observer.expect("message").await;
+    assert_eq!(message["body"], "hello from the browser");
+    page.close().await;
 }

@@ -52,3 +52,39 @@ test("a node killed: the client reconnects to another node and misses nothing", 
     Array.from({ length: total }, (_, i) => i + 1),
   );
 });
+
+test("a publish answered unavailable (Redis down) is sent again and resolves with its one seq", async (t) => {
+  const redis = await startRedis();
+  t.after(() => redis.stop());
+  const node = await startServer({
+    ROOMCAST_CLUSTER__REDIS: redis.url,
+    ROOMCAST_CLUSTER__PREFIX: "js",
+    ROOMCAST_CLUSTER__NODE_TIMEOUT: "1s",
+  });
+  t.after(() => node.stop());
+  const rc = new Roomcast(node.url, { WebSocket, reconnect: { minDelay: 50, maxDelay: 300 } });
+  t.after(() => rc.close());
+  const room = rc.room("outage");
+  /** @type {unknown[]} */
+  const seen = [];
+  room.on("message", (m) => seen.push(m.body));
+  await room.join();
+  const port = redis.port;
+  await redis.stop();
+  // The node answers `unavailable` until Redis is back: the first answer
+  // comes from the node without Redis.
+  const raw = await rawClient(node.url);
+  t.after(() => raw.close());
+  for (;;) {
+    raw.send({ type: "rooms", ref: 1 });
+    const answer = await raw.next();
+    if (answer.type === "error" && answer.code === "unavailable") break;
+  }
+  const publishing = room.publish("through the outage");
+  const again = await startRedis(port);
+  t.after(() => again.stop());
+  const { seq } = await publishing;
+  assert.equal(typeof seq, "number");
+  await until(room, "message", () => seen.includes("through the outage"), "the message");
+  assert.deepEqual(seen, ["through the outage"], "once");
+});

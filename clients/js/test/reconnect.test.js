@@ -180,3 +180,49 @@ test("a publish whose connection dropped before its ok is sent again and appears
   assert.deepEqual(seen, oneTo(50));
   watch.close();
 });
+
+test("members equal the server's after a rejoin, with changes made while away", async (t) => {
+  const { server, proxy, rc } = await setup(t);
+  const room = rc.room("away");
+  await room.join();
+  const stay = await rawClient(server.url);
+  t.after(() => stay.close());
+  stay.send({ type: "join", room: "away" });
+  await stay.expect("joined");
+  const leaver = await rawClient(server.url);
+  leaver.send({ type: "join", room: "away" });
+  await leaver.expect("joined");
+  await until(room, "presence", () => room.members.size === 3, "three members");
+  proxy.refuse();
+  proxy.cut();
+  await until(rc, "state", () => rc.state !== "connected", "the drop");
+  leaver.close();
+  const comer = await rawClient(server.url);
+  t.after(() => comer.close());
+  comer.send({ type: "join", room: "away" });
+  await comer.expect("joined");
+  proxy.refuse(false);
+  await next(room, "joined");
+  stay.send({ type: "members", room: "away", ref: "m" });
+  const truth = (await stay.expect("members")).members.map((/** @type {any} */ m) => m.id).sort();
+  assert.deepEqual([...room.members.keys()].sort(), truth);
+  assert.equal(room.members.size, 3, "me, stay and comer");
+});
+
+test("a publish with no answer in publishTimeout rejects with timeout", async (t) => {
+  const server = await startServer();
+  t.after(() => server.stop());
+  const proxy = await startProxy(() => server.port);
+  t.after(() => proxy.close());
+  const rc = new Roomcast(proxy.url, { WebSocket, ...fast, publishTimeout: 300 });
+  t.after(() => rc.close());
+  await rc.room("slow").join();
+  proxy.refuse();
+  proxy.cut();
+  await until(rc, "state", () => rc.state !== "connected", "the drop");
+  const error = await rc
+    .room("slow")
+    .publish("never")
+    .catch((/** @type {any} */ e) => e);
+  assert.equal(error.code, "timeout");
+});

@@ -233,11 +233,13 @@ export async function rawClient(url) {
  * A redis-server of the test's own on a free port; resolves once it is
  * ready (its log says so).
  */
-export async function startRedis() {
-  const free = net.createServer();
-  await new Promise((resolve) => free.listen(0, "127.0.0.1", () => resolve(undefined)));
-  const port = /** @type {net.AddressInfo} */ (free.address()).port;
-  await new Promise((resolve) => free.close(resolve));
+export async function startRedis(port = 0) {
+  if (port === 0) {
+    const free = net.createServer();
+    await new Promise((resolve) => free.listen(0, "127.0.0.1", () => resolve(undefined)));
+    port = /** @type {net.AddressInfo} */ (free.address()).port;
+    await new Promise((resolve) => free.close(resolve));
+  }
   const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
     stdio: ["ignore", "pipe", "inherit"],
   });
@@ -248,9 +250,14 @@ export async function startRedis() {
     lines.on("line", (line) => line.includes("Ready to accept connections") && resolve(undefined));
   });
   return {
+    port,
     url: `redis://127.0.0.1:${port}`,
-    stop() {
+    /** Kills it (its data is gone) and waits. */
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise((resolve) => child.once("exit", resolve));
       child.kill("SIGKILL");
+      await exited;
     },
   };
 }
