@@ -792,3 +792,38 @@ async fn the_docs_browser_example_runs_as_written() {
     assert_eq!(message["body"], "hello from the browser");
     page.close().await;
 }
+
+/// After reconnects the member list is the server's: the page's own user
+/// included, nobody twice, a member who left while it was away gone (on a
+/// cluster node too: scripts/test.sh runs this file both ways).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(skip_browser, ignore = "Chromium or chromedriver is missing and SKIP_MISSING_TOOLS=1")]
+async fn the_member_list_is_exact_after_reconnects() {
+    let server = Server::start(&[]);
+    let proxy = Proxy::start(server.addr).await;
+    let driver = driver().await;
+    let me = Browser::open(&driver, &format!("http://{}/", proxy.addr)).await;
+    me.enter("nick-input", "me").await;
+    me.join("crew").await;
+    let mut stays = Client::json(&server).await;
+    stays.request(json!({"type":"nick","name":"stays"})).await;
+    stays.join("crew").await;
+    let mut goes = Client::json(&server).await;
+    goes.request(json!({"type":"nick","name":"goes"})).await;
+    goes.join("crew").await;
+    me.until(&member_list_is(&["goes", "me", "stays"])).await;
+    for _ in 0..2 {
+        proxy.cut_all();
+        me.until("document.querySelector('[data-testid=status]').textContent !== 'connected'").await;
+        me.until("document.querySelector('[data-testid=status]').textContent === 'connected'").await;
+    }
+    drop(goes);
+    me.until(&member_list_is(&["me", "stays"])).await;
+    proxy.cut_all();
+    me.until("document.querySelector('[data-testid=status]').textContent === 'connected'").await;
+    let mut late = Client::json(&server).await;
+    late.request(json!({"type":"nick","name":"late"})).await;
+    late.join("crew").await;
+    me.until(&member_list_is(&["late", "me", "stays"])).await;
+    me.close().await;
+}
