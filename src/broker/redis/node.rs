@@ -136,9 +136,10 @@ impl Life {
             return;
         };
         set(&self.link, Some(Arc::new(Link { connection, node, subscriber, liveness })));
+        // Ready for requests before it says so.
+        self.up(outage);
         self.next_id.store(first.0, Ordering::Release);
         log::info!("cluster: node {node} of {prefix:?}");
-        self.up(outage);
         // The first beat at once: the node is alive before its sessions come.
         if let Some(link) = current(&self.link) {
             self.beat(link, outage).await;
@@ -156,14 +157,16 @@ impl Life {
                 return self.down(&error.to_string(), outage);
             }
         };
+        // Up before writable: the hub reads both, from another thread, and
+        // a request let through by one must not be stopped by the other.
+        let recovering = std::mem::replace(&mut outage.redis_was_down, false);
+        self.metrics.cluster.nodes.store(beat.alive as u64, Ordering::Relaxed);
+        self.up(outage);
         match probed {
             Ok(()) => writes_accepted(&self.metrics),
             Err(error) if super::refuses_writes(&error) => writes_refused(&self.metrics, &error),
             Err(_) => {}
         }
-        let recovering = std::mem::replace(&mut outage.redis_was_down, false);
-        self.metrics.cluster.nodes.store(beat.alive as u64, Ordering::Relaxed);
-        self.up(outage);
         if beat.declared_dead {
             return self.declared_dead().await;
         }
