@@ -653,8 +653,8 @@ async fn the_page_refreshes_its_token_from_token_url_before_it_expires() {
         String::from_utf8(output.stdout).unwrap().trim().to_string()
     };
     // Long enough for the browser to start and connect with it.
-    let first = token("6s");
-    let expires = std::time::Instant::now() + Duration::from_secs(6);
+    let first = token("8s");
+    let expires = std::time::Instant::now() + Duration::from_secs(8);
     let gate = TokenGate::start(server.addr, move || token("1h")).await;
     let driver = driver().await;
     let page = format!("http://{}/?token={first}&token_url=/token", gate.addr);
@@ -745,6 +745,8 @@ async fn text_sent_while_the_cluster_is_unavailable_is_kept_and_sent_once() {
     let driver = driver().await;
     let me = Browser::open(&driver, &server.http("/")).await;
     me.join("drafts").await;
+    // Joined (the member list has the page's session) before Redis goes.
+    me.until("document.querySelectorAll('[data-testid=member]').length === 1").await;
     let port = redis.kill();
     assert_eq!(server.wait_for_metric("roomcast_cluster_up", 0).await, 0);
     let before = server.metric("roomcast_messages_out_total").await;

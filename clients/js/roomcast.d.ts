@@ -220,8 +220,15 @@ export class Roomcast extends Emitter<ClientEvents> {
      * @param {Pending} pending
      */
     private _timedOut;
-    /** Sends what waited, in order. @private */
-    private _flush;
+    /** Sends what waited, in order. @internal */
+    _flush(): void;
+    /**
+     * Whether a publish may go: its room is joined, or not one this client
+     * keeps joined (then the server answers).
+     * @private
+     * @param {Pending} pending
+     */
+    private _roomReady;
     /**
      * A request of a room's (join, leave, members) now, or `disconnected`;
      * `onReply` takes the reply as it arrives (before the frames after it).

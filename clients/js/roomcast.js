@@ -584,8 +584,11 @@ export class Roomcast extends Emitter {
     const exp = expiryOf(this._currentToken);
     if (exp === undefined) return;
     const left = exp - Date.now();
-    // Refresh when a tenth of its life (at most a minute) is left.
-    const at = Math.max(1000, left - Math.min(60000, left / 10));
+    // Refresh when a tenth of its life is left: at most a minute before,
+    // and for short tokens at least 5 s (or half its life) before, so that
+    // fetching one and sending it fit before the server's deadline.
+    const margin = Math.min(60000, Math.max(left / 10, Math.min(5000, left / 2)));
+    const at = Math.max(1000, left - margin);
     this._refreshTimer = setTimeout(async () => {
       if (this.state !== "connected") return;
       try {
@@ -701,7 +704,7 @@ export class Roomcast extends Emitter {
    * @param {boolean} force
    */
   _enqueue(pending, force) {
-    if (this._ready()) {
+    if (this._ready() && this._roomReady(pending) && !this._waiting.some((other) => other.frame.room === pending.frame.room)) {
       this._send(pending.frame, pending.resolve, pending.reject, pending);
       return true;
     }
@@ -734,13 +737,35 @@ export class Roomcast extends Emitter {
     pending.reject(new RoomcastError("timeout", "no answer within publishTimeout"));
   }
 
-  /** Sends what waited, in order. @private */
+  /** Sends what waited, in order. @internal */
   _flush() {
-    while (this._ready() && this._waiting.length > 0) {
-      const pending = /** @type {Pending} */ (this._waiting.shift());
+    if (!this._ready()) return;
+    // In order; a room joined again later keeps its publishes (and their
+    // order) until then.
+    const blocked = new Set();
+    const keep = [];
+    for (const pending of this._waiting.splice(0)) {
+      const room = /** @type {string} */ (pending.frame.room);
+      if (blocked.has(room) || !this._roomReady(pending)) {
+        blocked.add(room);
+        keep.push(pending);
+        continue;
+      }
       this._waitingBytes -= pending.bytes ?? 0;
       this._send(pending.frame, pending.resolve, pending.reject, pending);
     }
+    this._waiting = keep;
+  }
+
+  /**
+   * Whether a publish may go: its room is joined, or not one this client
+   * keeps joined (then the server answers).
+   * @private
+   * @param {Pending} pending
+   */
+  _roomReady(pending) {
+    const room = this._rooms.get(/** @type {string} */ (pending.frame.room));
+    return !room || !room._wanted || room.joined;
   }
 
   /**
@@ -897,6 +922,13 @@ export class Room extends Emitter {
           this._wanted = false;
           this._client._forget(this.name);
           this._settle(null, /** @type {RoomcastError} */ (error));
+        } else if (error instanceof RoomcastError && error.code === "unavailable") {
+          // The server cannot now (a cluster without Redis): again in a moment.
+          const generation = this._client._generation;
+          setTimeout(() => {
+            const same = this._client._generation === generation && this._client.state === "connected";
+            if (same && this._wanted && !this.joined) this._rejoin().catch(() => {});
+          }, 300 + Math.random() * 700);
         }
         reject(error);
       };
@@ -913,6 +945,7 @@ export class Room extends Emitter {
         this._client._roomRequest({ type: "members", room: this.name }).then((members) => {
           this.members = new Map(members.members.map((/** @type {Member} */ m) => [m.id, m]));
           this.joined = true;
+          this._client._flush();
           // What changed while the list was on its way (applied again if
           // the list has it already: the last event of each member wins).
           const buffered = this._buffered ?? [];

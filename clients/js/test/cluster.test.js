@@ -88,3 +88,36 @@ test("a publish answered unavailable (Redis down) is sent again and resolves wit
   await until(room, "message", () => seen.includes("through the outage"), "the message");
   assert.deepEqual(seen, ["through the outage"], "once");
 });
+
+test("a rejoin answered unavailable is tried again, and what waited for it goes once", async (t) => {
+  const redis = await startRedis();
+  t.after(() => redis.stop());
+  const node = await startServer({
+    ROOMCAST_CLUSTER__REDIS: redis.url,
+    ROOMCAST_CLUSTER__PREFIX: "js",
+    ROOMCAST_CLUSTER__NODE_TIMEOUT: "1s",
+  });
+  t.after(() => node.stop());
+  const proxy = await startProxy(() => node.port);
+  t.after(() => proxy.close());
+  const rc = new Roomcast(proxy.url, { WebSocket, reconnect: { minDelay: 50, maxDelay: 300 } });
+  t.after(() => rc.close());
+  const room = rc.room("rejoin");
+  /** @type {unknown[]} */
+  const seen = [];
+  room.on("message", (m) => seen.push(m.body));
+  await room.join();
+  const port = redis.port;
+  await redis.stop();
+  // A new connection while Redis is gone: its rejoin is answered unavailable.
+  proxy.cut();
+  await until(rc, "state", () => rc.state === "connected", "connected again");
+  const publishing = room.publish("after the rejoin");
+  const again = await startRedis(port);
+  t.after(() => again.stop());
+  await until(room, "joined", () => room.joined, "joined again");
+  await publishing;
+  await until(room, "message", () => seen.length > 0, "the message");
+  assert.deepEqual(seen, ["after the rejoin"]);
+  assert.ok([...room.members.keys()].includes(/** @type {string} */ (rc.welcome?.id)), "in its own member list");
+});
