@@ -7,6 +7,7 @@
 //!   them.
 //! - here: what both share: names, ids, error and close codes, JSON strings.
 
+pub mod deflate;
 pub mod extension;
 pub mod frame;
 pub mod request;
