@@ -6,14 +6,40 @@ import { test } from "node:test";
 
 import { Roomcast, WebSocket, rawClient, startProxy, startRedis, startServer, until } from "./support.js";
 
+const clusterEnv = (/** @type {string} */ redis) => ({
+  ROOMCAST_CLUSTER__REDIS: redis,
+  ROOMCAST_CLUSTER__PREFIX: "js",
+  ROOMCAST_CLUSTER__NODE_TIMEOUT: "1s",
+});
+
+/**
+ * A Redis, one node on it, and a client (through a proxy when `proxied`)
+ * in `name`, recording its messages' bodies; all stopped with the test.
+ * @param {import("node:test").TestContext} t
+ * @param {string} name
+ * @param {boolean} proxied
+ */
+async function oneNode(t, name, proxied) {
+  const redis = await startRedis();
+  t.after(() => redis.stop());
+  const node = await startServer(clusterEnv(redis.url));
+  t.after(() => node.stop());
+  const proxy = await startProxy(() => node.port);
+  t.after(() => proxy.close());
+  const rc = new Roomcast(proxied ? proxy.url : node.url, { WebSocket, reconnect: { minDelay: 50, maxDelay: 300 } });
+  t.after(() => rc.close());
+  const room = rc.room(name);
+  /** @type {unknown[]} */
+  const seen = [];
+  room.on("message", (m) => seen.push(m.body));
+  await room.join();
+  return { redis, node, proxy, rc, room, seen };
+}
+
 test("a node killed: the client reconnects to another node and misses nothing", async (t) => {
   const redis = await startRedis();
   t.after(() => redis.stop());
-  const cluster = {
-    ROOMCAST_CLUSTER__REDIS: redis.url,
-    ROOMCAST_CLUSTER__PREFIX: "js",
-    ROOMCAST_CLUSTER__NODE_TIMEOUT: "1s",
-  };
+  const cluster = clusterEnv(redis.url);
   const [a, b] = [await startServer(cluster), await startServer(cluster)];
   t.after(() => a.stop());
   t.after(() => b.stop());
@@ -54,21 +80,7 @@ test("a node killed: the client reconnects to another node and misses nothing", 
 });
 
 test("a publish answered unavailable (Redis down) is sent again and resolves with its one seq", async (t) => {
-  const redis = await startRedis();
-  t.after(() => redis.stop());
-  const node = await startServer({
-    ROOMCAST_CLUSTER__REDIS: redis.url,
-    ROOMCAST_CLUSTER__PREFIX: "js",
-    ROOMCAST_CLUSTER__NODE_TIMEOUT: "1s",
-  });
-  t.after(() => node.stop());
-  const rc = new Roomcast(node.url, { WebSocket, reconnect: { minDelay: 50, maxDelay: 300 } });
-  t.after(() => rc.close());
-  const room = rc.room("outage");
-  /** @type {unknown[]} */
-  const seen = [];
-  room.on("message", (m) => seen.push(m.body));
-  await room.join();
+  const { redis, node, room, seen } = await oneNode(t, "outage", false);
   const port = redis.port;
   await redis.stop();
   // The node answers `unavailable` until Redis is back: the first answer
@@ -90,23 +102,7 @@ test("a publish answered unavailable (Redis down) is sent again and resolves wit
 });
 
 test("a rejoin answered unavailable is tried again, and what waited for it goes once", async (t) => {
-  const redis = await startRedis();
-  t.after(() => redis.stop());
-  const node = await startServer({
-    ROOMCAST_CLUSTER__REDIS: redis.url,
-    ROOMCAST_CLUSTER__PREFIX: "js",
-    ROOMCAST_CLUSTER__NODE_TIMEOUT: "1s",
-  });
-  t.after(() => node.stop());
-  const proxy = await startProxy(() => node.port);
-  t.after(() => proxy.close());
-  const rc = new Roomcast(proxy.url, { WebSocket, reconnect: { minDelay: 50, maxDelay: 300 } });
-  t.after(() => rc.close());
-  const room = rc.room("rejoin");
-  /** @type {unknown[]} */
-  const seen = [];
-  room.on("message", (m) => seen.push(m.body));
-  await room.join();
+  const { redis, proxy, rc, room, seen } = await oneNode(t, "rejoin", true);
   const port = redis.port;
   await redis.stop();
   // A new connection while Redis is gone: its rejoin is answered unavailable.
