@@ -25,6 +25,7 @@ command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v curl >/dev/null || missing+=(curl)
 command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 command -v redis-server >/dev/null || missing+=(redis-server)
 /usr/bin/python3 -c 'import jwt, cryptography' 2>/dev/null || missing+=(python3 python3-jwt python3-cryptography)
 if [ ${#missing[@]} -gt 0 ]; then
