@@ -115,13 +115,9 @@ async fn the_docs_configuration_makes_the_read_grant_read_only() {
         ("ROOMCAST_AUTH__PRIVATE_ROOMS", &list),
     ]);
     let env = [("ROOMCAST_AUTH__HMAC_SECRET", SECRET)];
-    let mint = |args: &[&str]| {
-        let output = common::command(args, &env).output().unwrap();
-        String::from_utf8(output.stdout).unwrap().trim().to_string()
-    };
     // As the docs' `roomcast token` line makes it.
-    let reader = mint(&["token", "--sub", "42", "--name", "Ann", "--rooms", "team-*", "--read", "feed:*"]);
-    let stranger = mint(&["token", "--sub", "7"]);
+    let reader = common::mint(&["--sub", "42", "--name", "Ann", "--rooms", "team-*", "--read", "feed:*"], &env);
+    let stranger = common::mint(&["--sub", "7"], &env);
     let mut ann = Client::connect(&server.url(&format!("/ws?token={reader}"))).await;
     ann.expect("welcome").await;
     ann.join("feed:prices").await;

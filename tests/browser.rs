@@ -17,6 +17,8 @@ use serde_json::{Value, json};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// The token secret of the tests with authentication on.
+const SECRET: &str = "browser-secret-of-at-least-32-bytes";
 
 /// chromedriver on a free port, stopped on drop.
 struct Driver {
@@ -506,13 +508,9 @@ async fn over_https_the_page_uses_wss() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(skip_browser, ignore = "Chromium or chromedriver is missing and SKIP_MISSING_TOOLS=1")]
 async fn the_page_passes_the_token_in_its_address_and_shows_a_refusal() {
-    let secret = "browser-secret-of-at-least-32-bytes";
-    let env = [("ROOMCAST_AUTH__MODE", "required"), ("ROOMCAST_AUTH__HMAC_SECRET", secret)];
+    let env = [("ROOMCAST_AUTH__MODE", "required"), ("ROOMCAST_AUTH__HMAC_SECRET", SECRET)];
     let server = Server::start(&env);
-    let token = |sub: &str| {
-        let output = common::command(&["token", "--sub", sub, "--name", "Ann", "--ttl", "10m"], &env).output().unwrap();
-        String::from_utf8(output.stdout).unwrap().trim().to_string()
-    };
+    let token = |sub: &str| common::mint(&["--sub", sub, "--name", "Ann", "--ttl", "10m"], &env);
     let driver = driver().await;
     let ann = Browser::open(&driver, &server.http(&format!("/?token={}", token("ann")))).await;
     ann.join("lobby").await;
@@ -643,15 +641,10 @@ async fn gate_connection(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(skip_browser, ignore = "Chromium or chromedriver is missing and SKIP_MISSING_TOOLS=1")]
 async fn the_page_refreshes_its_token_from_token_url_before_it_expires() {
-    let secret = "browser-secret-of-at-least-32-bytes";
     let env =
-        [("ROOMCAST_AUTH__MODE", "required"), ("ROOMCAST_AUTH__HMAC_SECRET", secret), ("ROOMCAST_AUTH__LEEWAY", "0s")];
+        [("ROOMCAST_AUTH__MODE", "required"), ("ROOMCAST_AUTH__HMAC_SECRET", SECRET), ("ROOMCAST_AUTH__LEEWAY", "0s")];
     let server = Server::start(&env);
-    let token = move |ttl: &str| {
-        let args = ["token", "--sub", "ann", "--name", "Ann", "--ttl", ttl];
-        let output = common::command(&args, &env).output().unwrap();
-        String::from_utf8(output.stdout).unwrap().trim().to_string()
-    };
+    let token = move |ttl: &str| common::mint(&["--sub", "ann", "--name", "Ann", "--ttl", ttl], &env);
     // Long enough for the browser to start and connect with it.
     let first = token("8s");
     let expires = std::time::Instant::now() + Duration::from_secs(8);
@@ -679,12 +672,9 @@ async fn the_page_refreshes_its_token_from_token_url_before_it_expires() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(skip_browser, ignore = "Chromium or chromedriver is missing and SKIP_MISSING_TOOLS=1")]
 async fn the_page_shows_who_is_signed_in_and_keeps_the_token_s_name() {
-    let secret = "browser-secret-of-at-least-32-bytes";
-    let env = [("ROOMCAST_AUTH__MODE", "optional"), ("ROOMCAST_AUTH__HMAC_SECRET", secret)];
+    let env = [("ROOMCAST_AUTH__MODE", "optional"), ("ROOMCAST_AUTH__HMAC_SECRET", SECRET)];
     let server = Server::start(&env);
-    let args = ["token", "--sub", "ann-42", "--name", "Ann", "--ttl", "10m"];
-    let output = common::command(&args, &env).output().unwrap();
-    let token = String::from_utf8(output.stdout).unwrap().trim().to_string();
+    let token = common::mint(&["--sub", "ann-42", "--name", "Ann", "--ttl", "10m"], &env);
     let driver = driver().await;
     // An anonymous visit first, which saves a nick in this browser.
     let me = Browser::open(&driver, &server.http("/")).await;
@@ -707,10 +697,9 @@ async fn the_page_shows_who_is_signed_in_and_keeps_the_token_s_name() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(skip_browser, ignore = "Chromium or chromedriver is missing and SKIP_MISSING_TOOLS=1")]
 async fn a_refused_room_is_dropped_and_not_joined_again() {
-    let secret = "browser-secret-of-at-least-32-bytes";
     let env = [
         ("ROOMCAST_AUTH__MODE", "optional"),
-        ("ROOMCAST_AUTH__HMAC_SECRET", secret),
+        ("ROOMCAST_AUTH__HMAC_SECRET", SECRET),
         ("ROOMCAST_AUTH__PRIVATE_ROOMS", "private:*"),
     ];
     let server = Server::start(&env);
@@ -752,11 +741,8 @@ async fn text_sent_while_the_cluster_is_unavailable_is_kept_and_sent_once() {
     let before = server.metric("roomcast_messages_out_total").await;
     me.say("typed while Redis was down").await;
     // The server answered (unavailable): the text is still in the box.
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while server.metric("roomcast_messages_out_total").await == before {
-        assert!(tokio::time::Instant::now() < deadline, "the server never answered");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let answered = server.wait_for_metric_past("roomcast_messages_out_total", before).await;
+    assert!(answered > before, "the server never answered");
     let kept =
         me.client.execute("return document.querySelector('[data-testid=message-input]').value", vec![]).await.unwrap();
     assert_eq!(kept, json!("typed while Redis was down"));

@@ -70,8 +70,9 @@ impl Hub {
         hub
     }
 
-    /// Waits until Redis has forgotten `room` (its keys expired at the end
-    /// of empty_ttl, on Redis's clock).
+    /// Waits until Redis has forgotten `room`: its keys expired at the end
+    /// of empty_ttl, on Redis's clock (Redis says so on its keyspace
+    /// event channel).
     async fn forgotten_in_redis(&self, room: &str) {
         let Some(redis) = &self.redis else {
             return;
@@ -79,15 +80,16 @@ impl Hub {
         let room = roomcast::protocol::RoomName::parse(room).expect("a room name");
         let meta = roomcast::broker::redis::keys::RoomKeys::new("roomcast", &room).meta;
         let mut connection = redis.connection().await;
-        let deadline = tokio::time::Instant::now() + common::DEADLINE;
-        loop {
-            let exists: bool = redis::cmd("EXISTS").arg(&meta).query_async(&mut connection).await.expect("EXISTS");
-            if !exists {
-                return;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "{room} was never forgotten");
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut notify = redis::cmd("CONFIG");
+        notify.arg("SET").arg("notify-keyspace-events").arg("Ex");
+        let () = notify.query_async(&mut connection).await.expect("CONFIG SET");
+        let mut expired = redis.subscribed(&["__keyevent@0__:expired"]).await;
+        let exists: bool = redis::cmd("EXISTS").arg(&meta).query_async(&mut connection).await.expect("EXISTS");
+        if !exists {
+            return;
         }
+        let mut events = expired.on_message();
+        while common::next_payload(&mut events).await != meta {}
     }
 
     async fn session(&self) -> Session {

@@ -178,12 +178,15 @@ export class Roomcast extends Emitter<ClientEvents> {
      */
     private _send;
     /**
-     * A request now, or `disconnected`.
-     * @private
+     * A request now, or `disconnected`; resolves with the reply. `onReply`
+     * takes the reply as it arrives, before the frames behind it (a socket
+     * may hand several over in one tick, before any promise continues).
+     * @internal
      * @param {Record<string, unknown>} frame
+     * @param {(reply: any) => void} [onReply]
      * @returns {Promise<any>}
      */
-    private _request;
+    _request(frame: Record<string, unknown>, onReply?: (reply: any) => void): Promise<any>;
     /**
      * A reply to a request of ours.
      * @private
@@ -229,22 +232,6 @@ export class Roomcast extends Emitter<ClientEvents> {
      * @param {Pending} pending
      */
     private _roomReady;
-    /**
-     * A request of a room's (join, leave, members) now, or `disconnected`;
-     * `onReply` takes the reply as it arrives (before the frames after it).
-     * @param {Record<string, unknown>} frame
-     * @param {(reply: any) => void} [onReply]
-     * @returns {Promise<any>}
-     * @internal
-     */
-    _roomRequest(frame: Record<string, unknown>, onReply?: (reply: any) => void): Promise<any>;
-    /**
-     * @private
-     * @param {Record<string, unknown>} frame
-     * @param {(reply: any) => void} onReply
-     * @returns {Promise<void>}
-     */
-    private _requestNow;
     /**
      * @param {string} name
      * @internal

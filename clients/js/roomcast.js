@@ -620,17 +620,29 @@ export class Roomcast extends Emitter {
   }
 
   /**
-   * A request now, or `disconnected`.
-   * @private
+   * A request now, or `disconnected`; resolves with the reply. `onReply`
+   * takes the reply as it arrives, before the frames behind it (a socket
+   * may hand several over in one tick, before any promise continues).
+   * @internal
    * @param {Record<string, unknown>} frame
+   * @param {(reply: any) => void} [onReply]
    * @returns {Promise<any>}
    */
-  _request(frame) {
+  _request(frame, onReply) {
     if (this.state === "closed") return Promise.reject(this._closedBy);
     if (this.state !== "connected") {
       return Promise.reject(new RoomcastError("disconnected", "not connected"));
     }
-    return new Promise((resolve, reject) => this._send(frame, resolve, reject));
+    return new Promise((resolve, reject) =>
+      this._send(
+        frame,
+        (reply) => {
+          onReply?.(reply);
+          resolve(reply);
+        },
+        reject,
+      ),
+    );
   }
 
   /**
@@ -769,38 +781,6 @@ export class Roomcast extends Emitter {
   }
 
   /**
-   * A request of a room's (join, leave, members) now, or `disconnected`;
-   * `onReply` takes the reply as it arrives (before the frames after it).
-   * @param {Record<string, unknown>} frame
-   * @param {(reply: any) => void} [onReply]
-   * @returns {Promise<any>}
-   * @internal
-   */
-  _roomRequest(frame, onReply) {
-    return onReply ? this._requestNow(frame, onReply) : this._request(frame);
-  }
-
-  /**
-   * @private
-   * @param {Record<string, unknown>} frame
-   * @param {(reply: any) => void} onReply
-   * @returns {Promise<void>}
-   */
-  _requestNow(frame, onReply) {
-    if (this.state !== "connected") return Promise.reject(new RoomcastError("disconnected", "not connected"));
-    return new Promise((resolve, reject) =>
-      this._send(
-        frame,
-        (reply) => {
-          onReply(reply);
-          resolve();
-        },
-        reject,
-      ),
-    );
-  }
-
-  /**
    * @param {string} name
    * @internal
    */
@@ -879,7 +859,7 @@ export class Room extends Emitter {
     this.members.clear();
     this._client._forget(this.name);
     this._settle(null, new RoomcastError("left", "left before the join was answered"));
-    if (was && this._client.state === "connected") await this._client._roomRequest({ type: "leave", room: this.name });
+    if (was && this._client.state === "connected") await this._client._request({ type: "leave", room: this.name });
   }
 
   /**
@@ -937,12 +917,12 @@ export class Room extends Emitter {
       const joined = (/** @type {any} */ reply) => {
         if (!this._wanted) {
           // Left while the join was on its way: the server has it joined.
-          void this._client._roomRequest({ type: "leave", room: this.name }).catch(() => {});
+          void this._client._request({ type: "leave", room: this.name }).catch(() => {});
           return resolve(this._joinedEvent(true));
         }
         this._buffered = [];
         const event = this._take(reply, first);
-        this._client._roomRequest({ type: "members", room: this.name }).then((members) => {
+        this._client._request({ type: "members", room: this.name }).then((members) => {
           this.members = new Map(members.members.map((/** @type {Member} */ m) => [m.id, m]));
           this.joined = true;
           this._client._flush();
@@ -957,7 +937,7 @@ export class Room extends Emitter {
           resolve(event);
         }, fail);
       };
-      this._client._roomRequest(frame, joined).catch(fail);
+      this._client._request(frame, joined).catch(fail);
     });
   }
 

@@ -39,6 +39,14 @@ pub struct Server {
 
 /// The environment every test server starts from: loopback, port 0, no
 /// config file (the child runs in a temporary directory).
+/// A token made by `roomcast token ARGS` (after `token`) with `env`.
+pub fn mint(args: &[&str], env: &[(&str, &str)]) -> String {
+    let all: Vec<&str> = ["token"].into_iter().chain(args.iter().copied()).collect();
+    let output = command(&all, env).output().expect("roomcast token");
+    assert!(output.status.success(), "roomcast token {args:?}: {output:?}");
+    String::from_utf8(output.stdout).expect("UTF-8").trim().to_string()
+}
+
 pub fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(BINARY);
     cmd.args(args).current_dir(std::env::temp_dir());
@@ -275,10 +283,21 @@ impl Server {
     /// Waits until a metric reads `value` (a cluster node learns some of
     /// them from Redis at its next beat); returns it.
     pub async fn wait_for_metric(&self, name: &str, value: u64) -> u64 {
+        self.wait_for_metric_where(name, |now| now == value).await
+    }
+
+    /// Waits until a metric reads more than `value`; returns it.
+    pub async fn wait_for_metric_past(&self, name: &str, value: u64) -> u64 {
+        self.wait_for_metric_where(name, |now| now > value).await
+    }
+
+    /// Polls a metric (no event says it changed) until `done` holds or the
+    /// deadline passes; returns the last reading.
+    async fn wait_for_metric_where(&self, name: &str, done: impl Fn(u64) -> bool) -> u64 {
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
             let now = self.metric(name).await;
-            if now == value || tokio::time::Instant::now() >= deadline {
+            if done(now) || tokio::time::Instant::now() >= deadline {
                 return now;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
